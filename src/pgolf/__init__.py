@@ -1,0 +1,3 @@
+"""pgolf: parameter golf toolkit. Importing it touches neither CUDA nor logging."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,85 @@
+"""TrainConfig: optimizer, schedule, batch and wallclock settings (defaults = the challenge baseline, §4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 1337
+    max_wallclock_seconds: float = 600.0
+    """Training budget; the LR schedule is a function of elapsed time over this budget. 0 = step-based only."""
+    calib_reserve_seconds: float = 0.0
+    """Seconds kept out of the budget for in-budget calibration (GPTQ_RESERVE_SECONDS: 12 s R0405, 0.5 s R0427)."""
+    iterations: int = 20000
+    """Hard cap on optimizer steps (the schedule uses it when max_wallclock_seconds = 0)."""
+    train_batch_tokens: int = 524288
+    """Global tokens per optimizer step, summed over ranks and accumulation micro-steps."""
+    train_seq_len: int = 1024
+    grad_accum_steps: int = 1
+    """Micro-batches per step and rank; train_batch_tokens must divide evenly."""
+    # Muon (matrices) — parameter-golf.md §4.1
+    matrix_lr: float = 0.04
+    muon_momentum: float = 0.95
+    muon_momentum_warmup_start: float = 0.85
+    muon_momentum_warmup_steps: int = 500
+    muon_backend_steps: int = 5
+    muon_coeffs: Literal["classic", "polar_express"] = "classic"
+    """Newton–Schulz coefficients: (3.4445, −4.7750, 2.0315) ×5, or the Polar Express schedule (PR #1344, R0427)."""
+    muon_nesterov: bool = True
+    muon_row_normalize: bool = False
+    """MuonEq-R: normalise update rows before Newton–Schulz (PR #1217, R0405+)."""
+    muon_wd: float = 0.0
+    # AdamW (embeddings, scalars) — §4.2
+    tied_embed_lr: float = 0.05
+    embed_lr: float = 0.6
+    """Untied input embedding LR (only when model.tie_embeddings = false)."""
+    head_lr: float = 0.008
+    """Untied LM head LR."""
+    scalar_lr: float = 0.04
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    adam_wd: float = 0.0
+    embed_wd: float = 0.0
+    grad_clip_norm: float = 0.0
+    """Global-norm clip (0.3 in R0322+); 0 = off."""
+    # Schedule — §4.3
+    warmdown_frac: float = 0.2
+    """Final fraction of the budget over which the LR decays linearly (0.667 R0405, 0.75 R0414, 0.85 R0427)."""
+    min_lr: float = 0.0
+    """LR multiplier floor during warmdown (0.10 in R0427)."""
+    ema_decay: float = 0.0
+    """EMA of weights, loaded before quantization (0.997 R0322–R0405, 0.9965 R0414+); 0 = off."""
+    enable_looping_at: float = 0.0
+    """Fraction of training after which depth recurrence switches on (0.5 R0405, 0.35 R0414+)."""
+    # Engineering
+    device: str = "auto"
+    """auto = cuda if available else cpu."""
+    compile: bool = False
+    """torch.compile the model (CUDA)."""
+    val_every: int = 0
+    """Steps between validation passes during training (0 = only at the end)."""
+    log_every: int = 10
+    checkpoint_every: int = 0
+    """Steps between atomic checkpoints (0 = only at the end of training)."""
+
+    def __post_init__(self) -> None:
+        if self.train_batch_tokens % (self.train_seq_len * self.grad_accum_steps):
+            raise ValueError(
+                f"train.train_batch_tokens={self.train_batch_tokens} must be a multiple of "
+                f"train.train_seq_len × train.grad_accum_steps = {self.train_seq_len * self.grad_accum_steps}"
+            )
+        if not 0.0 <= self.warmdown_frac <= 1.0:
+            raise ValueError(f"train.warmdown_frac={self.warmdown_frac} must be in [0, 1]")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay={self.ema_decay} must be in [0, 1)")
+        if self.calib_reserve_seconds < 0 or (
+            self.max_wallclock_seconds and self.calib_reserve_seconds >= self.max_wallclock_seconds
+        ):
+            raise ValueError(
+                f"train.calib_reserve_seconds={self.calib_reserve_seconds} must be ≥ 0 and below "
+                f"train.max_wallclock_seconds={self.max_wallclock_seconds}"
+            )
