@@ -1,0 +1,294 @@
+"""`pgolf` command line: thin verbs that parse arguments and call the stage functions.
+
+    pgolf run      [--preset cpu-demo] [--config FILE] [--from-env] [--resume] [--section.field VALUE ...]
+    pgolf train    (same options; stops after training and writes checkpoint.pt)
+    pgolf quantize RUN_OR_CHECKPOINT [--recipe NAME] [--codec C] [--out PATH]
+    pgolf eval     ARTIFACT [--stride N] [--seq-len N] [--data-dir DIR] [--val-max-tokens N]
+    pgolf info     ARTIFACT
+    pgolf data     prepare|fineweb|tokenizer|convert ...
+    pgolf presets  (list presets and every config field)
+
+Overrides are dotted `--section.field value` (or `--section.field=value`); `pgolf presets` lists the fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from pgolf.config import (
+    SECTIONS, RunConfig, build_config, env_layer, load_preset, load_toml, parse_overrides, preset_names,
+)
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line, exit status 2."""
+
+
+# ------------------------------------------------------------------------------------------------ config options
+
+def _add_config_options(p: argparse.ArgumentParser, default_preset: str) -> None:
+    p.add_argument("--preset", default=default_preset,
+                   help=f"preset name (default {default_preset}); one of: {', '.join(preset_names())}")
+    p.add_argument("--config", help="TOML file with [data]/[model]/[train]/[quant]/[pack]/[eval]/[run] tables")
+    p.add_argument("--from-env", action="store_true",
+                   help="read the records' hyperparameter environment variables (MATRIX_LR, NUM_LAYERS, ...)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt (needs --run.name)")
+
+
+def _split_overrides(extra: Sequence[str]) -> list[tuple[str, str]]:
+    pairs, i = [], 0
+    while i < len(extra):
+        tok = extra[i]
+        if not tok.startswith("--") or len(tok) == 2:
+            raise UsageError(f"unexpected argument {tok!r}; overrides look like --train.matrix_lr 0.026")
+        key = tok[2:]
+        if "=" in key:
+            key, value = key.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(extra):
+                raise UsageError(f"override --{key} needs a value")
+            value = extra[i + 1]
+            i += 2
+        pairs.append((key, value))
+    return pairs
+
+
+def resolve_config(args: argparse.Namespace, extra: Sequence[str]) -> tuple[RunConfig, list[str]]:
+    layers: list[tuple[str, Any]] = [(f"preset {args.preset}", load_preset(args.preset))]
+    if args.config:
+        layers.append((f"config file {args.config}", load_toml(args.config)))
+    notes: list[str] = []
+    if args.from_env:
+        layer, notes = env_layer(os.environ)
+        layers.append(("environment (--from-env)", layer))
+    layers.append(("command-line overrides", parse_overrides(_split_overrides(extra))))
+    return build_config(layers), notes
+
+
+def _run_dir(cfg: RunConfig, preset: str) -> Path:
+    from pgolf.train.distributed import broadcast_object
+
+    name = cfg.run.name or f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path(cfg.run.out_dir) / broadcast_object(name)
+
+
+# ------------------------------------------------------------------------------------------------ verbs
+
+def cmd_run(args: argparse.Namespace, extra: Sequence[str], *, train_only: bool = False) -> int:
+    cfg, notes = resolve_config(args, extra)
+    if args.resume and not cfg.run.name:
+        raise UsageError("--resume needs --run.name NAME (the run directory to continue)")
+    from pgolf.log import RunLogger
+    from pgolf.run import RUN_RECORD, data_stage, environment_info, run_pipeline, train_stage, write_json_atomic
+    from pgolf.train.distributed import init_distributed
+
+    dist_info = init_distributed(cfg.train.device)
+    run_dir = _run_dir(cfg, args.preset)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    logger = RunLogger(run_dir / "train.log", enabled=dist_info.is_main, progress=cfg.run.progress)
+    try:
+        for note in notes:
+            logger.event("from_env", note=note)
+        logger.event("config", preset=args.preset, run_dir=str(run_dir), device=str(dist_info.device),
+                     world_size=dist_info.world_size)
+        logger.line(json.dumps(cfg.to_dict(), sort_keys=True), console=False)
+        if not train_only:
+            run_pipeline(cfg, run_dir, dist_info, logger, resume=args.resume, preset=args.preset)
+        else:
+            data = data_stage(cfg, dist_info, logger)
+            model, result = train_stage(cfg, data, run_dir, dist_info, logger, resume=args.resume)
+            if dist_info.is_main:
+                write_json_atomic(run_dir / RUN_RECORD, {
+                    "format": "pgolf-run-v1", "preset": args.preset, "config": cfg.to_dict(),
+                    "env": environment_info(), "params": model.parameter_counts(), "train": result.to_dict(),
+                })
+                logger.line(f"checkpoint: {run_dir / 'checkpoint.pt'}  (next: pgolf quantize {run_dir})")
+    finally:
+        logger.close()
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from pgolf.log import RunLogger
+    from pgolf.run import ARTIFACT_NAME, load_run_or_checkpoint, quantize_stage, sha256_file, write_json_atomic
+    from pgolf.data.corpus import resolve_dataset
+
+    cfg, weights, run_dir = load_run_or_checkpoint(Path(args.source))
+    changes: dict[str, dict[str, Any]] = {}
+    if args.recipe:
+        changes["quant"] = {"recipe": args.recipe}
+    if args.codec or args.allow_over_limit:
+        changes["pack"] = {k: v for k, v in (("codec", args.codec),
+                                              ("allow_over_limit", args.allow_over_limit or None)) if v}
+    cfg = build_config([("checkpoint", cfg.to_dict()), ("command line", changes)])
+    logger = RunLogger(None)
+    tok_sha = None
+    try:
+        tok_sha = sha256_file(resolve_dataset(cfg.data).tokenizer_path)
+    except (OSError, ValueError):
+        pass
+    out = Path(args.out) if args.out else run_dir / ARTIFACT_NAME
+    packed = quantize_stage(cfg, weights, run_dir, logger, tokenizer_sha256=tok_sha, artifact_path=out,
+                            progress=sys.stderr.isatty())
+    report_path = out.with_suffix(".quant.json")
+    write_json_atomic(report_path, {"recipe": cfg.quant.recipe, "codec": cfg.pack.codec,
+                                    "bytes": packed.bytes_report.to_dict(), "tensors": packed.tensor_report})
+    _print_tensor_table(packed.tensor_report)
+    print(packed.bytes_report.format())
+    print(f"artifact: {out}\nreport: {report_path}")
+    return 0
+
+
+def _print_tensor_table(rows: list[dict]) -> None:
+    if not rows:
+        return
+    cols = [c for c in ("name", "role", "method", "bits", "numel", "mse") if c in rows[0]]
+    fmt = lambda v: f"{v:.3e}" if isinstance(v, float) else str(v)  # noqa: E731
+    widths = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(fmt(r.get(c, "")).ljust(widths[c]) for c in cols))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pgolf.config import config_from_dict
+    from pgolf.log import RunLogger
+    from pgolf.pack.container import decode_artifact
+    from pgolf.run import data_stage, roundtrip_stage
+    from pgolf.train.distributed import init_distributed
+
+    blob = Path(args.artifact).read_bytes()
+    _, manifest = decode_artifact(blob)
+    if "config" not in manifest:
+        raise UsageError(f"{args.artifact}: artifact manifest has no run configuration to evaluate with")
+    d = manifest["config"]
+    overrides: dict[str, dict[str, Any]] = {"eval": {}, "data": {}}
+    for key, section, fieldname in (("stride", "eval", "stride"), ("seq_len", "eval", "seq_len"),
+                                    ("batch_seqs", "eval", "batch_seqs"), ("data_dir", "data", "data_dir"),
+                                    ("val_max_tokens", "data", "val_max_tokens")):
+        if getattr(args, key) is not None:
+            overrides[section][fieldname] = getattr(args, key)
+    cfg = build_config([("artifact manifest", d), ("command line", overrides)])
+    dist_info = init_distributed(args.device)
+    logger = RunLogger(None, enabled=dist_info.is_main)
+    data = data_stage(cfg, dist_info, logger)
+    res = roundtrip_stage(Path(args.artifact), cfg, data, dist_info.device, logger,
+                          progress=logger.bar_mode)
+    logger.event("final_roundtrip", mode=res.mode, val_loss=f"{res.val_loss:.8f}", val_bpb=f"{res.val_bpb:.8f}",
+                 tokens=res.num_tokens, bytes=res.num_bytes, eval_s=round(res.seconds, 2),
+                 tokens_per_s=round(res.num_tokens / max(res.seconds, 1e-9), 1))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from pgolf.pack.budget import ByteReport, measure_code_bytes
+    from pgolf.pack.container import decode_artifact
+
+    path = Path(args.artifact)
+    blob = path.read_bytes()
+    qs, manifest = decode_artifact(blob)
+    print(f"artifact: {path}")
+    print(f"format: {manifest.get('format', 'pgolf-v1')}  recipe: {manifest.get('recipe')}  "
+          f"codec: {manifest.get('codec')}  pgolf: {manifest.get('pgolf_version')}")
+    model = manifest.get("model", {})
+    print("model: " + " ".join(f"{k}={v}" for k, v in model.items()))
+    rows = []
+    for name, t in sorted(qs.tensors.items()):
+        rows.append({"name": name, "kind": t.method, "bits": t.bits, "shape": "x".join(map(str, t.q.shape)),
+                     "numel": t.q.numel()})
+    for name, t in sorted(qs.passthrough.items()):
+        rows.append({"name": name, "kind": "passthrough", "bits": t.element_size() * 8,
+                     "shape": "x".join(map(str, t.shape)) or "scalar", "numel": t.numel()})
+    cols = ["name", "kind", "bits", "shape", "numel"]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+    n_quant = sum(t.q.numel() for t in qs.tensors.values())
+    n_pass = sum(t.numel() for t in qs.passthrough.values())
+    print(f"tensors: {len(qs.tensors)} quantized ({n_quant:,} values), {len(qs.passthrough)} passthrough "
+          f"({n_pass:,} values)")
+    report = ByteReport(model_bytes=len(blob), code_bytes=measure_code_bytes())
+    print(report.format())
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    import typing
+
+    print("presets: " + ", ".join(preset_names()))
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        print(f"[{section}]")
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore
+            tp = getattr(hints[f.name], "__name__", str(hints[f.name])).replace("typing.", "")
+            print(f"  --{section}.{f.name} ({tp}, default {default!r})")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pgolf", description="Parameter golf: train, quantize, pack and score "
+                                "language models under a 16,000,000-byte artifact cap.")
+    sub = p.add_subparsers(dest="verb", required=True)
+    r = sub.add_parser("run", help="data → train → quantize → pack → round-trip val_bpb (the main job)")
+    _add_config_options(r, "cpu-demo")
+    t = sub.add_parser("train", help="train only; writes RUN_DIR/checkpoint.pt and run.json")
+    _add_config_options(t, "cpu-demo")
+    q = sub.add_parser("quantize", help="quantize a trained run/checkpoint and write the artifact")
+    q.add_argument("source", help="run directory or checkpoint.pt")
+    q.add_argument("--recipe", help="quantization recipe name or .toml file")
+    q.add_argument("--codec", choices=["zlib", "zstd", "lzma", "brotli"])
+    q.add_argument("--out", help="artifact path (default RUN_DIR/model.pgolf)")
+    q.add_argument("--allow-over-limit", action="store_true", help="write even if over the byte cap")
+    e = sub.add_parser("eval", help="round-trip val_bpb of an artifact")
+    e.add_argument("artifact")
+    e.add_argument("--stride", type=int, help="sliding-window stride (0 = non-overlapping)")
+    e.add_argument("--seq-len", type=int, help="evaluation context length")
+    e.add_argument("--batch-seqs", type=int)
+    e.add_argument("--data-dir", help="dataset folder (default: the one the run used)")
+    e.add_argument("--val-max-tokens", type=int, help="score only the first N validation tokens (0 = all)")
+    e.add_argument("--device", default="auto")
+    i = sub.add_parser("info", help="print an artifact's manifest, tensors and byte report")
+    i.add_argument("artifact")
+    sub.add_parser("presets", help="list presets and every configuration field")
+    from pgolf.data.cli import add_data_parser
+
+    add_data_parser(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    try:
+        if args.verb in ("run", "train"):
+            return cmd_run(args, extra, train_only=args.verb == "train")
+        if extra:
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
+        handlers = {"quantize": cmd_quantize, "eval": cmd_eval, "info": cmd_info, "presets": cmd_presets}
+        if args.verb == "data":
+            from pgolf.data.cli import run_data_command
+
+            return run_data_command(args)
+        return handlers[args.verb](args)
+    except (UsageError, ValueError, FileNotFoundError) as e:
+        print(f"pgolf {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pgolf {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

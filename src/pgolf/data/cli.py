@@ -1,0 +1,108 @@
+"""`pgolf data ...`: prepare a corpus, download the challenge's FineWeb shards, train a tokenizer, convert files.
+
+    pgolf data prepare INPUT... --out DIR [--vocab-size 1024] [--tokenizer T.model] [--val-fraction 0.1]
+    pgolf data fineweb --variant sp1024|sp8192 --train-shards N [--out DIR] [--repo-id ID]
+    pgolf data tokenizer INPUT... --vocab-size N --out T.model
+    pgolf data convert INPUT... --tokenizer T.model --out OUT   (.txt/.jsonl → shard, or shard → .jsonl)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def add_data_parser(sub) -> None:
+    d = sub.add_parser("data", help="prepare / download / tokenize / convert data")
+    dsub = d.add_subparsers(dest="data_verb", required=True)
+    p = dsub.add_parser("prepare", help="a .txt/.jsonl corpus (or folder) → tokenizer → train/val shards")
+    p.add_argument("inputs", nargs="*", help="files or folders; none = the embedded BBC News corpus")
+    p.add_argument("--out", required=True, help="dataset folder to create")
+    p.add_argument("--vocab-size", type=int, default=1024)
+    p.add_argument("--tokenizer", help="use this SentencePiece .model instead of training one")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--shard-tokens", type=int, default=10_000_000)
+    f = dsub.add_parser("fineweb", help="download the challenge's FineWeb shards + tokenizer (Hugging Face)")
+    f.add_argument("--variant", choices=["sp1024", "sp8192"], default="sp1024")
+    f.add_argument("--train-shards", type=int, default=1)
+    f.add_argument("--out", default="data/fineweb", help="destination folder")
+    f.add_argument("--repo-id", help="dataset repository (default: the challenge's)")
+    f.add_argument("--revision")
+    t = dsub.add_parser("tokenizer", help="train a SentencePiece tokenizer with the challenge's spec")
+    t.add_argument("inputs", nargs="+")
+    t.add_argument("--vocab-size", type=int, required=True)
+    t.add_argument("--out", required=True, help="output .model path")
+    c = dsub.add_parser("convert", help="text → shard, or shard → .jsonl documents (split at BOS)")
+    c.add_argument("inputs", nargs="+")
+    c.add_argument("--tokenizer", required=True)
+    c.add_argument("--out", required=True)
+
+
+def run_data_command(args: argparse.Namespace) -> int:
+    from pgolf.data import corpus, shards, tokenizer
+
+    if args.data_verb == "prepare":
+        docs = corpus.read_documents([Path(x) for x in args.inputs]) if args.inputs else corpus.bbc_documents()
+        info = corpus.prepare_corpus(
+            docs, Path(args.out), vocab_size=args.vocab_size, val_fraction=args.val_fraction,
+            tokenizer_path=Path(args.tokenizer) if args.tokenizer else None, shard_tokens=args.shard_tokens,
+            name=Path(args.out).name,
+        )
+        _print_info(info)
+    elif args.data_verb == "fineweb":
+        from pgolf.data.fineweb import download_fineweb
+
+        info = download_fineweb(args.variant, args.train_shards, Path(args.out), repo_id=args.repo_id,
+                                revision=args.revision)
+        _print_info(info)
+    elif args.data_verb == "tokenizer":
+        docs = corpus.read_documents([Path(x) for x in args.inputs])
+        path = tokenizer.train_tokenizer(docs, args.vocab_size, Path(args.out))
+        sp = tokenizer.load_tokenizer(path)
+        print(f"tokenizer: {path} ({sp.vocab_size()} pieces, trained on {len(docs)} documents)")
+    elif args.data_verb == "convert":
+        sp = tokenizer.load_tokenizer(Path(args.tokenizer))
+        inputs = [Path(x) for x in args.inputs]
+        out = Path(args.out)
+        if all(p.suffix == ".bin" for p in inputs):
+            n_docs = _shards_to_jsonl(inputs, sp, out)
+            print(f"wrote {n_docs} documents to {out}")
+        else:
+            docs = corpus.read_documents(inputs)
+            tokens = tokenizer.encode_documents(sp, docs)
+            shards.write_shard(out, tokens)
+            print(f"wrote {len(tokens):,} tokens ({len(docs)} documents) to {out}")
+    return 0
+
+
+def _shards_to_jsonl(paths: list[Path], sp, out: Path) -> int:
+    import numpy as np
+
+    from pgolf.data.shards import read_shard
+
+    tokens = np.concatenate([np.asarray(read_shard(p)) for p in sorted(paths)]) if paths else np.zeros(0)
+    bos = sp.bos_id()
+    starts = np.flatnonzero(tokens == bos).tolist()
+    if not starts or starts[0] != 0:
+        starts = [0] + starts
+    bounds = starts + [len(tokens)]
+    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent if str(out.parent) else ".")
+    n = 0
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            ids = [int(t) for t in tokens[a:b] if t != bos]
+            if ids:
+                f.write(json.dumps({"text": sp.decode(ids)}, ensure_ascii=False) + "\n")
+                n += 1
+    os.replace(tmp, out)
+    return n
+
+
+def _print_info(info) -> None:
+    print(f"dataset: {info.data_dir}")
+    print(f"tokenizer: {info.tokenizer_path} (vocab {info.vocab_size})")
+    print(f"train: {len(info.train_files)} shard(s), {info.num_train_tokens:,} tokens")
+    print(f"val: {len(info.val_files)} shard(s), {info.num_val_tokens:,} tokens")

@@ -1,0 +1,230 @@
+"""The pipeline stages wired end to end: data → model → train → quantize → pack → round-trip score.
+
+Each `*_stage` function takes what it needs and returns what the next one needs; `run_pipeline` strings them
+together for `pgolf run`, and the CLI verbs `train`, `quantize` and `eval` call the same functions. The number
+reported as the score is always the round trip: the artifact is written, read back from disk, decoded, loaded into a
+fresh model and evaluated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import pgolf
+from pgolf.config import RunConfig, config_from_dict
+from pgolf.data.bytes import ByteLUT, build_byte_lut
+from pgolf.data.corpus import DatasetInfo, resolve_dataset
+from pgolf.data.loader import DistributedTokenLoader, load_validation_tokens
+from pgolf.data.tokenizer import load_tokenizer
+from pgolf.eval.bpb import EvalResult, evaluate_bpb
+from pgolf.eval.roundtrip import load_model_from_artifact
+from pgolf.log import RunLogger
+from pgolf.model.gpt import GPT, format_parameter_counts
+from pgolf.pack.budget import ByteReport, check_budget, measure_code_bytes
+from pgolf.pack.container import encode_artifact, write_artifact
+from pgolf.quant.apply import quantize_state_dict
+from pgolf.quant.recipes import get_recipe
+from pgolf.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, trained_weights
+from pgolf.train.distributed import DistInfo, barrier
+from pgolf.train.loop import TrainResult, train
+
+ARTIFACT_NAME = "model.pgolf"
+RUN_RECORD = "run.json"
+
+
+# ------------------------------------------------------------------------------------------------ run record
+
+def _git_sha() -> dict[str, Any]:
+    root = Path(pgolf.__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=5).stdout.strip())
+        return {"sha": sha or None, "dirty": dirty if sha else None}
+    except (OSError, subprocess.SubprocessError):
+        return {"sha": None, "dirty": None}
+
+
+def environment_info() -> dict[str, Any]:
+    info = {
+        "pgolf": pgolf.__version__, "python": platform.python_version(), "torch": torch.__version__,
+        "numpy": np.__version__, "platform": platform.platform(), "cpu_count": os.cpu_count(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "git": _git_sha(),
+    }
+    return info
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ stages
+
+@dataclass
+class DataBundle:
+    dataset: DatasetInfo
+    lut: ByteLUT
+    val_tokens: torch.Tensor
+    tokenizer_sha256: str
+
+
+def data_stage(cfg: RunConfig, dist_info: DistInfo, logger: RunLogger) -> DataBundle:
+    """Resolve (and on first use prepare) the dataset, check the tokenizer against the model, load validation."""
+    if dist_info.is_main:
+        dataset = resolve_dataset(cfg.data)
+    barrier()
+    if not dist_info.is_main:
+        dataset = resolve_dataset(cfg.data)
+    sp = load_tokenizer(dataset.tokenizer_path)
+    lut = build_byte_lut(sp, cfg.model.vocab_size)
+    val_tokens = load_validation_tokens(dataset.val_files, cfg.eval_seq_len, cfg.data.val_max_tokens)
+    logger.event("data", dir=str(dataset.data_dir), train_tokens=dataset.num_train_tokens,
+                 val_tokens=int(val_tokens.numel() - 1), vocab=cfg.model.vocab_size)
+    return DataBundle(dataset, lut, val_tokens, sha256_file(dataset.tokenizer_path))
+
+
+def build_model(cfg: RunConfig, device: torch.device) -> GPT:
+    torch.manual_seed(cfg.train.seed)
+    return GPT(cfg.model).to(device)
+
+
+def score(model: torch.nn.Module, data: DataBundle, cfg: RunConfig, device: torch.device, *,
+          stride: int | None = None, progress: bool = False) -> EvalResult:
+    return evaluate_bpb(
+        model, data.val_tokens, data.lut, seq_len=cfg.eval_seq_len,
+        stride=cfg.eval.stride if stride is None else stride, batch_seqs=cfg.eval.batch_seqs, device=device,
+        autocast_dtype=torch.bfloat16 if device.type == "cuda" else None, progress=progress,
+    )
+
+
+def train_stage(cfg: RunConfig, data: DataBundle, run_dir: Path, dist_info: DistInfo, logger: RunLogger,
+                *, resume: bool = False) -> tuple[GPT, TrainResult]:
+    model = build_model(cfg, dist_info.device)
+    logger.event("model", **model.parameter_counts())
+    for line in format_parameter_counts(model.parameter_counts()).splitlines():
+        logger.line(line)
+    loader = DistributedTokenLoader(data.dataset.train_files, dist_info.rank, dist_info.world_size)
+    val_fn = (lambda m: score(m, data, cfg, dist_info.device, stride=0)) if cfg.train.val_every else None
+    result = train(cfg.train, model, loader, logger=logger, run_dir=run_dir, device=dist_info.device,
+                   resume=resume, val_fn=val_fn, config_dict=cfg.to_dict())
+    return model, result
+
+
+@dataclass
+class PackResult:
+    path: Path
+    bytes_report: ByteReport
+    tensor_report: list[dict]
+    quantize_seconds: float
+
+
+def quantize_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], run_dir: Path, logger: RunLogger, *,
+                   tokenizer_sha256: str | None = None, artifact_path: Path | None = None,
+                   progress: bool = False) -> PackResult:
+    """Quantize with the configured recipe, pack with the configured codec, write the artifact atomically."""
+    t0 = time.perf_counter()
+    recipe = get_recipe(cfg.quant.recipe)
+    state_dict = {k: v.detach().cpu() for k, v in state_dict.items()}
+    qstate, tensor_report = quantize_state_dict(state_dict, recipe, progress=progress)
+    manifest = {
+        "model": asdict(cfg.model), "recipe": recipe.name, "codec": cfg.pack.codec,
+        "tokenizer_sha256": tokenizer_sha256, "pgolf_version": pgolf.__version__, "config": cfg.to_dict(),
+    }
+    blob = encode_artifact(qstate, manifest, cfg.pack.codec)
+    report = ByteReport(model_bytes=len(blob), code_bytes=measure_code_bytes(), limit=cfg.pack.byte_limit)
+    seconds = time.perf_counter() - t0
+    logger.event("quantize", recipe=recipe.name, codec=cfg.pack.codec, seconds=round(seconds, 2))
+    logger.event("bytes", model=report.model_bytes, code=report.code_bytes, total=report.total,
+                 limit=report.limit, headroom=report.headroom)
+    check_budget(report, allow_over=cfg.pack.allow_over_limit)
+    path = Path(artifact_path or Path(run_dir) / ARTIFACT_NAME)
+    write_artifact(path, blob)
+    return PackResult(path, report, tensor_report, seconds)
+
+
+def roundtrip_stage(artifact_path: Path, cfg: RunConfig, data: DataBundle, device: torch.device,
+                    logger: RunLogger, *, progress: bool = False) -> EvalResult:
+    """Read the artifact back from disk, rebuild the model from its bytes alone, and score it."""
+    blob = Path(artifact_path).read_bytes()
+    model, manifest = load_model_from_artifact(blob, device=device)
+    if data.tokenizer_sha256 and manifest.get("tokenizer_sha256") not in (None, data.tokenizer_sha256):
+        logger.event("warning", note="artifact was trained with a different tokenizer file than the one scored")
+    return score(model, data, cfg, device, progress=progress)
+
+
+# ------------------------------------------------------------------------------------------------ pgolf run
+
+def run_pipeline(cfg: RunConfig, run_dir: Path, dist_info: DistInfo, logger: RunLogger, *,
+                 resume: bool = False, preset: str | None = None) -> dict[str, Any]:
+    t_start = time.time()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {"format": "pgolf-run-v1", "preset": preset, "config": cfg.to_dict(),
+                              "env": environment_info(), "world_size": dist_info.world_size}
+    data = data_stage(cfg, dist_info, logger)
+    record["data"] = {"dir": str(data.dataset.data_dir), "train_tokens": data.dataset.num_train_tokens,
+                      "val_tokens": int(data.val_tokens.numel() - 1), "tokenizer_sha256": data.tokenizer_sha256}
+    model, result = train_stage(cfg, data, run_dir, dist_info, logger, resume=resume)
+    record["params"] = model.parameter_counts()
+    record["train"] = result.to_dict()
+    t0 = time.perf_counter()
+    pre = score(model, data, cfg, dist_info.device, progress=logger.bar_mode)
+    logger.event("prequant", val_loss=round(pre.val_loss, 6), val_bpb=round(pre.val_bpb, 6),
+                 eval_s=round(time.perf_counter() - t0, 2))
+    record["prequant"] = asdict(pre)
+    if dist_info.is_main:
+        packed = quantize_stage(cfg, model.state_dict(), run_dir, logger, tokenizer_sha256=data.tokenizer_sha256)
+        record["bytes"] = packed.bytes_report.to_dict()
+        record["quant"] = {"recipe": cfg.quant.recipe, "seconds": packed.quantize_seconds,
+                           "tensors": packed.tensor_report}
+    barrier()
+    artifact = run_dir / ARTIFACT_NAME
+    rt = roundtrip_stage(artifact, cfg, data, dist_info.device, logger, progress=logger.bar_mode)
+    record["roundtrip"] = asdict(rt)
+    record["quant_gap_bpb"] = rt.val_bpb - pre.val_bpb
+    record["artifact"] = str(artifact)
+    record["wall_seconds"] = time.time() - t_start
+    logger.event("final_roundtrip", val_loss=f"{rt.val_loss:.8f}", val_bpb=f"{rt.val_bpb:.8f}",
+                 mode=rt.mode, tokens=rt.num_tokens, bytes=rt.num_bytes)
+    if dist_info.is_main:
+        logger.line(f"pre-quant val_bpb {pre.val_bpb:.6f} | round-trip val_bpb {rt.val_bpb:.6f} | "
+                    f"quantization gap {rt.val_bpb - pre.val_bpb:+.6f}")
+        logger.line(packed.bytes_report.format())
+        logger.line(f"run directory: {run_dir}  (artifact {ARTIFACT_NAME}, {RUN_RECORD}, train.log)")
+        write_json_atomic(run_dir / RUN_RECORD, record)
+    return record
+
+
+def load_run_or_checkpoint(path: Path) -> tuple[RunConfig, dict[str, torch.Tensor], Path]:
+    """A run directory (with checkpoint.pt) or a checkpoint file → (config, weights to quantize, run dir)."""
+    path = Path(path)
+    ckpt = path / CHECKPOINT_NAME if path.is_dir() else path
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{path}: expected a run directory containing {CHECKPOINT_NAME} or a checkpoint file")
+    state = load_checkpoint(ckpt)
+    if not state.get("config"):
+        raise ValueError(f"checkpoint {ckpt} carries no configuration")
+    return config_from_dict(state["config"]), trained_weights(state), ckpt.parent

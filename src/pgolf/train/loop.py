@@ -1,0 +1,219 @@
+"""The one training loop: Muon + AdamW, a wallclock schedule, EMA, depth-recurrence switch, checkpoints, resume.
+
+`train(...)` takes its inputs (config, model, loader, logger) and returns a `TrainResult`; it never parses
+arguments or reads the environment. Under torchrun every rank runs it; gradients are averaged with one flat
+all-reduce and Muon shares its Newton–Schulz work across ranks (train/muon.py), so a 2-process run equals a
+1-process run with the same global batch. The wallclock budget counts only optimizer steps (validation and
+checkpoint writes are excluded, as in the records), and rank 0's clock is broadcast so every rank sees the same LR
+and stops on the same step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+from pgolf.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from pgolf.train.config import TrainConfig
+from pgolf.train.distributed import average_gradients, world
+from pgolf.train.ema import EMA
+from pgolf.train.optim import apply_lr_multiplier, build_optimizers, set_muon_momentum
+from pgolf.train.schedule import lr_multiplier, muon_momentum_at, training_progress
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf; the last good checkpoint is kept on disk."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    train_seconds: float
+    tokens_seen: int
+    final_loss: float
+    stopped_by: str
+    """'wallclock' or 'iterations'."""
+    resumed_from_step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    """One row per logged step: step, loss, lr_mult, momentum, elapsed_s, tokens_per_s."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _synced(value: float, device: torch.device) -> float:
+    """Rank 0's value on every rank (keeps LR schedules and stop decisions identical across ranks)."""
+    if world()[1] == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
+def _mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    if world()[1] > 1:
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t /= world()[1]
+    return t
+
+
+def train(
+    cfg: TrainConfig,
+    model: torch.nn.Module,
+    loader: Any,
+    *,
+    logger: Any,
+    run_dir: Path,
+    device: torch.device,
+    resume: bool = False,
+    val_fn: Callable[[torch.nn.Module], Any] | None = None,
+    config_dict: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train `model` in place; on return the model holds the EMA weights when cfg.ema_decay > 0.
+
+    loader: a pgolf.data.loader.DistributedTokenLoader (next_batch, state_dict, load_state_dict).
+    val_fn: optional model → EvalResult, called every cfg.val_every steps (excluded from the wallclock).
+    """
+    rank, world_size = world()
+    ckpt_path = Path(run_dir) / CHECKPOINT_NAME
+    optimizers = build_optimizers(model, cfg)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    params = [p for p in model.parameters() if p.requires_grad]
+    step, elapsed, tokens_seen, resumed_from = 0, 0.0, 0, 0
+    history: list[dict[str, float]] = []
+
+    if resume and ckpt_path.is_file():
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(opt_state)
+        if ema is not None and state.get("ema"):
+            ema.load_state_dict(state["ema"])
+        loader.load_state_dict(state["loader"])
+        if state.get("looping_active") and hasattr(model, "set_looping"):
+            model.set_looping(True)
+        _set_rng_state(state["rng"])
+        step, elapsed, tokens_seen = state["step"], state["elapsed_s"], state["tokens_seen"]
+        history = list(state.get("history", []))
+        resumed_from = step
+        logger.event("resume", step=step, elapsed_s=round(elapsed, 2), checkpoint=str(ckpt_path))
+    elif resume:
+        logger.event("resume", note=f"no checkpoint at {ckpt_path}; starting from step 0")
+
+    def checkpoint() -> None:
+        if rank == 0:
+            save_checkpoint(ckpt_path, {
+                "model": model.state_dict(),
+                "optimizers": [o.state_dict() for o in optimizers],
+                "ema": ema.state_dict() if ema is not None else None,
+                "loader": loader.state_dict(),
+                "looping_active": bool(getattr(model, "looping_active", False)),
+                "rng": _rng_state(),
+                "step": step,
+                "elapsed_s": elapsed,
+                "tokens_seen": tokens_seen,
+                "history": history,
+                "config": config_dict or {},
+            })
+
+    use_autocast = device.type == "cuda"
+    forward = torch.compile(model) if cfg.compile else model
+    budget = cfg.max_wallclock_seconds - cfg.calib_reserve_seconds if cfg.max_wallclock_seconds else 0.0
+    logger.start_bar(budget if budget else cfg.iterations, "train", unit="s" if budget else "it")
+    stopped_by = "iterations"
+    last_loss = float("nan")
+    model.train()
+    while True:
+        progress = training_progress(step, elapsed, cfg)
+        if step >= cfg.iterations:
+            break
+        if cfg.max_wallclock_seconds and progress >= 1.0:
+            stopped_by = "wallclock"
+            break
+        if (getattr(model, "cfg", None) is not None and getattr(model.cfg, "num_loops", 0)
+                and not model.looping_active and progress >= cfg.enable_looping_at):
+            model.set_looping(True)
+            logger.event("looping", step=step, progress=round(progress, 4), active=True)
+        mult = lr_multiplier(progress, cfg.warmdown_frac, cfg.min_lr)
+        momentum = muon_momentum_at(step, cfg.muon_momentum_warmup_start, cfg.muon_momentum,
+                                    cfg.muon_momentum_warmup_steps)
+        apply_lr_multiplier(optimizers, mult)
+        set_muon_momentum(optimizers, momentum)
+
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        for _ in range(cfg.grad_accum_steps):
+            x, y = loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, cfg.grad_accum_steps)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
+                loss = forward(x, y)
+            (loss / cfg.grad_accum_steps).backward()
+            loss_sum += loss.detach().float()
+        average_gradients(params)
+        step_loss = _mean_over_ranks(loss_sum / cfg.grad_accum_steps)
+        last_loss = float(step_loss.item())
+        if not math.isfinite(last_loss):
+            logger.close_bar()
+            raise TrainingDiverged(
+                f"loss became {last_loss} at step {step + 1}; stopped. The last good checkpoint "
+                f"({ckpt_path if ckpt_path.is_file() else 'none written yet'}) is kept. Lower the learning rates "
+                "or enable train.grad_clip_norm."
+            )
+        if cfg.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
+        for opt in optimizers:
+            opt.step()
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(model)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        dt = time.perf_counter() - t0
+        elapsed = _synced(elapsed + dt, device)
+        step += 1
+        tokens_seen += cfg.train_batch_tokens
+        tok_s = cfg.train_batch_tokens / max(dt, 1e-9)
+        if step % cfg.log_every == 0 or step == 1:
+            row = {"step": step, "loss": round(last_loss, 5), "lr_mult": round(mult, 5),
+                   "momentum": round(momentum, 5), "elapsed_s": round(elapsed, 3), "tokens_per_s": round(tok_s, 1)}
+            history.append(row)
+            eta = (budget - elapsed) if budget else (cfg.iterations - step) * elapsed / step
+            logger.step("train", **row, eta_s=round(max(eta, 0.0), 1))
+        logger.update_bar(elapsed if budget else step, step=step, loss=last_loss, tok_s=f"{tok_s:,.0f}")
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            checkpoint()
+        if val_fn is not None and cfg.val_every and step % cfg.val_every == 0:
+            res = val_fn(model)
+            model.train()
+            logger.event("val", step=step, val_loss=round(res.val_loss, 6), val_bpb=round(res.val_bpb, 6))
+    logger.close_bar()
+    checkpoint()
+    logger.event("train_done", steps=step, train_s=round(elapsed, 2), stopped_by=stopped_by,
+                 tokens=tokens_seen, loss=round(last_loss, 5))
+    if ema is not None:
+        ema.copy_to(model)
+        logger.event("ema", note="applied EMA weights", decay=cfg.ema_decay)
+    model.eval()
+    return TrainResult(steps=step, train_seconds=elapsed, tokens_seen=tokens_seen, final_loss=last_loss,
+                       stopped_by=stopped_by, resumed_from_step=resumed_from, history=history)
