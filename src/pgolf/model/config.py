@@ -27,6 +27,9 @@ class GPTConfig:
     rope_base: float = 10000.0
     rope_dims: int = 0
     """Rotary dims per head (partial RoPE, PR #315 uses 16 of 64); 0 = the full head dim."""
+    rope_ntk_seq_len: int = 0
+    """NTK-scaled RoPE base for sequences longer than this (R0322-era `Rotary` hard-codes 1024, so its 2048-token
+    training runs use base·2^(rd/(rd−2)); R0427 runs ROPE_YARN=0); 0 = off."""
     qk_gain_init: float = 1.5
     """Initial per-head gain on RMS-normalised, rotated q (1.5 baseline, 4.0 R0405, 5.0 R0414/R0427)."""
     logit_softcap: float = 30.0
@@ -42,7 +45,9 @@ class GPTConfig:
     smear_gate: Literal["none", "v1", "v2"] = "none"
     """SmearGate: v1 per-channel sigmoid gate (2026-03-19..R0331), v2 input-dependent gate (PR #1667, R0427)."""
     smear_bos_fix: bool = True
-    """Do not smear the previous document's last token into a BOS position (PR #1851)."""
+    """Do not smear (or bigram-hash) the previous document's last token into a BOS position (PR #1851)."""
+    gate_window: int = 12
+    """Leading residual dims that feed SmearGate v2 and the sparse attention gate (GATE_WINDOW, PR #1667/#1787)."""
     bigram_vocab_size: int = 0
     """BigramHash table rows (PR #162; 2048 in R0322, 3072 in R0325); 0 = off."""
     bigram_dim: int = 128
@@ -81,6 +86,8 @@ class GPTConfig:
                 raise ValueError(
                     f"model.loop_start={self.loop_start}..loop_end={self.loop_end} must lie in [0, {self.num_layers})"
                 )
+        if self.gate_window > self.model_dim:
+            raise ValueError(f"model.gate_window={self.gate_window} must be <= model.model_dim={self.model_dim}")
         for layer in self.ve_layers:
             if not 0 <= layer < self.num_layers:
                 raise ValueError(f"model.ve_layers contains {layer}; expected layers in [0, {self.num_layers})")

@@ -1,0 +1,150 @@
+"""Causal attention kernels: PyTorch SDPA (CPU/GPU) or FlashAttention (CUDA), with optional document isolation.
+
+Document isolation (the records' VarLen training, PR #1530, R0414+): a token attends only to positions at or after
+the start of its own document — the most recent BOS at or before it — within its row. On SDPA this is a boolean
+block-diagonal causal mask (B, 1, T, T); on CUDA with flash-attn installed it is `flash_attn_varlen_func` over the
+flattened batch with one segment per document (and per row). Both equal running every document on its own.
+
+`build_attention_context` runs once per forward (mask / cu_seqlens are shared by every layer); `attend` runs per layer.
+FlashAttention is imported lazily, so importing this module never touches CUDA.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_FLASH: dict[str, Any] = {}
+
+
+def _flash_functions() -> tuple[Callable[..., Any] | None, Callable[..., Any] | None]:
+    """(flash_attn_func, flash_attn_varlen_func) from FA3 (`flash_attn_interface`) or FA2 (`flash_attn`), else Nones."""
+    if "funcs" not in _FLASH:
+        funcs: tuple[Any, Any] = (None, None)
+        for module_name in ("flash_attn_interface", "flash_attn"):
+            try:
+                module = importlib.import_module(module_name)
+                funcs = (module.flash_attn_func, module.flash_attn_varlen_func)
+                break
+            except (ImportError, AttributeError, OSError):
+                continue
+        _FLASH["funcs"] = funcs
+    return _FLASH["funcs"]
+
+
+def flash_available() -> bool:
+    return _flash_functions()[0] is not None
+
+
+def _first(out: Any) -> Tensor:
+    """Some FlashAttention builds return (out, lse); keep the output."""
+    return out[0] if isinstance(out, tuple) else out
+
+
+@dataclass
+class AttentionContext:
+    """Per-forward inputs shared by every attention layer.
+
+    cos, sin: rotary tables (1, T, 1, rope_dims/2). With doc_isolation the SDPA mask (B, 1, T, T) and the flash
+    cu_seqlens are built on first use from idx and then reused by every layer.
+    """
+
+    cos: Tensor
+    sin: Tensor
+    idx: Tensor
+    bos_id: int
+    doc_isolation: bool = False
+    use_flash: bool = False
+    _mask: Tensor | None = None
+    _cu_seqlens: tuple[Tensor, int] | None = None
+
+    def mask(self) -> Tensor:
+        if self._mask is None:
+            self._mask = document_causal_mask(self.idx, self.bos_id)
+        return self._mask
+
+    def cu_seqlens(self) -> tuple[Tensor, int]:
+        if self._cu_seqlens is None:
+            self._cu_seqlens = document_cu_seqlens(self.idx, self.bos_id)
+        return self._cu_seqlens
+
+
+def document_starts(idx: Tensor, bos_id: int) -> Tensor:
+    """Start position of each token's document within its row: the last BOS at or before t, else 0.  (B, T) int64."""
+    T = idx.size(1)
+    pos = torch.arange(T, device=idx.device).expand_as(idx)  # (B, T)
+    starts = torch.where(idx == bos_id, pos, torch.zeros_like(pos))  # (B, T)
+    return torch.cummax(starts, dim=1).values  # (B, T)
+
+
+def document_causal_mask(idx: Tensor, bos_id: int) -> Tensor:
+    """Boolean mask (B, 1, T, T): query i may attend key j iff start(i) <= j <= i."""
+    T = idx.size(1)
+    pos = torch.arange(T, device=idx.device)
+    starts = document_starts(idx, bos_id)  # (B, T)
+    causal = pos[None, :] <= pos[:, None]  # (T, T): j <= i
+    same_doc = pos[None, None, :] >= starts[:, :, None]  # (B, T, T): j >= start(i)
+    return (causal[None] & same_doc)[:, None]  # (B, 1, T, T)
+
+
+def document_cu_seqlens(idx: Tensor, bos_id: int) -> tuple[Tensor, int]:
+    """Segments of the flattened (B·T) batch, one per row start and per BOS: (cu_seqlens int32 (S+1,), max length)."""
+    B, T = idx.shape
+    pos = torch.arange(T, device=idx.device)
+    boundary = (idx == bos_id) | (pos == 0)[None, :]  # (B, T)
+    starts = torch.nonzero(boundary.reshape(-1), as_tuple=True)[0]  # (S,)
+    total = torch.tensor([B * T], device=idx.device, dtype=starts.dtype)
+    cu = torch.cat([starts, total]).to(torch.int32)  # (S + 1,)
+    max_seqlen = int((cu[1:] - cu[:-1]).max().item())
+    return cu, max_seqlen
+
+
+def _want_flash(backend: str, device: torch.device) -> bool:
+    if backend == "sdpa":
+        return False
+    if backend == "flash":
+        if device.type != "cuda" or not flash_available():
+            raise RuntimeError(
+                "model.attention_backend='flash' needs a CUDA device and flash-attn (flash_attn_interface or "
+                "flash_attn) installed; use 'auto' or 'sdpa' otherwise"
+            )
+        return True
+    return device.type == "cuda" and flash_available()
+
+
+def build_attention_context(
+    idx: Tensor, cos: Tensor, sin: Tensor, *, doc_isolation: bool, bos_id: int, backend: str
+) -> AttentionContext:
+    """Decide the kernel once per forward; the document layout is built lazily by the first layer that needs it."""
+    return AttentionContext(cos=cos, sin=sin, idx=idx, bos_id=bos_id, doc_isolation=doc_isolation,
+                            use_flash=_want_flash(backend, idx.device))
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext) -> Tensor:
+    """Causal GQA attention, scale 1/sqrt(head_dim).  q (B, T, H, D), k/v (B, T, Hkv, D) -> (B, T, H, D)."""
+    B, T, H, D = q.shape
+    if ctx.use_flash and q.dtype in (torch.bfloat16, torch.float16):  # FlashAttention needs half precision
+        flash_func, flash_varlen = _flash_functions()
+        if ctx.doc_isolation:
+            cu, max_len = ctx.cu_seqlens()
+            y = flash_varlen(
+                q.reshape(B * T, H, D), k.reshape(B * T, -1, D), v.reshape(B * T, -1, D),
+                cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=max_len, max_seqlen_k=max_len, causal=True,
+            )
+            return _first(y).reshape(B, T, H, D)
+        return _first(flash_func(q, k, v, causal=True))  # (B, T, H, D)
+    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|Hkv, T, D)
+    gqa = kt.size(1) != qt.size(1)
+    if ctx.doc_isolation:
+        if gqa and q.is_cuda:  # the masked CUDA kernel (mem-efficient) may not take enable_gqa: expand k/v instead
+            group = qt.size(1) // kt.size(1)
+            kt, vt, gqa = kt.repeat_interleave(group, dim=1), vt.repeat_interleave(group, dim=1), False
+        y = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=ctx.mask(), enable_gqa=gqa)
+    else:
+        y = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, enable_gqa=gqa)
+    return y.transpose(1, 2)  # (B, T, H, D)
