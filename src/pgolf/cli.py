@@ -7,6 +7,8 @@
     pgolf info     ARTIFACT
     pgolf data     prepare|fineweb|tokenizer|convert ...
     pgolf presets  (list presets and every config field)
+    pgolf compare  A B   (Welch t-test and the record margin test, in nats and bpb)
+    pgolf report   RUN_DIR... [--out DIR]   (PNG plots + report.md)
 
 Overrides are dotted `--section.field value` (or `--section.field=value`); `pgolf presets` lists the fields.
 """
@@ -263,8 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("artifact")
     sub.add_parser("presets", help="list presets and every configuration field")
     from pgolf.data.cli import add_data_parser
+    from pgolf.experiments.cli import add_experiment_parsers
 
     add_data_parser(sub)
+    add_experiment_parsers(sub)
     return p
 
 
@@ -274,6 +278,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.verb in ("run", "train"):
             return cmd_run(args, extra, train_only=args.verb == "train")
+        if args.verb in ("compare", "report"):
+            from pgolf.experiments.cli import run_experiment_command
+
+            if extra:
+                raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
+            return run_experiment_command(args)
         if extra:
             raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
         handlers = {"quantize": cmd_quantize, "eval": cmd_eval, "info": cmd_info, "presets": cmd_presets}

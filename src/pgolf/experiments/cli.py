@@ -1,0 +1,128 @@
+"""`pgolf compare` and `pgolf report`: the experiment verbs, hooked into `pgolf.cli` by `add_experiment_parsers`.
+
+    pgolf compare NEW BASELINE        NEW/BASELINE: comma-separated run dirs or run.json files, globs allowed
+    pgolf compare --a-values 1.8827,1.8815,1.8822 --b-values 1.8897,1.8911,1.8891 [--tokens-per-byte 0.4]
+    pgolf report RUN_DIR [RUN_DIR ...] [--out DIR]
+
+`compare` prints both means ± std in nats (round-trip val_loss) and bpb, Welch's t-test, the 0.005-nat margin test
+and whether the record criteria (≥ 0.005 nats at p < 0.01) are met. A is the candidate, B the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+from pathlib import Path
+
+from pgolf.experiments.stats import RECORD_ALPHA, RECORD_MARGIN_NATS, margin_test, nats_to_bpb, summarize, welch
+
+
+def add_experiment_parsers(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser("compare", help="Welch t-test and record-margin test of two sets of per-seed runs")
+    c.add_argument("a", nargs="?", help="candidate runs: comma-separated run dirs / run.json files / globs")
+    c.add_argument("b", nargs="?", help="baseline runs, same form")
+    c.add_argument("--a-values", help="candidate per-seed val_loss in nats, comma-separated (instead of A)")
+    c.add_argument("--b-values", help="baseline per-seed val_loss in nats, comma-separated (instead of B)")
+    c.add_argument("--tokens-per-byte", type=float,
+                   help="tokens/byte of the validation set, to convert literal nats to bpb (runs carry their own)")
+    c.add_argument("--margin-nats", type=float, default=RECORD_MARGIN_NATS,
+                   help=f"required improvement in nats per token (default {RECORD_MARGIN_NATS})")
+    c.add_argument("--alpha", type=float, default=RECORD_ALPHA, help=f"significance level (default {RECORD_ALPHA})")
+    c.set_defaults(experiment_verb="compare")
+    r = sub.add_parser("report", help="plots and report.md for a run (extra runs join the comparison plot/table)")
+    r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories or run.json files (globs allowed)")
+    r.add_argument("--out", help="output folder (default FIRST_RUN_DIR/report)")
+    r.set_defaults(experiment_verb="report")
+
+
+def _expand(spec: str) -> list[str]:
+    out: list[str] = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        if any(ch in item for ch in "*?["):
+            hits = sorted(glob.glob(item))
+            if not hits:
+                raise FileNotFoundError(f"{item}: glob matched nothing")
+            out += hits
+        else:
+            out.append(item)
+    return out
+
+
+def _literal(spec: str, flag: str) -> list[float]:
+    try:
+        return [float(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"{flag}: expected comma-separated numbers, got {spec!r}") from None
+
+
+def _side(label: str, spec: str | None,
+          values: str | None) -> tuple[list[float], list[float] | None, str, float | None]:
+    """→ (nats values, bpb values or None, description, tokens/byte or None) for one side of the comparison."""
+    if (spec is None) == (values is None):
+        raise ValueError(f"give exactly one of the positional {label} or --{label.lower()}-values")
+    if values is not None:
+        nats = _literal(values, f"--{label.lower()}-values")
+        return nats, None, f"{len(nats)} literal values", None
+    from pgolf.experiments.report import load_runs, run_name
+    from pgolf.experiments.stats import tokens_per_byte
+
+    runs = load_runs(_expand(spec))
+    missing = [r["_path"] for r in runs if (r.get("roundtrip") or {}).get("val_loss") is None]
+    if missing:
+        raise ValueError(f"no round-trip score in {', '.join(missing)} (train-only or unfinished run?)")
+    nats = [float(r["roundtrip"]["val_loss"]) for r in runs]
+    bpb = [float(r["roundtrip"]["val_bpb"]) for r in runs]
+    return nats, bpb, f"{len(runs)} runs: " + ", ".join(run_name(r) for r in runs), tokens_per_byte(runs[0])
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    a_nats, a_bpb, a_desc, a_tpb = _side("A", args.a, args.a_values)
+    b_nats, b_bpb, b_desc, b_tpb = _side("B", args.b, args.b_values)
+    tpb = args.tokens_per_byte or a_tpb or b_tpb  # literal nats are converted with the runs' tokenizer if any
+    if tpb:
+        a_bpb = a_bpb or [nats_to_bpb(v, tpb) for v in a_nats]
+        b_bpb = b_bpb or [nats_to_bpb(v, tpb) for v in b_nats]
+    for label, nats, bpb, desc in (("A (candidate)", a_nats, a_bpb, a_desc), ("B (baseline) ", b_nats, b_bpb, b_desc)):
+        m, s = summarize(nats)
+        line = f"{label}: val_loss {m:.8f} ± {s:.8f} nats"
+        if bpb:
+            mb, sb = summarize(bpb)
+            line += f" | val_bpb {mb:.8f} ± {sb:.8f}"
+        print(f"{line}  (n={len(nats)}; {desc})")
+    w = welch(a_nats, b_nats)
+    print(f"difference A − B: {w.mean_a - w.mean_b:+.8f} nats" +
+          (f" ({summarize(a_bpb)[0] - summarize(b_bpb)[0]:+.8f} bpb)" if a_bpb and b_bpb else ""))
+    print(f"welch: t={w.t:.2f} df={w.df:.2f} p={w.p_two_sided:.4g} (two-sided)")
+    mt = margin_test(a_nats, b_nats, args.margin_nats)
+    print(f"margin test H0: improvement ≤ {mt.margin} nats: t={mt.t:.2f} df={mt.df:.2f} p={mt.p_one_sided:.4f} "
+          f"(one-sided); mean improvement {mt.improvement_mean:+.6f} nats")
+    if tpb:
+        print(f"at {tpb:.5f} tokens/byte the margin {mt.margin} nats = {nats_to_bpb(mt.margin, tpb):.5f} bpb")
+    ok = mt.meets(args.alpha)
+    verdict = "MEETS" if ok else "does NOT meet"
+    print(f"record criteria (≥ {mt.margin} nats at p < {args.alpha}): {verdict}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pgolf.experiments.report import write_report
+
+    paths = [p for spec in args.runs for p in _expand(spec)]
+    for p in write_report(paths, out_dir=Path(args.out) if args.out else None):
+        print(f"wrote {p}")
+    return 0
+
+
+def run_experiment_command(args: argparse.Namespace) -> int:
+    """Dispatch `compare` / `report`; bad input is one line on stderr and exit status 2."""
+    verb = getattr(args, "experiment_verb", None)
+    try:
+        if verb == "compare":
+            return cmd_compare(args)
+        if verb == "report":
+            return cmd_report(args)
+        raise ValueError(f"not an experiment verb: {verb!r}")
+    except (ValueError, FileNotFoundError) as e:
+        print(f"pgolf {verb}: error: {e}", file=sys.stderr)
+        return 2
