@@ -7,6 +7,10 @@ flattened batch with one segment per document (and per row). Both equal running 
 
 `build_attention_context` runs once per forward (mask / cu_seqlens are shared by every layer); `attend` runs per layer.
 FlashAttention is imported lazily, so importing this module never touches CUDA.
+
+Incremental decoding (model/generate.py): with `ctx.cache` set, q/k/v hold only the newest positions; `attend`
+appends k/v to the cache slot of virtual layer `ctx.layer` and attends over all cached positions (SDPA with a
+bottom-right causal mask, document-isolated when enabled).
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ class AttentionContext:
 
     cos, sin: rotary tables (1, T, 1, rope_dims/2). With doc_isolation the SDPA mask (B, 1, T, T) and the flash
     cu_seqlens are built on first use from idx and then reused by every layer.
+    cache, layer: incremental decoding (model/generate.py `KVCache`, duck-typed: `update(layer, k, v)` returns all
+    cached k/v); idx then holds every token so far, cos/sin only the T new positions, and the mask is (B, 1, T, T_all).
     """
 
     cos: Tensor
@@ -60,12 +66,17 @@ class AttentionContext:
     bos_id: int
     doc_isolation: bool = False
     use_flash: bool = False
+    cache: Any = None
+    layer: int = 0
     _mask: Tensor | None = None
     _cu_seqlens: tuple[Tensor, int] | None = None
 
     def mask(self) -> Tensor:
         if self._mask is None:
-            self._mask = document_causal_mask(self.idx, self.bos_id)
+            if self.cache is None:
+                self._mask = document_causal_mask(self.idx, self.bos_id)
+            else:
+                self._mask = decode_mask(self.idx, self.cos.size(1), self.bos_id, self.doc_isolation)
         return self._mask
 
     def cu_seqlens(self) -> tuple[Tensor, int]:
@@ -90,6 +101,17 @@ def document_causal_mask(idx: Tensor, bos_id: int) -> Tensor:
     causal = pos[None, :] <= pos[:, None]  # (T, T): j <= i
     same_doc = pos[None, None, :] >= starts[:, :, None]  # (B, T, T): j >= start(i)
     return (causal[None] & same_doc)[:, None]  # (B, 1, T, T)
+
+
+def decode_mask(idx: Tensor, num_new: int, bos_id: int, doc_isolation: bool) -> Tensor:
+    """Mask (B|1, 1, T, T_all) for the last T = num_new queries of idx (B, T_all): j <= i [and j >= start(i)]."""
+    T_all = idx.size(1)
+    pos = torch.arange(T_all, device=idx.device)
+    mask = (pos[None, :] <= pos[T_all - num_new :, None])[None]  # (1, T, T_all)
+    if doc_isolation:
+        starts = document_starts(idx, bos_id)[:, T_all - num_new :]  # (B, T)
+        mask = mask & (pos[None, None, :] >= starts[:, :, None])  # (B, T, T_all)
+    return mask[:, None]
 
 
 def document_cu_seqlens(idx: Tensor, bos_id: int) -> tuple[Tensor, int]:
@@ -118,16 +140,18 @@ def _want_flash(backend: str, device: torch.device) -> bool:
 
 
 def build_attention_context(
-    idx: Tensor, cos: Tensor, sin: Tensor, *, doc_isolation: bool, bos_id: int, backend: str
+    idx: Tensor, cos: Tensor, sin: Tensor, *, doc_isolation: bool, bos_id: int, backend: str, cache: Any = None
 ) -> AttentionContext:
     """Decide the kernel once per forward; the document layout is built lazily by the first layer that needs it."""
     return AttentionContext(cos=cos, sin=sin, idx=idx, bos_id=bos_id, doc_isolation=doc_isolation,
-                            use_flash=_want_flash(backend, idx.device))
+                            use_flash=cache is None and _want_flash(backend, idx.device), cache=cache)
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext) -> Tensor:
     """Causal GQA attention, scale 1/sqrt(head_dim).  q (B, T, H, D), k/v (B, T, Hkv, D) -> (B, T, H, D)."""
     B, T, H, D = q.shape
+    if ctx.cache is not None:  # incremental decoding: q/k/v are the T newest positions
+        k, v = ctx.cache.update(ctx.layer, k, v)  # (B, T_all, Hkv, D)
     if ctx.use_flash and q.dtype in (torch.bfloat16, torch.float16):  # FlashAttention needs half precision
         flash_func, flash_varlen = _flash_functions()
         if ctx.doc_isolation:
@@ -140,7 +164,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, ctx: AttentionContext) -> Tensor:
         return _first(flash_func(q, k, v, causal=True))  # (B, T, H, D)
     qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|Hkv, T, D)
     gqa = kt.size(1) != qt.size(1)
-    if ctx.doc_isolation:
+    if ctx.doc_isolation or ctx.cache is not None:
         if gqa and q.is_cuda:  # the masked CUDA kernel (mem-efficient) may not take enable_gqa: expand k/v instead
             group = qt.size(1) // kt.size(1)
             kt, vt, gqa = kt.repeat_interleave(group, dim=1), vt.repeat_interleave(group, dim=1), False

@@ -20,6 +20,7 @@ by the looped depth, so switching looping on never changes the parameter set. LN
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,9 @@ from pgolf.model.attention import build_attention_context
 from pgolf.model.config import GPTConfig
 from pgolf.model.extras import BigramHash, SmearGate, ValueEmbedding
 from pgolf.model.layers import Block, CastedLinear, Rotary, rms_norm
+
+if TYPE_CHECKING:
+    from pgolf.model.generate import KVCache
 
 COUNT_KEYS = ("tok_emb", "attn", "mlp", "control", "skips", "smear", "bigram", "value_embed", "lm_head")
 
@@ -116,22 +120,43 @@ class GPT(nn.Module):
             return torch.lerp(w * skip, x, g)
         return x + w * skip
 
-    def hidden(self, idx: Tensor) -> Tensor:
-        """Final normalized hidden states (B, T, C) before the LM head."""
-        cfg = self.cfg
-        T = idx.size(1)
+    def _embed(self, idx: Tensor) -> Tensor:
+        """x0 (B, T, C): tok_emb [+ BigramHash] [SmearGate v2] → rms_norm [SmearGate v1]."""
         x = self.tok_emb(idx)  # (B, T, C)
         if self.bigram is not None:
             x = x + self.bigram(idx)
-        if self.smear is not None and cfg.smear_gate == "v2":
+        if self.smear is not None and self.cfg.smear_gate == "v2":
             x = self.smear(x, idx)
         x = rms_norm(x)
-        if self.smear is not None and cfg.smear_gate == "v1":
+        if self.smear is not None and self.cfg.smear_gate == "v1":
             x = self.smear(x, idx)
+        return x
+
+    def hidden(self, idx: Tensor, cache: KVCache | None = None) -> Tensor:
+        """Final normalized hidden states (B, T, C) before the LM head.
+
+        With `cache` (a model/generate.py KVCache, incremental decoding) idx holds only the T new tokens; the cache
+        supplies the earlier tokens and every virtual layer's keys/values, so the result equals
+        hidden(all tokens)[:, -T:].
+        """
+        cfg = self.cfg
+        T = idx.size(1)
+        if cache is None:
+            past, ctx_idx = 0, idx
+            x = self._embed(idx)
+        else:
+            past = cache.length
+            if cfg.rope_ntk_seq_len and past + T > cfg.rope_ntk_seq_len:
+                raise ValueError(f"cached decoding past model.rope_ntk_seq_len={cfg.rope_ntk_seq_len}: the NTK rope "
+                                 "base depends on the full length, so the cached keys would be stale")
+            ctx_idx = cache.append_tokens(idx)  # (B, past + T)
+            left = min(past, 2)  # BigramHash and SmearGate v2 reach two tokens back
+            x = self._embed(ctx_idx[:, past - left :])[:, left:]
         x0 = x
-        cos, sin = self.rotary(T, idx.device)
-        ctx = build_attention_context(idx, cos, sin, doc_isolation=cfg.doc_isolation, bos_id=cfg.bos_id,
-                                      backend=cfg.attention_backend)
+        cos, sin = self.rotary(past + T, idx.device)
+        cos, sin = cos[:, past:], sin[:, past:]
+        ctx = build_attention_context(ctx_idx, cos, sin, doc_isolation=cfg.doc_isolation, bos_id=cfg.bos_id,
+                                      backend=cfg.attention_backend, cache=cache)
         ve_base = self.ve_shared(idx) if self.ve_shared is not None else None  # (B, T, kv_dim)
 
         order = virtual_layers(cfg, self.looping_active)
@@ -139,6 +164,7 @@ class GPT(nn.Module):
         skips: list[Tensor] = []
         lanes: tuple[Tensor, Tensor] | None = None
         for v, i in enumerate(order):
+            ctx.layer = v  # KV-cache slot (incremental decoding)
             ve = None
             if ve_base is not None and i in self._ve_slot:
                 ve = ve_base * self.ve_layer_scales[self._ve_slot[i]].to(ve_base.dtype)
@@ -166,9 +192,9 @@ class GPT(nn.Module):
             x = 0.5 * (lanes[0] + lanes[1])  # PARALLEL_FINAL_LANE=mean (R0427)
         return rms_norm(x)
 
-    def logits(self, idx: Tensor) -> Tensor:
-        """fp32 logits (B, T, V) after the softcap (Gemma-2 style, every record)."""
-        h = self.hidden(idx)
+    def logits(self, idx: Tensor, cache: KVCache | None = None) -> Tensor:
+        """fp32 logits (B, T, V) after the softcap (Gemma-2 style, every record); `cache` as in `hidden`."""
+        h = self.hidden(idx, cache)
         if self.lm_head is None:
             z = F.linear(h, self.tok_emb.weight.to(h.dtype))  # (B, T, V) tied head
         else:
