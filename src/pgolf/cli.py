@@ -123,7 +123,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from pgolf.run import ARTIFACT_NAME, load_run_or_checkpoint, quantize_stage, sha256_file, write_json_atomic
     from pgolf.data.corpus import resolve_dataset
 
-    cfg, weights, run_dir = load_run_or_checkpoint(Path(args.source))
+    cfg, weights, run_dir, looping_active = load_run_or_checkpoint(Path(args.source))
     changes: dict[str, dict[str, Any]] = {}
     if args.recipe:
         changes["quant"] = {"recipe": args.recipe}
@@ -139,7 +139,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         pass
     out = Path(args.out) if args.out else run_dir / ARTIFACT_NAME
     packed = quantize_stage(cfg, weights, run_dir, logger, tokenizer_sha256=tok_sha, artifact_path=out,
-                            progress=sys.stderr.isatty())
+                            looping_active=looping_active, progress=sys.stderr.isatty())
     report_path = out.with_suffix(".quant.json")
     write_json_atomic(report_path, {"recipe": cfg.quant.recipe, "codec": cfg.pack.codec,
                                     "bytes": packed.bytes_report.to_dict(), "tensors": packed.tensor_report})

@@ -100,7 +100,7 @@ def data_stage(cfg: RunConfig, dist_info: DistInfo, logger: RunLogger) -> DataBu
     if not dist_info.is_main:
         dataset = resolve_dataset(cfg.data)
     sp = load_tokenizer(dataset.tokenizer_path)
-    lut = build_byte_lut(sp, cfg.model.vocab_size)
+    lut = build_byte_lut(sp, cfg.model.vocab_size, name=str(dataset.tokenizer_path))
     val_tokens = load_validation_tokens(dataset.val_files, cfg.eval_seq_len, cfg.data.val_max_tokens)
     logger.event("data", dir=str(dataset.data_dir), train_tokens=dataset.num_train_tokens,
                  val_tokens=int(val_tokens.numel() - 1), vocab=cfg.model.vocab_size)
@@ -144,7 +144,7 @@ class PackResult:
 
 def quantize_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], run_dir: Path, logger: RunLogger, *,
                    tokenizer_sha256: str | None = None, artifact_path: Path | None = None,
-                   progress: bool = False) -> PackResult:
+                   looping_active: bool = False, progress: bool = False) -> PackResult:
     """Quantize with the configured recipe, pack with the configured codec, write the artifact atomically."""
     t0 = time.perf_counter()
     recipe = get_recipe(cfg.quant.recipe)
@@ -153,6 +153,7 @@ def quantize_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], run_dir:
     manifest = {
         "model": asdict(cfg.model), "recipe": recipe.name, "codec": cfg.pack.codec,
         "tokenizer_sha256": tokenizer_sha256, "pgolf_version": pgolf.__version__, "config": cfg.to_dict(),
+        "looping_active": looping_active, "recipe_spec": asdict(recipe),
     }
     blob = encode_artifact(qstate, manifest, cfg.pack.codec)
     report = ByteReport(model_bytes=len(blob), code_bytes=measure_code_bytes(), limit=cfg.pack.byte_limit)
@@ -196,7 +197,8 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, dist_info: DistInfo, logger: Run
                  eval_s=round(time.perf_counter() - t0, 2))
     record["prequant"] = asdict(pre)
     if dist_info.is_main:
-        packed = quantize_stage(cfg, model.state_dict(), run_dir, logger, tokenizer_sha256=data.tokenizer_sha256)
+        packed = quantize_stage(cfg, model.state_dict(), run_dir, logger, tokenizer_sha256=data.tokenizer_sha256,
+                                looping_active=model.looping_active)
         record["bytes"] = packed.bytes_report.to_dict()
         record["quant"] = {"recipe": cfg.quant.recipe, "seconds": packed.quantize_seconds,
                            "tensors": packed.tensor_report}
@@ -218,8 +220,8 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, dist_info: DistInfo, logger: Run
     return record
 
 
-def load_run_or_checkpoint(path: Path) -> tuple[RunConfig, dict[str, torch.Tensor], Path]:
-    """A run directory (with checkpoint.pt) or a checkpoint file → (config, weights to quantize, run dir)."""
+def load_run_or_checkpoint(path: Path) -> tuple[RunConfig, dict[str, torch.Tensor], Path, bool]:
+    """A run directory (with checkpoint.pt) or a checkpoint file → (config, weights, run dir, looping active)."""
     path = Path(path)
     ckpt = path / CHECKPOINT_NAME if path.is_dir() else path
     if not ckpt.is_file():
@@ -227,4 +229,4 @@ def load_run_or_checkpoint(path: Path) -> tuple[RunConfig, dict[str, torch.Tenso
     state = load_checkpoint(ckpt)
     if not state.get("config"):
         raise ValueError(f"checkpoint {ckpt} carries no configuration")
-    return config_from_dict(state["config"]), trained_weights(state), ckpt.parent
+    return config_from_dict(state["config"]), trained_weights(state), ckpt.parent, bool(state.get("looping_active"))

@@ -73,8 +73,16 @@ def test_two_processes_equal_one(tiny_dataset, tmp_path):
     assert two.returncode == 0, two.stdout + two.stderr
     assert "world_size:2" in two.stdout
     a, b = _weights(tmp_path / "w1"), _weights(tmp_path / "w2")
+    # The all-reduced gradient differs from the 1-process gradient only by float summation order. Muon's
+    # orthogonalised updates keep that at rounding level; AdamW divides by sqrt(v), so embedding rows of tokens
+    # that were almost never seen (gradient ~ eps) can move by up to ~lr·1e-3. A wrong data split or a missing
+    # all-reduce moves every element by O(lr) instead (checked by the loss comparison below as well).
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=lambda m: f"{k}: {m}")
+        diff = (a[k].float() - b[k].float()).abs()
+        assert diff.max() < 1e-3, f"{k}: max |Δ| {diff.max():.3g}"
+        assert (diff > 1e-5).float().mean() < 1e-3, f"{k}: {(diff > 1e-5).float().mean():.2%} elements differ"
+    losses = lambda out: [l.split(" loss:")[1].split()[0] for l in out.splitlines() if l.startswith("train step:")]
+    assert losses(one.stdout) and losses(one.stdout) == losses(two.stdout)
     # and the runs really trained: weights moved away from initialisation
     assert not torch.equal(a["model.blocks.0.mlp.fc.weight"], torch.zeros_like(a["model.blocks.0.mlp.fc.weight"]))
 
