@@ -232,7 +232,11 @@ def cmd_presets(args: argparse.Namespace) -> int:
         print(f"[{section}]")
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore
-            tp = getattr(hints[f.name], "__name__", str(hints[f.name])).replace("typing.", "")
+            hint = hints[f.name]
+            if typing.get_origin(hint) is typing.Literal:
+                tp = "|".join(map(str, typing.get_args(hint)))
+            else:
+                tp = getattr(hint, "__name__", str(hint)).replace("typing.", "")
             print(f"  --{section}.{f.name} ({tp}, default {default!r})")
     return 0
 
@@ -292,9 +296,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_data_command(args)
         return handlers[args.verb](args)
-    except (UsageError, ValueError, FileNotFoundError) as e:
+    except BrokenPipeError:  # e.g. `pgolf presets | head`
+        sys.stderr.close()
+        return 0
+    except (UsageError, ValueError, OSError) as e:
         print(f"pgolf {args.verb}: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        from pgolf.train.loop import TrainingDiverged
+
+        if not isinstance(e, TrainingDiverged):
+            raise
+        print(f"pgolf {args.verb}: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"pgolf {args.verb}: interrupted", file=sys.stderr)
         return 130
