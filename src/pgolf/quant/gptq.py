@@ -36,6 +36,7 @@ rounded to nearest on the same scale and `info["fallback"] = "rtn"`. Nothing is 
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -71,7 +72,7 @@ def _upper_cholesky_of_inverse(H: Tensor) -> Tensor | None:
     try:
         L = torch.linalg.cholesky(H)
         Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
-    except (torch.linalg.LinAlgError, RuntimeError):
+    except torch.linalg.LinAlgError:
         return None
     if not bool(torch.isfinite(Hinv).all()) or not bool((torch.diagonal(Hinv) > 0).all()):
         return None
@@ -147,9 +148,14 @@ def gptq_quantize(W: Tensor, H: Tensor, bits: int, scale: Tensor, *, damp: float
                             "fallback_reason": None, "dead_cols": int(dead.sum()), "act_order": act_order,
                             "block_size": block_size}
 
-    mean_diag = float(torch.diagonal(H).mean())
-    if not bool(torch.isfinite(H).all()) or not mean_diag > 0:
+    mean_diag = float(torch.diagonal(H).double().mean())
+    if not bool(torch.isfinite(H).all()) or not 0 < mean_diag < float("inf"):
         return _rtn_fallback(W, bits, s16, info, "H has non-finite entries or mean(diag H) ≤ 0")
+    # GPTQ is invariant to H → cH (c > 0). Dividing by a power of 4 near mean(diag) is exact in floating point and
+    # so are the square roots of the Cholesky factorisation, so the codes are bit-identical to the unscaled fp32
+    # computation (the records'), while fp32 Cholesky can no longer overflow for a huge H.
+    H = H / 4.0 ** math.floor(math.log(mean_diag, 4))
+    mean_diag_unit = torch.diagonal(H).mean()  # fp32, like the records' `H.diag().mean()`
 
     perm = torch.argsort(torch.diagonal(H), descending=True, stable=True) if act_order else torch.arange(cols)
     invperm = torch.argsort(perm)
@@ -157,7 +163,7 @@ def gptq_quantize(W: Tensor, H: Tensor, bits: int, scale: Tensor, *, damp: float
     H = H[perm][:, perm]
     eye = torch.eye(cols)
     for k, d in enumerate(_damp_schedule(damp, max_damp)):
-        Hinv = _upper_cholesky_of_inverse(H + (d * mean_diag) * eye)
+        Hinv = _upper_cholesky_of_inverse(H + (d * mean_diag_unit) * eye)  # H += damp·mean(diag H)·I
         Q = None if Hinv is None else _gptq_sweep(W.clone(), Hinv, s, cr, block_size)
         if Q is not None:
             info.update(damp=d, damp_abs=d * mean_diag, escalations=k)

@@ -55,7 +55,13 @@ class QuantizedTensor:
         s = self.scale.float()
         if self.per_row:
             s = s.view(self.q.shape[0], *([1] * (self.q.dim() - 1)))
-        return (self.q.float() * s).to(dtype).contiguous()
+        w = self.q.float() * s
+        if self.extras:
+            from pgolf.quant.lqer import has_lqer, unpack_lqer  # lazy: lqer imports this module
+
+            if has_lqer(self.extras):  # LQER: W = q·s + A·B (R0427 dequantize_mixed)
+                w = w + unpack_lqer(self.extras)
+        return w.to(dtype).contiguous()
 
 
 # ------------------------------------------------------------------------------------------------ primitives
