@@ -90,7 +90,7 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str], *, train_only: bool 
         raise UsageError("--resume needs --run.name NAME (the run directory to continue)")
     from pgolf.log import RunLogger
     from pgolf.run import RUN_RECORD, data_stage, environment_info, run_pipeline, train_stage, write_json_atomic
-    from pgolf.train.distributed import init_distributed
+    from pgolf.train.distributed import init_distributed, shutdown_distributed
 
     dist_info = init_distributed(cfg.train.device)
     run_dir = _run_dir(cfg, args.preset)
@@ -115,6 +115,7 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str], *, train_only: bool 
                 logger.line(f"checkpoint: {run_dir / 'checkpoint.pt'}  (next: pgolf quantize {run_dir})")
     finally:
         logger.close()
+        shutdown_distributed()
     return 0
 
 
@@ -165,7 +166,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from pgolf.log import RunLogger
     from pgolf.pack.container import decode_artifact
     from pgolf.run import data_stage, roundtrip_stage
-    from pgolf.train.distributed import init_distributed
+    from pgolf.train.distributed import init_distributed, shutdown_distributed
 
     blob = Path(args.artifact).read_bytes()
     _, manifest = decode_artifact(blob)
@@ -182,8 +183,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     dist_info = init_distributed(args.device)
     logger = RunLogger(None, enabled=dist_info.is_main)
     data = data_stage(cfg, dist_info, logger)
-    res = roundtrip_stage(Path(args.artifact), cfg, data, dist_info.device, logger,
-                          progress=logger.bar_mode)
+    try:
+        res = roundtrip_stage(Path(args.artifact), cfg, data, dist_info.device, logger,
+                              progress=logger.bar_mode)
+    finally:
+        shutdown_distributed()
     logger.event("final_roundtrip", mode=res.mode, val_loss=f"{res.val_loss:.8f}", val_bpb=f"{res.val_bpb:.8f}",
                  tokens=res.num_tokens, bytes=res.num_bytes, eval_s=round(res.seconds, 2),
                  tokens_per_s=round(res.num_tokens / max(res.seconds, 1e-9), 1))

@@ -83,3 +83,10 @@ def broadcast_object(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group cleanly (a gloo group left to interpreter teardown can abort the process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
