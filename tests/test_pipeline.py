@@ -71,3 +71,47 @@ def test_cli_errors_are_one_clear_line(capsys):
     err = capsys.readouterr().err
     assert "did you mean 'matrix_lr'" in err and "valid train fields" in err
     assert main(["eval", "/nonexistent/model.pgolf"]) == 2
+
+
+def test_quantize_verb_with_a_hessian_recipe_file(smoke_run, tmp_path, capsys):
+    recipe = tmp_path / "mine.toml"
+    recipe.write_text('base = "sota-lqer"\ncalib_seqs = 4\npassthrough_max_numel = 4096\n')
+    out_path = tmp_path / "mine.pgolf"
+    assert main(["quantize", str(smoke_run), "--recipe", str(recipe), "--out", str(out_path)]) == 0
+    report = json.loads(out_path.with_suffix(".quant.json").read_text())
+    cal = report["calibration"]
+    assert cal["source"] == "train" and cal["seqs"] == 4 and cal["tokens"] == 4 * 64 and cal["seconds"] > 0
+    assert cal["valid_for_record"] is False  # collected after training, no calib reserve
+    rows = {r["name"]: r for r in report["tensors"]}
+    fc = rows["blocks.0.mlp.fc.weight"]
+    assert fc["method"] == "sdclip_gptq" and fc["sigma"] == 11.5 and fc["hessian_err"] > 0 and fc["damp"] == 0.01
+    out = capsys.readouterr().out
+    assert "hessian_err" in out and "sdclip_gptq" in out
+    assert main(["eval", str(out_path)]) == 0
+    rt = float(capsys.readouterr().out.split("val_bpb:")[1].split()[0])
+    record = json.loads((smoke_run / "run.json").read_text())
+    assert abs(rt - record["prequant"]["val_bpb"]) < 0.1
+
+
+def test_run_with_a_gptq_recipe_records_calibration(tiny_dataset, tmp_path):
+    args = smoke_args(tiny_dataset.data_dir, tmp_path, "gptq", "--quant.recipe", "sdclip", "--quant.calib_source",
+                      "random", "--quant.calib_seqs", "4")
+    assert main(["run", *args]) == 0
+    record = json.loads((tmp_path / "gptq" / "run.json").read_text())
+    cal = record["quant"]["calibration"]
+    assert cal["source"] == "random" and cal["valid_for_record"] is True and cal["tokens"] == 4 * 64
+    assert math.isfinite(record["roundtrip"]["val_bpb"])
+
+
+@pytest.mark.parametrize("mode", ["sliding", "doc", "ttt-sgd"])
+def test_eval_modes_from_the_cli(smoke_run, mode, capsys):
+    capsys.readouterr()
+    assert main(["eval", str(smoke_run / "model.pgolf"), "--mode", mode, "--val-max-tokens", "2048"]) == 0
+    out = capsys.readouterr().out
+    assert "final_roundtrip" in out and "eval_timing" in out
+
+
+def test_check_legal_verb(smoke_run, capsys):
+    assert main(["check-legal", "--artifact", str(smoke_run / "model.pgolf"), "--mode", "ttt-sgd",
+                 "--tokens", "192", "--seq-len", "32"]) == 0
+    assert "ttt-sgd     PASS" in capsys.readouterr().out

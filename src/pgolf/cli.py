@@ -131,19 +131,25 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.codec or args.allow_over_limit:
         changes["pack"] = {k: v for k, v in (("codec", args.codec),
                                               ("allow_over_limit", args.allow_over_limit or None)) if v}
-    cfg = build_config([("checkpoint", cfg.to_dict()), ("command line", changes)])
+    layers = [("checkpoint", cfg.to_dict()), ("command line", changes)]
+    extra = list(getattr(args, "overrides", None) or [])
+    if extra:
+        layers.append(("overrides", parse_overrides(_split_overrides(extra))))
+    cfg = build_config(layers)
     logger = RunLogger(None)
-    tok_sha = None
+    tok_sha, dataset = None, None
     try:
-        tok_sha = sha256_file(resolve_dataset(cfg.data).tokenizer_path)
+        dataset = resolve_dataset(cfg.data)
+        tok_sha = sha256_file(dataset.tokenizer_path)
     except (OSError, ValueError):
         pass
     out = Path(args.out) if args.out else run_dir / ARTIFACT_NAME
     packed = quantize_stage(cfg, weights, run_dir, logger, tokenizer_sha256=tok_sha, artifact_path=out,
-                            looping_active=looping_active, progress=sys.stderr.isatty())
+                            looping_active=looping_active, progress=sys.stderr.isatty(), dataset=dataset)
     report_path = out.with_suffix(".quant.json")
     write_json_atomic(report_path, {"recipe": cfg.quant.recipe, "codec": cfg.pack.codec,
-                                    "bytes": packed.bytes_report.to_dict(), "tensors": packed.tensor_report})
+                                    "bytes": packed.bytes_report.to_dict(), "seconds": packed.quantize_seconds,
+                                    "calibration": packed.calibration, "tensors": packed.tensor_report})
     _print_tensor_table(packed.tensor_report)
     print(packed.bytes_report.format())
     print(f"artifact: {out}\nreport: {report_path}")
@@ -153,8 +159,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def _print_tensor_table(rows: list[dict]) -> None:
     if not rows:
         return
-    cols = [c for c in ("name", "role", "method", "bits", "numel", "mse") if c in rows[0]]
-    fmt = lambda v: f"{v:.3e}" if isinstance(v, float) else str(v)  # noqa: E731
+    cols = [c for c in ("name", "role", "method", "bits", "numel", "mse", "sigma", "damp", "escalations",
+                        "hessian_err", "zlib_bytes", "lqer") if c in rows[0] and any(r.get(c) is not None for r in rows)]
+    fmt = lambda v: f"{v:.3e}" if isinstance(v, float) else ("-" if v is None else str(v))  # noqa: E731
     widths = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in cols}
     print("  ".join(c.ljust(widths[c]) for c in cols))
     for r in rows:
@@ -174,7 +181,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.artifact}: artifact manifest has no run configuration to evaluate with")
     d = manifest["config"]
     overrides: dict[str, dict[str, Any]] = {"eval": {}, "data": {}}
-    for key, section, fieldname in (("stride", "eval", "stride"), ("seq_len", "eval", "seq_len"),
+    for key, section, fieldname in (("mode", "eval", "mode"), ("max_seconds", "eval", "max_seconds"),
+                                    ("stride", "eval", "stride"), ("seq_len", "eval", "seq_len"),
                                     ("batch_seqs", "eval", "batch_seqs"), ("data_dir", "data", "data_dir"),
                                     ("val_max_tokens", "data", "val_max_tokens")):
         if getattr(args, key) is not None:
@@ -191,7 +199,55 @@ def cmd_eval(args: argparse.Namespace) -> int:
     logger.event("final_roundtrip", mode=res.mode, val_loss=f"{res.val_loss:.8f}", val_bpb=f"{res.val_bpb:.8f}",
                  tokens=res.num_tokens, bytes=res.num_bytes, eval_s=round(res.seconds, 2),
                  tokens_per_s=round(res.num_tokens / max(res.seconds, 1e-9), 1))
+    if getattr(res, "timing", None):
+        logger.event("eval_timing", **{k: round(v, 3) for k, v in res.timing.items()})
     return 0
+
+
+def cmd_check_legal(args: argparse.Namespace) -> int:
+    """Run the causality checker (§5.1 conditions) on every requested mode with a small model and real tokens."""
+    import copy
+
+    from pgolf.config import config_from_dict
+    from pgolf.eval.config import EVAL_MODES
+    from pgolf.eval.legal import check_legal, mode_eval_fn
+    from pgolf.log import RunLogger
+    from pgolf.run import build_model, data_stage
+    from pgolf.train.distributed import DistInfo
+
+    if args.artifact:
+        from pgolf.eval.roundtrip import load_model_from_artifact
+        from pgolf.pack.container import decode_artifact
+
+        blob = Path(args.artifact).read_bytes()
+        cfg = config_from_dict(decode_artifact(blob)[1]["config"])
+        model, _ = load_model_from_artifact(blob)
+    else:
+        cfg = build_config([("preset", load_preset(args.preset))])
+        model = build_model(cfg, torch_device("cpu"))
+    data = data_stage(cfg, DistInfo(), RunLogger(None, enabled=False))
+    tokens = data.val_tokens[: args.tokens + 1]
+    seq_len = min(args.seq_len, cfg.eval_seq_len)
+    modes = EVAL_MODES if args.mode == "all" else (args.mode,)
+    failed = 0
+    for mode in modes:
+        ecfg = dataclasses.replace(cfg.eval, mode=mode, stride=min(cfg.eval.stride or 16, seq_len // 2),
+                                   ttt_chunk_tokens=max(seq_len, args.tokens // 4), ttt_lora_chunk=16,
+                                   phased_prefix_docs=2, phased_num_phases=1)
+        report = check_legal(mode_eval_fn(ecfg, seq_len=seq_len, bos_id=cfg.model.bos_id),
+                             lambda: copy.deepcopy(model), tokens, data.lut, seed=args.seed)
+        failed += not report.passed
+        print(f"{mode:<11} {'PASS' if report.passed else 'FAIL'}  "
+              + "  ".join(f"{k}:{'ok' if v else 'VIOLATED'}" for k, v in report.checks.items()))
+        for line in report.details if not report.passed else []:
+            print(f"    {line}")
+    return 1 if failed else 0
+
+
+def torch_device(name: str):
+    import torch
+
+    return torch.device(name)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -269,6 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", help="dataset folder (default: the one the run used)")
     e.add_argument("--val-max-tokens", type=int, help="score only the first N validation tokens (0 = all)")
     e.add_argument("--device", default="auto")
+    e.add_argument("--mode", help="standard | sliding | doc | ttt-sgd | ttt-lora | ttt-phased")
+    e.add_argument("--max-seconds", type=float, help="abort when the projected eval time exceeds this")
+    c = sub.add_parser("check-legal", help="causality checker: the four legality conditions on eval modes")
+    c.add_argument("--mode", default="all", help="a mode or 'all' (default)")
+    c.add_argument("--artifact", help="check the model of this artifact (default: a fresh --preset model)")
+    c.add_argument("--preset", default="cpu-smoke")
+    c.add_argument("--tokens", type=int, default=384, help="validation tokens to score")
+    c.add_argument("--seq-len", type=int, default=64)
+    c.add_argument("--seed", type=int, default=0)
     i = sub.add_parser("info", help="print an artifact's manifest, tensors and byte report")
     i.add_argument("artifact")
     sub.add_parser("presets", help="list presets and every configuration field")
@@ -294,7 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_experiment_command(args)
         if extra:
             raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
-        handlers = {"quantize": cmd_quantize, "eval": cmd_eval, "info": cmd_info, "presets": cmd_presets}
+        handlers = {"quantize": cmd_quantize, "eval": cmd_eval, "info": cmd_info, "presets": cmd_presets,
+                    "check-legal": cmd_check_legal}
         if args.verb == "data":
             from pgolf.data.cli import run_data_command
 

@@ -129,8 +129,15 @@ def train_stage(cfg: RunConfig, data: DataBundle, run_dir: Path, dist_info: Dist
         logger.line(line)
     loader = DistributedTokenLoader(data.dataset.train_files, dist_info.rank, dist_info.world_size)
     val_fn = (lambda m: score(m, data, cfg, dist_info.device, stride=0)) if cfg.train.val_every else None
+    qat = None
+    if cfg.train.qat_threshold > 0:  # late QAT with the export rule of the configured recipe (quant/qat.py)
+        from pgolf.quant.qat import install_qat
+
+        qat = install_qat(model, get_recipe(cfg.quant.recipe))
     result = train(cfg.train, model, loader, logger=logger, run_dir=run_dir, device=dist_info.device,
-                   resume=resume, val_fn=val_fn, config_dict=cfg.to_dict())
+                   resume=resume, val_fn=val_fn, config_dict=cfg.to_dict(), qat=qat)
+    if qat is not None:
+        qat.remove(model)  # the trained fp32 weights go to the quantizer; the forward is plain again
     return model, result
 
 
@@ -140,16 +147,82 @@ class PackResult:
     bytes_report: ByteReport
     tensor_report: list[dict]
     quantize_seconds: float
+    """Quantize + encode wall time, excluding the calibration forwards (see `calibration`)."""
+    calibration: dict[str, Any] | None = None
+    """For Hessian recipes: source, seconds, tokens, batches, valid_for_record, note (run.json quant.calibration)."""
+
+
+def calibration_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], recipe: Any, *,
+                      dataset: DatasetInfo | None = None, val_tokens: torch.Tensor | None = None,
+                      looping_active: bool = False, device: torch.device | None = None,
+                      logger: RunLogger | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Hessians for a GPTQ recipe: rebuild the model from `state_dict`, draw calibration tokens, collect XᵀX.
+
+    Source = quant.calib_source, else the recipe's record default. "train" reads a *fresh* DistributedTokenLoader
+    over the train shards (rank 0, from the start of the stream, not the continuation of the training loader):
+    in the records this happens inside the wallclock reserve; here, run after training, it is only record-valid
+    when train.calib_reserve_seconds covers the measured calibration time (on CPU it usually does not, so
+    valid_for_record is False). "val" is never record-valid (PR #728). "selfgen"/"random" are.
+    """
+    from pgolf.quant.calibration import calibration_batches
+    from pgolf.quant.hessian import collect_hessians
+
+    q = cfg.quant
+    source = q.calib_source or recipe.calib_source
+    seqs = q.calib_seqs or recipe.calib_seqs
+    seq_len = q.calib_seq_len or recipe.calib_seq_len or cfg.train.train_seq_len
+    temperature = q.calib_temperature or recipe.calib_temperature
+    device = device or torch.device("cpu")
+    model = GPT(cfg.model).to(device)
+    model.load_state_dict(state_dict, strict=True)
+    model.set_looping(looping_active)
+    model.eval()
+    kwargs: dict[str, Any] = {}
+    if source == "train":
+        if dataset is None:
+            raise ValueError("train-data calibration needs the dataset (data.data_dir)")
+        kwargs["loader"] = DistributedTokenLoader(dataset.train_files, 0, 1)
+    elif source == "val":
+        if val_tokens is None:
+            if dataset is None:
+                raise ValueError("val-data calibration needs the dataset (data.data_dir)")
+            val_tokens = load_validation_tokens(dataset.val_files, seq_len, seqs * seq_len)
+        kwargs["val_tokens"] = val_tokens
+    calib = calibration_batches(source, model=model, vocab_size=cfg.model.vocab_size, num_seqs=seqs,
+                                seq_len=seq_len, batch_size=min(q.calib_batch_size, seqs), seed=q.calib_seed,
+                                temperature=temperature, **kwargs)
+    hs = collect_hessians(model, calib.batches)
+    seconds = calib.seconds + hs.seconds
+    valid = calib.valid_for_record and (source != "train" or cfg.train.calib_reserve_seconds >= seconds)
+    info = {"source": source, "seqs": seqs, "seq_len": seq_len, "tokens": hs.num_tokens, "batches": hs.num_batches,
+            "temperature": temperature if source == "selfgen" else None,
+            "token_seconds": round(calib.seconds, 3), "hessian_seconds": round(hs.seconds, 3),
+            "seconds": round(seconds, 3), "valid_for_record": valid, "note": calib.note}
+    if source == "train" and not valid:
+        info["note"] += (f"; here collected after training in {seconds:.1f} s, outside the wallclock reserve "
+                         f"(train.calib_reserve_seconds={cfg.train.calib_reserve_seconds})")
+    if logger is not None:
+        logger.event("calibration", **{k: v for k, v in info.items() if k != "note"})
+    return {k: v.detach().float().cpu() for k, v in hs.h.items()}, info
 
 
 def quantize_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], run_dir: Path, logger: RunLogger, *,
                    tokenizer_sha256: str | None = None, artifact_path: Path | None = None,
-                   looping_active: bool = False, progress: bool = False) -> PackResult:
-    """Quantize with the configured recipe, pack with the configured codec, write the artifact atomically."""
-    t0 = time.perf_counter()
+                   looping_active: bool = False, progress: bool = False, dataset: DatasetInfo | None = None,
+                   val_tokens: torch.Tensor | None = None, device: torch.device | None = None) -> PackResult:
+    """Quantize with the configured recipe, pack with the configured codec, write the artifact atomically.
+
+    Hessian recipes first run `calibration_stage` (needs `dataset` for train/val sources); its time is reported
+    apart from the quantize time.
+    """
     recipe = get_recipe(cfg.quant.recipe)
     state_dict = {k: v.detach().cpu() for k, v in state_dict.items()}
-    qstate, tensor_report = quantize_state_dict(state_dict, recipe, progress=progress)
+    hessians, calibration = None, None
+    if recipe.needs_hessians:
+        hessians, calibration = calibration_stage(cfg, state_dict, recipe, dataset=dataset, val_tokens=val_tokens,
+                                                  looping_active=looping_active, device=device, logger=logger)
+    t0 = time.perf_counter()
+    qstate, tensor_report = quantize_state_dict(state_dict, recipe, hessians=hessians, progress=progress)
     manifest = {
         "model": asdict(cfg.model), "recipe": recipe.name, "codec": cfg.pack.codec,
         "tokenizer_sha256": tokenizer_sha256, "pgolf_version": pgolf.__version__, "config": cfg.to_dict(),
@@ -164,7 +237,7 @@ def quantize_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], run_dir:
     check_budget(report, allow_over=cfg.pack.allow_over_limit)
     path = Path(artifact_path or Path(run_dir) / ARTIFACT_NAME)
     write_artifact(path, blob)
-    return PackResult(path, report, tensor_report, seconds)
+    return PackResult(path, report, tensor_report, seconds, calibration)
 
 
 def roundtrip_stage(artifact_path: Path, cfg: RunConfig, data: DataBundle, device: torch.device,
@@ -174,7 +247,12 @@ def roundtrip_stage(artifact_path: Path, cfg: RunConfig, data: DataBundle, devic
     model, manifest = load_model_from_artifact(blob, device=device)
     if data.tokenizer_sha256 and manifest.get("tokenizer_sha256") not in (None, data.tokenizer_sha256):
         logger.event("warning", note="artifact was trained with a different tokenizer file than the one scored")
-    return score(model, data, cfg, device, progress=progress)
+    if cfg.eval.mode == "standard":
+        return score(model, data, cfg, device, progress=progress)
+    from pgolf.eval.modes import evaluate  # sliding / doc / score-first TTT modes
+
+    return evaluate(model, data.val_tokens, data.lut, cfg.eval, seq_len=cfg.eval_seq_len, device=device,
+                    bos_id=cfg.model.bos_id, progress=progress, max_seconds=cfg.eval.max_seconds)
 
 
 # ------------------------------------------------------------------------------------------------ pgolf run
@@ -198,10 +276,11 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, dist_info: DistInfo, logger: Run
     record["prequant"] = asdict(pre)
     if dist_info.is_main:
         packed = quantize_stage(cfg, model.state_dict(), run_dir, logger, tokenizer_sha256=data.tokenizer_sha256,
-                                looping_active=model.looping_active)
+                                looping_active=model.looping_active, dataset=data.dataset,
+                                val_tokens=data.val_tokens, device=dist_info.device)
         record["bytes"] = packed.bytes_report.to_dict()
         record["quant"] = {"recipe": cfg.quant.recipe, "seconds": packed.quantize_seconds,
-                           "tensors": packed.tensor_report}
+                           "calibration": packed.calibration, "tensors": packed.tensor_report}
     barrier()
     artifact = run_dir / ARTIFACT_NAME
     rt = roundtrip_stage(artifact, cfg, data, dist_info.device, logger, progress=logger.bar_mode)

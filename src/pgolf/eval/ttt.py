@@ -1,0 +1,123 @@
+"""Legal score-first test-time training with full-model SGD (R0323 `eval_val_sliding_ttt`, PR #461; §5.2).
+
+    res = evaluate(model, val_tokens, lut, EvalConfig(mode="ttt-sgd", stride=64), seq_len=2048, ...)
+
+The T targets are split into N = ⌈T / ttt_chunk_tokens⌉ chunks; each sliding window (stride cfg.stride, 64 when 0)
+belongs to the chunk holding its first scored target. For chunk ci = 0..N−1:
+  1. score its windows under no_grad — the scores are committed;
+  2. unless ci = N−1, train on the chunk's tokens (inputs tokens[c0:c1], targets tokens[c0+1:c1+1], all already
+     scored): ttt_epochs passes of SGD (momentum ttt_momentum) over seq_len rows in batches of ttt_batch_seqs,
+     lr = ttt_lr·½(1+cos(π·ci/(N−1))), grad-norm clip ttt_grad_clip, the first ttt_freeze_blocks blocks frozen.
+Distributed: windows and training rows are split contiguously over ranks, gradients all-reduced (mean).
+The model is deep-copied; the caller's weights are never touched.
+
+One deliberate difference: R0323 trains on ⌊chunk/seq_len⌋ full rows and drops a shorter tail row; we keep the tail
+row (identical on the real val set, where 32,768 = 16·2048, and it lets tiny test chunks train at all).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from pgolf.eval.config import EvalConfig
+from pgolf.eval.modes import DEFAULT_STRIDE, Clock, Tally, rank_share, score_windows, window_table, world
+
+
+def cosine_lr(peak: float, ci: int, num_chunks: int) -> float:
+    """peak·½(1+cos(π·ci/(N−1))) (R0323; a single chunk gets the peak)."""
+    return peak * 0.5 * (1.0 + math.cos(math.pi * ci / max(num_chunks - 1, 1)))
+
+
+def training_rows(start: int, end: int, seq_len: int) -> Tensor:
+    """(R, 2) rows (a, b): inputs tokens[a:b], targets tokens[a+1:b+1], tiling target indices [start, end)."""
+    a = torch.arange(start, end, seq_len)
+    return torch.stack([a, (a + seq_len).clamp(max=end)], dim=1)
+
+
+def sgd_on_rows(model: nn.Module, tokens: Tensor, rows: Tensor, opt: torch.optim.Optimizer, params: list[Tensor],
+                *, seq_len: int, batch_seqs: int, lr: float, grad_clip: float, recorder=None) -> None:
+    """One pass of SGD over `rows` (this rank's share) in batches: mean NLL over the real (unpadded) targets."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    model.train()
+    offsets = torch.arange(seq_len, device=tokens.device)
+    mine = rank_share(rows)
+    # every rank must step the same number of times for the all-reduce: iterate over the longest share
+    _, size = world()
+    steps = math.ceil(math.ceil(len(rows) / max(size, 1)) / batch_seqs) if len(rows) else 0
+    for s in range(steps):
+        r = mine[s * batch_seqs : (s + 1) * batch_seqs].to(tokens.device)  # (B, 2)
+        opt.zero_grad(set_to_none=False)
+        if len(r):
+            pos = r[:, :1] + offsets  # (B, L)
+            valid = pos < r[:, 1:2]
+            pos = torch.where(valid, pos, 0)
+            x, y = torch.where(valid, tokens[pos], 0), torch.where(valid, tokens[pos + 1], 0)
+            if recorder is not None:
+                used = torch.cat([torch.arange(max(int(a) - 1, 0), int(b)) for a, b in r.tolist()])
+                recorder.record_update(used)
+            nll = model.per_token_loss(x, y)  # (B, L)
+            loss = torch.where(valid, nll, 0.0).sum() / valid.sum()
+            loss.backward()
+        if dist.is_available() and dist.is_initialized():
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad, op=dist.ReduceOp.AVG)
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+    model.eval()
+
+
+def trainable_parameters(model: nn.Module, freeze_blocks: int) -> list[nn.Parameter]:
+    """All parameters except those of the first `freeze_blocks` blocks (TTT_FREEZE_BLOCKS)."""
+    frozen = set()
+    if freeze_blocks:
+        for block in list(model.blocks)[:freeze_blocks]:
+            frozen.update(id(p) for p in block.parameters())
+    params = []
+    for p in model.parameters():
+        p.requires_grad_(id(p) not in frozen)
+        if id(p) not in frozen:
+            params.append(p)
+    return params
+
+
+def run_ttt_sgd(model: nn.Module, tokens: Tensor, tally: Tally, cfg: EvalConfig, *, seq_len: int, clock: Clock,
+                progress: bool = False) -> None:
+    """Score-first TTT over the device tensor `tokens` into `tally`; see the module doc."""
+    model = copy.deepcopy(model)
+    params = trainable_parameters(model, cfg.ttt_freeze_blocks)
+    opt = torch.optim.SGD(params, lr=cfg.ttt_lr, momentum=cfg.ttt_momentum)
+    T = tokens.numel() - 1
+    stride = min(cfg.stride or DEFAULT_STRIDE, seq_len)
+    windows = window_table(T, seq_len, stride)
+    C = cfg.ttt_chunk_tokens
+    N = math.ceil(T / C)
+    chunk_of = windows[:, 2] // C  # chunk of each window's first scored target
+    chunks = range(N)
+    if progress and world()[0] == 0:
+        from tqdm import tqdm
+
+        chunks = tqdm(chunks, desc="ttt-sgd", unit="chunk", dynamic_ncols=True)
+    for ci in chunks:
+        t0 = time.perf_counter()
+        mine = rank_share(windows[chunk_of == ci]).to(tokens.device)
+        score_windows(model, tokens, mine, tally, seq_len=seq_len, batch_seqs=cfg.batch_seqs)
+        t1 = time.perf_counter()
+        clock.add("score", t1 - t0)
+        if ci < N - 1 and cfg.ttt_epochs > 0:
+            rows = training_rows(ci * C, min((ci + 1) * C, T), seq_len)
+            lr = cosine_lr(cfg.ttt_lr, ci, N)
+            for _ in range(cfg.ttt_epochs):
+                sgd_on_rows(model, tokens, rows, opt, params, seq_len=seq_len, batch_seqs=cfg.ttt_batch_seqs,
+                            lr=lr, grad_clip=cfg.ttt_grad_clip, recorder=tally.recorder)
+            clock.add("train", time.perf_counter() - t1)
+        clock.tick(ci + 1, N, "chunks")

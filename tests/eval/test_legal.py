@@ -1,0 +1,87 @@
+"""check_legal: every evaluation mode passes the four §5.1 conditions; illegal modes are caught.
+
+    python -m pytest tests/eval/test_legal.py -q
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from pgolf.eval.bpb import window_table
+from pgolf.eval.config import EvalConfig
+from pgolf.eval.legal import ScoreRecorder, check_legal, mode_eval_fn
+from pgolf.eval.modes import MODES, Tally, score_windows
+from pgolf.eval.ttt import sgd_on_rows, trainable_parameters, training_rows
+from tests.eval.test_bpb import make_lut
+from tests.eval.test_modes import BOS, V, stream, tiny_model
+
+TOY = dict(stride=8, batch_seqs=8, ttt_chunk_tokens=64, ttt_epochs=1, ttt_batch_seqs=4, ttt_lr=0.05,
+           ttt_lora_rank=4, ttt_lora_alpha=8.0, ttt_lora_chunk=8, ttt_lora_lr=1e-2, ttt_lora_batch_docs=2,
+           phased_prefix_docs=3, phased_num_phases=2, phased_lr=0.05)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_is_legal(mode):
+    toks = stream(200, starts=(0, 40, 90, 150))
+    # positions include a BOS (60 → none, 90 → removed) and the end of a TTT chunk / LoRA chunk
+    report = check_legal(mode_eval_fn(EvalConfig(mode=mode, **TOY), seq_len=32, bos_id=BOS), tiny_model, toks,
+                         make_lut(V), positions=[20, 90, 127])
+    assert report.passed, report.details
+    assert set(report.checks) == {"causal", "normalized", "score_before_update", "single_pass"}
+
+
+def train_then_score(model, tokens, lut, recorder, chunk=64, seq_len=32, lr=0.5):
+    """ILLEGAL (issue #677 style): train on a chunk, then score that same chunk with the adapted model."""
+    model = copy.deepcopy(model)
+    params = trainable_parameters(model, 0)
+    opt = torch.optim.SGD(params, lr=lr)
+    T = tokens.numel() - 1
+    tally = Tally(lut, torch.device("cpu"), recorder)
+    windows = window_table(T, seq_len, 8)
+    for ci in range(math.ceil(T / chunk)):
+        sgd_on_rows(model, tokens, training_rows(ci * chunk, min((ci + 1) * chunk, T), seq_len), opt, params,
+                    seq_len=seq_len, batch_seqs=4, lr=lr, grad_clip=1.0, recorder=recorder)
+        score_windows(model, tokens, windows[windows[:, 2] // chunk == ci], tally, seq_len=seq_len, batch_seqs=8)
+
+
+def test_train_then_score_is_caught():
+    report = check_legal(train_then_score, tiny_model, stream(200, starts=(0, 90)), make_lut(V), positions=[30, 100])
+    assert not report.passed
+    assert not report.checks["score_before_update"] and not report.checks["causal"]
+    assert report.checks["normalized"] and report.checks["single_pass"]
+    assert any("perturbing token" in d for d in report.details)
+
+
+def test_lookahead_is_caught_without_self_reporting():
+    """A mode that peeks at the target (a 'cache keyed on x_t') fails causality from the distributions alone."""
+
+    def peek(model, tokens, lut, recorder):
+        T = tokens.numel() - 1
+        logp = torch.full((T, V), -math.log(V))
+        logp[torch.arange(T), tokens[1:]] += 0.5  # boosts the realized token
+        recorder.record_scores(torch.arange(T), torch.log_softmax(logp, -1))
+
+    report = check_legal(peek, tiny_model, stream(100), make_lut(V), positions=[10, 50])
+    assert report.checks == {"causal": False, "normalized": True, "score_before_update": True, "single_pass": True}
+
+
+def test_unnormalized_and_double_scoring_are_caught():
+    def bad(model, tokens, lut, recorder):
+        T = tokens.numel() - 1
+        recorder.record_scores(torch.arange(T), torch.full((T, V), -1.0))  # not a distribution
+        recorder.record_scores(torch.tensor([3]), torch.log_softmax(torch.zeros(1, V), -1))  # rescored
+
+    report = check_legal(bad, tiny_model, stream(60), make_lut(V), positions=[5])
+    assert not report.checks["normalized"] and not report.checks["single_pass"] and report.checks["causal"]
+    assert not report.passed
+
+
+def test_recorder_orders_scores_and_updates():
+    rec = ScoreRecorder()
+    rec.record_scores(torch.tensor([0, 1]), torch.zeros(2, V))
+    rec.record_update([0, 1])
+    assert [k for k, _ in rec.events] == ["score", "update"] and sorted(rec.log_probs) == [0, 1]

@@ -1,0 +1,110 @@
+"""Evaluation modes: dispatch, standard/sliding = evaluate_bpb, doc mode = per-document standalone scoring, caps.
+
+    python -m pytest tests/eval/test_modes.py -q
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from pgolf.eval.bpb import evaluate_bpb
+from pgolf.eval.config import EvalConfig
+from pgolf.eval.legal import ScoreRecorder
+from pgolf.eval.modes import MODES, EvalTimeout, document_spans, evaluate
+from pgolf.model.config import GPTConfig
+from pgolf.model.gpt import GPT
+from tests.eval.test_bpb import make_lut
+
+V, BOS = 64, 1
+DOC_STARTS = (0, 40, 90, 200, 230)  # document lengths 40, 50, 110, 30, 70
+
+
+def tiny_model(seed: int = 0, **overrides) -> GPT:
+    """2 layers, dim 32, with the zero-init output projections randomised so every layer matters."""
+    torch.manual_seed(seed)
+    cfg = dict(vocab_size=V, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1, smear_gate="v1",
+               bos_id=BOS)
+    model = GPT(GPTConfig(**{**cfg, **overrides}))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2 and not p.abs().sum():
+                p.normal_(0, 0.05)
+    return model.eval()
+
+
+def stream(n: int = 300, starts=DOC_STARTS, seed: int = 1) -> torch.Tensor:
+    toks = torch.randint(2, V, (n,), generator=torch.Generator().manual_seed(seed))
+    toks[[s for s in starts if s < n]] = BOS
+    return toks
+
+
+def run(model, toks, mode, seq_len=32, **kw):
+    return evaluate(model, toks, make_lut(V), EvalConfig(mode=mode, **kw), seq_len=seq_len, device="cpu",
+                    bos_id=BOS)
+
+
+def test_unknown_mode_lists_modes():
+    with pytest.raises(ValueError, match="ttt-phased"):
+        EvalConfig(mode="nope")
+    cfg = EvalConfig()
+    object.__setattr__(cfg, "mode", "nope")
+    with pytest.raises(ValueError, match="standard.*sliding.*doc"):
+        evaluate(tiny_model(), stream(), make_lut(V), cfg, seq_len=32, device="cpu", bos_id=BOS)
+    assert MODES == ("standard", "sliding", "doc", "ttt-sgd", "ttt-lora", "ttt-phased")
+
+
+@pytest.mark.parametrize("mode, stride", [("standard", 0), ("sliding", 8), ("sliding", 32)])
+def test_standard_and_sliding_match_evaluate_bpb(mode, stride):
+    model, toks, lut = tiny_model(), stream(), make_lut(V)
+    res = run(model, toks, mode, stride=stride, batch_seqs=3)
+    ref = evaluate_bpb(model, toks, lut, seq_len=32, stride=0 if mode == "standard" else stride, batch_seqs=5)
+    assert (res.num_tokens, res.num_bytes) == (ref.num_tokens, ref.num_bytes) == (299, res.num_bytes)
+    assert res.val_loss == pytest.approx(ref.val_loss, rel=1e-6)
+    assert res.val_bpb == pytest.approx(ref.val_bpb, rel=1e-6)
+    assert {"seconds_total", "tokens_per_s", "seconds_score"} <= set(res.timing)
+
+
+def test_document_spans_partition_targets():
+    toks = stream()
+    spans = document_spans(toks, BOS)
+    assert spans == [(0, 40), (40, 90), (90, 200), (200, 230), (230, 299)]
+    no_bos = toks.clone()
+    no_bos[0] = 5
+    assert document_spans(no_bos, BOS)[0] == (0, 40)
+
+
+@pytest.mark.parametrize("stride", [0, 8])
+def test_doc_mode_equals_standalone_documents(stride):
+    model, toks, lut = tiny_model(), stream(), make_lut(V)
+    res = run(model, toks, "doc", stride=stride, batch_seqs=4)
+    nll = tok = byt = 0
+    for s, e in document_spans(toks, BOS):  # each document alone, from its BOS, incl. the next BOS as target
+        r = evaluate_bpb(model, toks[s : e + 1], lut, seq_len=32, stride=stride)
+        nll, tok, byt = nll + r.val_loss * r.num_tokens, tok + r.num_tokens, byt + r.num_bytes
+    assert (res.num_tokens, res.num_bytes) == (tok, byt) == (299, byt)
+    assert res.val_loss * res.num_tokens == pytest.approx(nll, rel=1e-6)
+
+
+def test_doc_mode_has_no_context_from_previous_documents():
+    model = tiny_model()
+    a, b = stream(), stream()
+    b[5:39] = torch.randint(2, V, (34,), generator=torch.Generator().manual_seed(9))  # rewrite document 0
+    ra, rb = ScoreRecorder(), ScoreRecorder()
+    for toks, rec in ((a, ra), (b, rb)):
+        evaluate(model, toks, make_lut(V), EvalConfig(mode="doc"), seq_len=32, device="cpu", bos_id=BOS,
+                 recorder=rec)
+    for p in range(40, 299):  # every later document's distributions are identical
+        torch.testing.assert_close(ra.log_probs[p][0], rb.log_probs[p][0], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["sliding", "ttt-sgd"])
+def test_max_seconds_projection_stops_with_clear_error(mode):
+    with pytest.raises(EvalTimeout, match=r"projected .*s exceeds max_seconds=1e-06s"):
+        evaluate(tiny_model(), stream(), make_lut(V),
+                 EvalConfig(mode=mode, stride=8, batch_seqs=2, ttt_chunk_tokens=64, ttt_epochs=1),
+                 seq_len=32, device="cpu", bos_id=BOS, max_seconds=1e-6)
+    res = run(tiny_model(), stream(), "sliding", stride=8)  # no cap: runs to the end
+    assert res.num_tokens == 299 and dataclasses.is_dataclass(res)
