@@ -251,8 +251,8 @@ def torch_device(name: str):
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from pgolf.pack.budget import ByteReport, measure_code_bytes
-    from pgolf.pack.container import decode_artifact
+    from pgolf.pack.budget import ByteReport, format_byte_report, measure_code_bytes, tensor_byte_report
+    from pgolf.pack.container import artifact_codec, decode_artifact
 
     path = Path(args.artifact)
     blob = path.read_bytes()
@@ -278,8 +278,72 @@ def cmd_info(args: argparse.Namespace) -> int:
     n_pass = sum(t.numel() for t in qs.passthrough.values())
     print(f"tensors: {len(qs.tensors)} quantized ({n_quant:,} values), {len(qs.passthrough)} passthrough "
           f"({n_pass:,} values)")
+    codecs = _report_codecs(getattr(args, "codecs", None))
+    if codecs:
+        print("\nbytes of each tensor's codes compressed alone (entropy = order-0 bound; gap = bytes/entropy - 1):")
+        print(format_byte_report(tensor_byte_report(qs, codecs)))
+    print(f"artifact codec {artifact_codec(blob)}: {len(blob):,} bytes")
     report = ByteReport(model_bytes=len(blob), code_bytes=measure_code_bytes())
     print(report.format())
+    return 0
+
+
+def _report_codecs(spec: str | None) -> list[str]:
+    from pgolf.pack.budget import REPORT_CODECS
+    from pgolf.pack.codecs import CODECS
+
+    if spec is None:
+        return list(REPORT_CODECS)
+    if spec in ("", "none"):
+        return []
+    if spec == "all":
+        return [*CODECS, "rans"]
+    return [c.strip() for c in spec.split(",") if c.strip()]
+
+
+def _same_tensor(a: Any, b: Any) -> bool:
+    import torch
+
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    """Re-encode an artifact with another codec (decode → encode → decode, verified bit-exact) and report bytes."""
+    from pgolf.pack.budget import ByteReport, format_byte_report, measure_code_bytes, tensor_byte_report
+    from pgolf.pack.container import CODEC_IDS, artifact_codec, decode_artifact, encode_artifact, write_artifact
+
+    if args.codec not in CODEC_IDS:
+        raise UsageError(f"unknown codec {args.codec!r}; valid: {', '.join(CODEC_IDS)}")
+    path = Path(args.artifact)
+    blob = path.read_bytes()
+    old_codec = artifact_codec(blob)
+    qs, manifest = decode_artifact(blob)
+    manifest = {**manifest, "codec": args.codec}
+    t0 = time.perf_counter()
+    new = encode_artifact(qs, manifest, args.codec)
+    t1 = time.perf_counter()
+    back, back_manifest = decode_artifact(new)
+    t2 = time.perf_counter()
+    same = (back_manifest == manifest and back.dtypes == qs.dtypes and list(back.tensors) == list(qs.tensors)
+            and list(back.passthrough) == list(qs.passthrough)
+            and all(_same_tensor(t, back.passthrough[n]) for n, t in qs.passthrough.items()))
+    for name, qt in qs.tensors.items():
+        bt = back.tensors[name]
+        same = same and _same_tensor(qt.q, bt.q) and _same_tensor(qt.scale, bt.scale) and qt.bits == bt.bits \
+            and qt.extras.keys() == bt.extras.keys() and all(_same_tensor(v, bt.extras[k]) for k, v in qt.extras.items())
+    if not same:
+        raise RuntimeError("re-encoded artifact does not round-trip bit-exactly (please report this bug)")
+    codecs = _report_codecs(args.codecs) if args.codecs is not None else sorted({"rans", args.codec.split("+")[0]})
+    if codecs:
+        print(format_byte_report(tensor_byte_report(qs, codecs)))
+    print(f"{path}: {old_codec} {len(blob):,} bytes → {args.codec} {len(new):,} bytes "
+          f"({len(new) - len(blob):+,}; encode {t1 - t0:.2f} s, decode {t2 - t1:.2f} s; round trip bit-exact)")
+    if args.out:
+        write_artifact(args.out, new)
+        print(f"wrote {args.out}")
+        print(ByteReport(model_bytes=len(new), code_bytes=measure_code_bytes()).format())
+    else:
+        print("(dry run: pass --out PATH to write it)")
     return 0
 
 
@@ -336,6 +400,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     i = sub.add_parser("info", help="print an artifact's manifest, tensors and byte report")
     i.add_argument("artifact")
+    i.add_argument("--codecs", help="per-tensor byte report codecs, comma-separated (zlib,zstd,lzma,brotli,rans), "
+                   "'all' or 'none' (default zstd,brotli,rans)")
+    pk = sub.add_parser("pack", help="re-encode an artifact with another codec (verified bit-exact) and report bytes")
+    pk.add_argument("artifact")
+    pk.add_argument("--codec", required=True, help="zlib|zstd|lzma|brotli, each optionally +shuffle, or rans")
+    pk.add_argument("--out", help="write the re-encoded artifact here (default: report only)")
+    pk.add_argument("--codecs", help="per-tensor report codecs, as for info (default rans + the target's compressor)")
     sub.add_parser("presets", help="list presets and every configuration field")
     from pgolf.data.cli import add_data_parser
     from pgolf.experiments.cli import add_experiment_parsers
@@ -359,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_experiment_command(args)
         if extra:
             raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
-        handlers = {"quantize": cmd_quantize, "eval": cmd_eval, "info": cmd_info, "presets": cmd_presets,
+        handlers = {"quantize": cmd_quantize, "eval": cmd_eval, "info": cmd_info, "pack": cmd_pack, "presets": cmd_presets,
                     "check-legal": cmd_check_legal}
         if args.verb == "data":
             from pgolf.data.cli import run_data_command

@@ -7,17 +7,94 @@ Routing per tensor (BASE `quantize_state_dict_int8`, parameter-golf.md §2): non
 unchanged; float tensors with numel ≤ recipe.passthrough_max_numel pass through as fp16 (fp32 for names matching
 recipe.keep_fp32_patterns); every other tensor goes to the first matching recipe rule's method. `hessians` (name →
 (cols, cols) input second moment) are handed to methods that use them (GPTQ); the baseline ignores them.
+
+Methods live in `METHODS` (name → fn(w, *, bits, hessian=None, **params) -> (QuantizedTensor, info)): every
+`primitives.QUANTIZERS` entry (info = {}), plus GPTQ-lite, SDClip RTN / GPTQ, the percentile-searched GPTQ and
+the int8 per-row gate rule. `HESSIAN_METHODS` need a Hessian for every tensor they quantize (a clear error names
+the recipe and the tensor otherwise). Cross-tensor steps of the recipe, in order: gates (before passthrough),
+adaptive σ / mixed precision (pre-pass over the mlp/attn `sdclip_gptq` tensors), per-tensor methods, LQER.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
+import zlib
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from pgolf.quant.primitives import QUANTIZERS, QuantizedTensor
+from pgolf.quant.allocate import mixed_precision_bits
+from pgolf.quant.clip import (adaptive_sigmas, gptq_lite, hessian_sdclip_scale, hessian_sensitivity,
+                              sdclip_scale)
+from pgolf.quant.gptq import GPTQ_DAMP, gptq_quantize, gptq_with_clip_search, output_error
+from pgolf.quant.lqer import apply_lqer, select_lqer_tensors
+from pgolf.quant.primitives import QUANTIZERS, QuantizedTensor, quantize_rtn
 from pgolf.quant.recipes import PASSTHROUGH, QuantRecipe, get_recipe, tensor_role
+
+# ------------------------------------------------------------------------------------------------ method table
+
+Method = Callable[..., tuple[QuantizedTensor, dict[str, Any]]]
+GATE_NUMEL_RANGE = (32, 8192)  # R0427 `_quantize_gate_int8_row` size window
+
+
+def _named(qt: QuantizedTensor, method: str) -> QuantizedTensor:
+    return dataclasses.replace(qt, method=method)
+
+
+def _from_quantizer(fn: Callable[..., QuantizedTensor]) -> Method:
+    def method(w: Tensor, *, bits: int, hessian: Tensor | None = None, **params: Any):
+        return fn(w, bits=bits, hessian=hessian, **params), {}
+    return method
+
+
+def _m_gptq_lite(w: Tensor, *, bits: int, hessian: Tensor | None = None, per_row: bool = False):
+    qt, info = gptq_lite(w, bits, per_row=per_row)
+    info.pop("percentiles", None)
+    return qt, info
+
+
+def _m_sdclip_rtn(w: Tensor, *, bits: int, hessian: Tensor | None = None, clip_sigma: float = 12.85):
+    """SDClip scale k·std(row)/cr (fp16), round to nearest: the data-free rule QAT reproduces exactly."""
+    return _named(quantize_rtn(w, bits, sdclip_scale(w, clip_sigma, bits)), "sdclip_rtn"), {"sigma": clip_sigma}
+
+
+def _m_sdclip_gptq(w: Tensor, *, bits: int, hessian: Tensor | None = None, clip_sigma: float = 12.85,
+                   hessian_lambda: float = 0.0, damp: float = GPTQ_DAMP, block_size: int = 128,
+                   act_order: bool = True):
+    """R0405+: GPTQ once on the SDClip grid (λ > 0: R0406 Hessian-aware SDClip)."""
+    assert hessian is not None
+    s = (hessian_sdclip_scale(w, hessian, clip_sigma, bits, lam=hessian_lambda) if hessian_lambda
+         else sdclip_scale(w, clip_sigma, bits))
+    qt, info = gptq_quantize(w, hessian, bits, s, damp=damp, block_size=block_size, act_order=act_order)
+    return _named(qt, "sdclip_gptq"), {**info, "sigma": clip_sigma}
+
+
+def _m_gptq_clip_search(w: Tensor, *, bits: int, hessian: Tensor | None = None, damp: float = GPTQ_DAMP):
+    """R0325/R0331: the 5 GPTQ-lite percentiles, one GPTQ pass each, min unweighted weight MSE."""
+    assert hessian is not None
+    qt, info = gptq_with_clip_search(w, hessian, bits, damp=damp)
+    return _named(qt, "gptq_clip_search"), info
+
+
+def _m_gate_int8_row(w: Tensor, *, bits: int = 8, hessian: Tensor | None = None):
+    """R0427 `_quantize_gate_int8_row`: int8 per row, s = rowmax/127 (fp16)."""
+    w2 = w.detach().float().reshape(w.shape[0], -1)
+    qt = quantize_rtn(w2, bits, w2.abs().amax(dim=1) / (2 ** (bits - 1) - 1))
+    return _named(dataclasses.replace(qt, q=qt.q.reshape(w.shape)), "gate_int8_row"), {}
+
+
+METHODS: dict[str, Method] = {
+    **{name: _from_quantizer(fn) for name, fn in QUANTIZERS.items()},
+    "gptq_lite": _m_gptq_lite,
+    "sdclip_rtn": _m_sdclip_rtn,
+    "sdclip_gptq": _m_sdclip_gptq,
+    "gptq_clip_search": _m_gptq_clip_search,
+    "gate_int8_row": _m_gate_int8_row,
+}
+HESSIAN_METHODS = frozenset({"sdclip_gptq", "gptq_clip_search"})
 
 
 @dataclass
@@ -54,44 +131,119 @@ def quantize_state_dict(
 ) -> tuple[QuantizedState, list[dict]]:
     """Quantize every tensor per the recipe → (QuantizedState, one report row per tensor).
 
-    Report rows: name, role, method ("passthrough" for kept tensors), bits (stored bits per value), numel, and
-    mse = mean((W − Ŵ)²) in weight space, Ŵ being exactly what `dequantize_state` will return.
+    Report rows: name, role, method ("passthrough" for kept tensors), bits (stored bits per value), numel,
+    mse = mean((W − Ŵ)²) in weight space (Ŵ exactly what `dequantize_state` returns), sigma (SDClip k), damp and
+    escalations (GPTQ damping actually used), hessian_err = trace((W − Ŵ) H (W − Ŵ)ᵀ) when a Hessian is given,
+    zlib_bytes (zlib-9 of that tensor's int8 codes alone, an indicative per-tensor size; the artifact's codec and
+    layout decide the real bytes), lqer (rank-r correction applied).
     """
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe.validate()
     hessians = hessians or {}
     qs = QuantizedState()
-    rows: list[dict] = []
-    items = list(state_dict.items())
+    rows: dict[str, dict] = {}
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in state_dict.items()}
+
+    # routing
+    plan: dict[str, Any] = {}  # name → None (passthrough), "gate", or a TensorRule
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            plan[name] = None
+        elif (recipe.gate_pattern and fnmatch.fnmatchcase(name, recipe.gate_pattern)
+              and GATE_NUMEL_RANGE[0] <= t.numel() <= GATE_NUMEL_RANGE[1]):
+            plan[name] = "gate"
+        elif t.numel() <= recipe.passthrough_max_numel:
+            plan[name] = None
+        else:
+            rule = recipe.rule_for(name)
+            plan[name] = None if rule.method == PASSTHROUGH else rule
+    for name, rule in plan.items():
+        if not isinstance(rule, str) and rule is not None and rule.method in HESSIAN_METHODS:
+            if name not in hessians:
+                raise ValueError(f"recipe {recipe.name!r}: method {rule.method!r} needs a Hessian for tensor {name!r} "
+                                 f"but none was collected (have {len(hessians)}); run the calibration pass "
+                                 "(quant.calib_source) or pick a data-free recipe")
+
+    # cross-tensor pre-pass: adaptive σ and mixed precision over the mlp/attn SDClip-GPTQ matrices
+    overrides: dict[str, dict[str, Any]] = {}
+    group = [n for n, r in plan.items() if not isinstance(r, str) and r is not None and r.method == "sdclip_gptq"
+             and tensor_role(n) in ("mlp", "attn")]
+    if group and (recipe.adaptive_clip or recipe.mixed_precision):
+        sens = {n: hessian_sensitivity(tensors[n].float(), hessians[n]) for n in group}
+        numels = {n: tensors[n].numel() for n in group}
+        if recipe.adaptive_clip:
+            base = {n: float(plan[n].params.get("clip_sigma", 12.85)) for n in group}
+            sigmas, _ = adaptive_sigmas(sens, numels, base)
+            for n in group:
+                overrides.setdefault(n, {})["clip_sigma"] = sigmas[n]
+        if recipe.mixed_precision:
+            for n, b in mixed_precision_bits(sens, numels).items():
+                overrides.setdefault(n, {})["bits"] = b
+
+    items = list(tensors.items())
     if progress:
         from tqdm import tqdm
 
         items = tqdm(items, desc=f"quantize {recipe.name}", unit="tensor")
-    for name, tensor in items:
-        t = tensor.detach().to("cpu").contiguous()
+    for name, t in items:
         qs.dtypes[name] = dtype_name(t.dtype)
         role = tensor_role(name)
+        rule = plan[name]
         if not t.is_floating_point():
             qs.passthrough[name] = t
-            rows.append(_row(name, role, PASSTHROUGH, t.element_size() * 8, t.numel(), 0.0))
+            rows[name] = _row(name, role, PASSTHROUGH, t.element_size() * 8, t.numel(), 0.0)
             continue
-        rule = None if t.numel() <= recipe.passthrough_max_numel else recipe.rule_for(name)
-        if rule is None or rule.method == PASSTHROUGH:
-            keep32 = rule is None and any(p in name for p in recipe.keep_fp32_patterns)
+        if rule is None:
+            keep32 = (t.numel() <= recipe.passthrough_max_numel
+                      and any(p in name for p in recipe.keep_fp32_patterns))
             kept = (t.float() if keep32 else t.to(torch.float16)).contiguous()
             qs.passthrough[name] = kept
-            rows.append(_row(name, role, PASSTHROUGH, kept.element_size() * 8, t.numel(), _mse(t, kept.to(t.dtype))))
+            rows[name] = _row(name, role, PASSTHROUGH, kept.element_size() * 8, t.numel(), _mse(t, kept.to(t.dtype)))
             continue
-        qt = QUANTIZERS[rule.method](t, bits=rule.bits, hessian=hessians.get(name), **rule.params)
+        if rule == "gate":
+            method, bits, params = "gate_int8_row", 8, {}
+        else:
+            method, params = rule.method, dict(rule.params)
+            bits = overrides.get(name, {}).get("bits", rule.bits)
+            if "clip_sigma" in overrides.get(name, {}):
+                params["clip_sigma"] = overrides[name]["clip_sigma"]
+        H = hessians.get(name)
+        fn = METHODS.get(method) or _from_quantizer(QUANTIZERS[method])  # QUANTIZERS entries added at run time
+        qt, info = fn(t, bits=bits, hessian=H, **params)
         if tuple(qt.q.shape) != tuple(t.shape):
-            raise ValueError(f"method {rule.method!r} returned codes of shape {tuple(qt.q.shape)} for {name} "
+            raise ValueError(f"method {method!r} returned codes of shape {tuple(qt.q.shape)} for {name} "
                              f"{tuple(t.shape)}")
         qs.tensors[name] = qt
-        rows.append(_row(name, role, qt.method, qt.bits, t.numel(), _mse(t, qt.dequantize(t.dtype))))
-    return qs, rows
+        rows[name] = _row(name, role, qt.method, qt.bits, t.numel(), _mse(t, qt.dequantize(t.dtype)),
+                          info=info, hessian_err=_herr(t, qt, H))
+
+    # LQER (R0427): top-k tensors by ‖W − Ŵ‖_F get a packed rank-r correction
+    if recipe.lqer_top_k:
+        cands = {n: tensors[n].float() - qt.dequantize() for n, qt in qs.tensors.items()
+                 if qt.method != "gate_int8_row" and qt.q.dim() == 2}
+        for n in select_lqer_tensors(cands, k=recipe.lqer_top_k):
+            qt2, info = apply_lqer(qs.tensors[n], tensors[n], rank=recipe.lqer_rank, mode=recipe.lqer_mode)
+            if info["applied"]:
+                qs.tensors[n] = qt2
+                t = tensors[n]
+                rows[n].update(lqer=f"{info['mode']} r{info['rank']}", mse=_mse(t, qt2.dequantize(t.dtype)),
+                               hessian_err=_herr(t, qt2, hessians.get(n)))
+    for n, qt in qs.tensors.items():
+        rows[n]["zlib_bytes"] = len(zlib.compress(qt.q.numpy().tobytes(), 9))
+    return qs, [rows[n] for n in tensors]
 
 
-def _row(name: str, role: str, method: str, bits: int, numel: int, mse: float) -> dict:
-    return {"name": name, "role": role, "method": method, "bits": bits, "numel": numel, "mse": mse}
+def _herr(t: Tensor, qt: QuantizedTensor, H: Tensor | None) -> float | None:
+    if H is None or t.dim() != 2 or H.shape != (t.shape[1], t.shape[1]):
+        return None
+    return output_error(t.float(), qt.dequantize(), H)
+
+
+def _row(name: str, role: str, method: str, bits: int, numel: int, mse: float, *, info: dict | None = None,
+         hessian_err: float | None = None) -> dict:
+    info = info or {}
+    return {"name": name, "role": role, "method": method, "bits": bits, "numel": numel, "mse": mse,
+            "sigma": info.get("sigma"), "damp": info.get("damp"), "escalations": info.get("escalations"),
+            "fallback": info.get("fallback"), "hessian_err": hessian_err, "zlib_bytes": None, "lqer": None}
 
 
 def dequantize_state(qs: QuantizedState) -> dict[str, Tensor]:

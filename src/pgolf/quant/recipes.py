@@ -18,6 +18,13 @@ stored fp16; names matching `keep_fp32_patterns` stay fp32, as BASE keeps its co
     role = "*"
     method = "rtn"
     bits = 6
+
+Methods (`apply.METHODS`): the data-free `int8_percentile`, `rtn`, `gptq_lite` (R0322), `sdclip_rtn`, `gate_int8_row`
+and the Hessian methods `gptq_clip_search` (R0325: 5-percentile search around GPTQ) and `sdclip_gptq` (R0405+:
+GPTQ on the SDClip grid k·std(row)/cr, param `clip_sigma`, optional `hessian_lambda` for R0406). Recipe-level
+switches add the cross-tensor steps: `adaptive_clip` (PR #1962 σ), `mixed_precision` (int5/6/7 by sensitivity),
+`lqer_top_k` (R0427 LQER) and `gate_pattern` (R0427 int8 per-row gates, checked before the passthrough rule).
+`calib_*` give the record's calibration defaults; `QuantConfig.calib_*` override them.
 """
 
 from __future__ import annotations
@@ -28,7 +35,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from pgolf.quant.primitives import QUANTIZERS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -87,6 +93,34 @@ class QuantRecipe:
     """The compressor the recipe was tuned with (informational; pack.codec decides)."""
     keep_fp32_patterns: tuple[str, ...] = ()
     """Name substrings whose passthrough tensors stay fp32 instead of fp16 (BASE control tensors)."""
+    gate_pattern: str = ""
+    """fnmatch glob of small gate matrices stored int8 per row (R0427 `_quantize_gate_int8_row`, numel 32..8192),
+    checked before the passthrough rule; empty = off."""
+    adaptive_clip: bool = False
+    """PR #1689/#1962: per-tensor SDClip σ from Hessian sensitivity for the mlp/attn `sdclip_gptq` tensors, the
+    numel-weighted log-mean of the rules' `clip_sigma` preserved (clip.adaptive_sigmas)."""
+    mixed_precision: bool = False
+    """PR #1962 ablation: mlp/attn `sdclip_gptq` tensors get int5/6/7 by Hessian sensitivity (25/50/25 % of
+    parameters), numel-weighted mean bits preserved (allocate.mixed_precision_bits)."""
+    lqer_top_k: int = 0
+    """R0427 LQER: rank-`lqer_rank` correction on the top-k tensors by ‖W − Ŵ‖_F (0 = off)."""
+    lqer_rank: int = 4
+    lqer_mode: str = "asym"
+    """asym (A INT2 / B INT4 g64, R0427) or sym (int4 per row)."""
+    calib_source: str = ""
+    """Record calibration source for Hessian recipes: train | val | selfgen | random ("" = needs none)."""
+    calib_seqs: int = 64
+    """Calibration sequences (R0325 64 × 2048 self-generated; R0405 64 train batches)."""
+    calib_seq_len: int = 0
+    """Calibration sequence length (0 = the run's train_seq_len)."""
+    calib_temperature: float = 0.8
+    """Sampling temperature of selfgen calibration (R0325 0.8)."""
+
+    @property
+    def needs_hessians(self) -> bool:
+        from pgolf.quant.apply import HESSIAN_METHODS  # lazy: apply imports this module
+
+        return any(r.method in HESSIAN_METHODS for r in self.rules)
 
     def rule_for(self, name: str) -> TensorRule:
         role = tensor_role(name)
@@ -101,12 +135,22 @@ class QuantRecipe:
             raise ValueError(f"recipe {self.name!r} has no rules")
         if self.passthrough_max_numel < 0:
             raise ValueError(f"recipe {self.name!r}: passthrough_max_numel must be ≥ 0")
+        from pgolf.quant.apply import METHODS  # lazy: apply imports this module
+        from pgolf.quant.primitives import QUANTIZERS
+
+        if self.lqer_top_k < 0 or self.lqer_rank < 1 or self.lqer_mode not in ("asym", "sym"):
+            raise ValueError(f"recipe {self.name!r}: need lqer_top_k ≥ 0, lqer_rank ≥ 1, lqer_mode asym|sym")
+        if self.calib_source not in ("", "train", "val", "selfgen", "random"):
+            raise ValueError(f"recipe {self.name!r}: calib_source {self.calib_source!r} must be one of "
+                             "train, val, selfgen, random (or empty)")
+        if self.needs_hessians and not self.calib_source:
+            raise ValueError(f"recipe {self.name!r} uses Hessian methods but names no calib_source")
         for rule in self.rules:
             if rule.role != "*" and rule.role not in ROLES:
                 raise ValueError(f"recipe {self.name!r}: unknown role {rule.role!r}; valid: *, {', '.join(ROLES)}")
-            if rule.method != PASSTHROUGH and rule.method not in QUANTIZERS:
+            if rule.method != PASSTHROUGH and rule.method not in METHODS and rule.method not in QUANTIZERS:
                 raise ValueError(f"recipe {self.name!r}: unknown method {rule.method!r}; valid: "
-                                 f"{', '.join([*QUANTIZERS, PASSTHROUGH])}")
+                                 f"{', '.join([*METHODS, PASSTHROUGH])}")
             if not 2 <= rule.bits <= 8:
                 raise ValueError(f"recipe {self.name!r}: bits={rule.bits} must be in 2..8")
         return self
@@ -122,11 +166,106 @@ RECIPES: dict[str, QuantRecipe] = {
         codec_hint="zlib",
         keep_fp32_patterns=BASE_FP32_PATTERNS,
     ),
+    "gptq-lite": QuantRecipe(
+        name="gptq-lite",
+        description="R0322 / PR #414: int6 GPTQ-lite (best of 5 clip percentiles per matrix, RTN) on mlp+attn; "
+                    "embed and other large tensors int8 99.99984 pct; zstd-22 (parameter-golf.md §2.3)",
+        rules=(TensorRule(role="mlp", method="gptq_lite", bits=6),
+               TensorRule(role="attn", method="gptq_lite", bits=6),
+               TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
+        codec_hint="zstd",
+    ),
+    "full-gptq": QuantRecipe(
+        name="full-gptq",
+        description="PR #535: full Hessian GPTQ int6 with the 5-percentile search wrapped around GPTQ on mlp+attn "
+                    "(train-data calibration), embed int8 pct; lzma (§2.4)",
+        rules=(TensorRule(role="mlp", method="gptq_clip_search", bits=6),
+               TensorRule(role="attn", method="gptq_clip_search", bits=6),
+               TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
+        codec_hint="lzma", calib_source="train", calib_seqs=64,
+    ),
+    "ar-calib-gptq": QuantRecipe(
+        name="ar-calib-gptq",
+        description="R0325 / PR #728→#1019: full GPTQ int6 (percentile search) with self-generated calibration "
+                    "64×2048 at T=0.8, embed int8 pct; lzma-9 (§2.4, §2.5)",
+        rules=(TensorRule(role="mlp", method="gptq_clip_search", bits=6),
+               TensorRule(role="attn", method="gptq_clip_search", bits=6),
+               TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
+        codec_hint="lzma", calib_source="selfgen", calib_seqs=64, calib_seq_len=2048, calib_temperature=0.8,
+    ),
+    "sdclip": QuantRecipe(
+        name="sdclip",
+        description="R0405: GPTQ on the SDClip grid, int6 k=12.85 on matrices, tied embed int8 k=20 with GPTQ from "
+                    "the final-norm Hessian; other large tensors int8 pct; brotli (§2.6, §2.7)",
+        rules=(TensorRule(role="embed", method="sdclip_gptq", bits=8, params={"clip_sigma": 20.0}),
+               TensorRule(role="mlp", method="sdclip_gptq", bits=6, params={"clip_sigma": 12.85}),
+               TensorRule(role="attn", method="sdclip_gptq", bits=6, params={"clip_sigma": 12.85}),
+               TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
+        codec_hint="brotli", calib_source="train", calib_seqs=64,
+    ),
+    "sdclip-rtn": QuantRecipe(
+        name="sdclip-rtn",
+        description="sdclip without GPTQ (ours): RTN on the SDClip grid, int6 k=12.85 matrices, embed int8 k=20; "
+                    "data-free, so QAT (quant/qat.py) reproduces its export rule exactly",
+        rules=(TensorRule(role="embed", method="sdclip_rtn", bits=8, params={"clip_sigma": 20.0}),
+               TensorRule(role="mlp", method="sdclip_rtn", bits=6, params={"clip_sigma": 12.85}),
+               TensorRule(role="attn", method="sdclip_rtn", bits=6, params={"clip_sigma": 12.85}),
+               TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
+        codec_hint="brotli",
+    ),
+    "per-layer-clip": QuantRecipe(
+        name="per-layer-clip",
+        description="PR #1586 / R0414: SDClip GPTQ with per-group σ: MLP 12 / attn 13 int6, embed int7 15; "
+                    "brotli (§2.8, §2.9)",
+        rules=(TensorRule(role="embed", method="sdclip_gptq", bits=7, params={"clip_sigma": 15.0}),
+               TensorRule(role="mlp", method="sdclip_gptq", bits=6, params={"clip_sigma": 12.0}),
+               TensorRule(role="attn", method="sdclip_gptq", bits=6, params={"clip_sigma": 13.0}),
+               TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
+        codec_hint="brotli", calib_source="train", calib_seqs=16,
+    ),
+    "hessian-adaptive-clip": QuantRecipe(
+        name="hessian-adaptive-clip",
+        description="PR #1962: R0427 stack with adaptive σ = clamp(exp(−0.15·log sens + offset), 6, 24), offset "
+                    "bisected to keep the numel-weighted log-mean of MLP 11.5 / attn 13; embed int7 14 fixed; "
+                    "LQER asym r4 top-3; int8 gates (§2.11)",
+        rules=(TensorRule(role="embed", method="sdclip_gptq", bits=7, params={"clip_sigma": 14.0}),
+               TensorRule(role="mlp", method="sdclip_gptq", bits=6, params={"clip_sigma": 11.5}),
+               TensorRule(role="attn", method="sdclip_gptq", bits=6, params={"clip_sigma": 13.0}),
+               TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
+        codec_hint="brotli", calib_source="train", calib_seqs=16, gate_pattern="blocks.*.attn.gate.weight",
+        adaptive_clip=True, lqer_top_k=3, lqer_rank=4,
+    ),
+    "hessian-mixed-precision": QuantRecipe(
+        name="hessian-mixed-precision",
+        description="PR #1962 ablation: adaptive σ + int5/6/7 by Hessian sensitivity (25/50/25 % of parameters, "
+                    "mean 6 bits) on mlp/attn; embed int7 14; LQER; int8 gates (§2.12; reported negative)",
+        rules=(TensorRule(role="embed", method="sdclip_gptq", bits=7, params={"clip_sigma": 14.0}),
+               TensorRule(role="mlp", method="sdclip_gptq", bits=6, params={"clip_sigma": 11.5}),
+               TensorRule(role="attn", method="sdclip_gptq", bits=6, params={"clip_sigma": 13.0}),
+               TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
+        codec_hint="brotli", calib_source="train", calib_seqs=16, gate_pattern="blocks.*.attn.gate.weight",
+        adaptive_clip=True, mixed_precision=True, lqer_top_k=3, lqer_rank=4,
+    ),
+    "sota-lqer": QuantRecipe(
+        name="sota-lqer",
+        description="R0427: SDClip GPTQ MLP 11.5 / attn 13 int6, embed int7 14, + LQER asym rank 4 on the top-3 "
+                    "tensors by ‖E‖_F, int8 per-row attention gates; brotli (R0427 used per-group lrzip) (§2.14)",
+        rules=(TensorRule(role="embed", method="sdclip_gptq", bits=7, params={"clip_sigma": 14.0}),
+               TensorRule(role="mlp", method="sdclip_gptq", bits=6, params={"clip_sigma": 11.5}),
+               TensorRule(role="attn", method="sdclip_gptq", bits=6, params={"clip_sigma": 13.0}),
+               TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
+        codec_hint="brotli", calib_source="train", calib_seqs=16, gate_pattern="blocks.*.attn.gate.weight",
+        lqer_top_k=3, lqer_rank=4,
+    ),
 }
 
 
 def get_recipe(name_or_path: str | Path) -> QuantRecipe:
-    """A registered recipe by name, or one loaded from a .toml file with QuantRecipe's fields."""
+    """A registered recipe by name, or one loaded from a .toml file with QuantRecipe's fields.
+
+    A file may start from a registered recipe with `base = "sdclip"` and override any field (rules replace the
+    base's rules when given).
+    """
     key = str(name_or_path)
     if key in RECIPES:
         return RECIPES[key]
@@ -134,7 +273,19 @@ def get_recipe(name_or_path: str | Path) -> QuantRecipe:
     if path.suffix == ".toml":
         if not path.is_file():
             raise ValueError(f"recipe file {path} does not exist")
-        return recipe_from_dict(tomllib.loads(path.read_text()), source=str(path))
+        d = tomllib.loads(path.read_text())
+        base = d.pop("base", None)
+        if base is not None:
+            if base not in RECIPES:
+                raise ValueError(f"{path}: base recipe {base!r} unknown; valid: {', '.join(RECIPES)}")
+            merged = {f.name: getattr(RECIPES[base], f.name) for f in fields(QuantRecipe)}
+            merged["rules"] = [dict(role=r.role, method=r.method, bits=r.bits, params=dict(r.params),
+                                    pattern=r.pattern) for r in merged["rules"]]
+            merged["name"] = path.stem
+            merged["description"] = f"{base} overridden by {path}"
+            merged.update(d)
+            d = merged
+        return recipe_from_dict(d, source=str(path))
     raise ValueError(f"unknown quantization recipe {key!r}; valid names: {', '.join(RECIPES)} (or a .toml file)")
 
 

@@ -51,6 +51,9 @@ class TrainConfig:
     """Final fraction of the budget over which the LR decays linearly (0.667 R0405, 0.75 R0414, 0.85 R0427)."""
     min_lr: float = 0.0
     """LR multiplier floor during warmdown (0.10 in R0427)."""
+    qat_threshold: float = 0.0
+    """Late QAT: STE fake-quant with the quant recipe's export rule (quant/qat.py) once the LR multiplier drops
+    below this (R0322 LATE_QAT_THRESHOLD 0.15); 0 = off."""
     ema_decay: float = 0.0
     """EMA of weights, loaded before quantization (0.997 R0322–R0405, 0.9965 R0414+); 0 = off."""
     enable_looping_at: float = 0.0

@@ -88,11 +88,13 @@ def train(
     resume: bool = False,
     val_fn: Callable[[torch.nn.Module], Any] | None = None,
     config_dict: dict[str, Any] | None = None,
+    qat: Any = None,
 ) -> TrainResult:
     """Train `model` in place; on return the model holds the EMA weights when cfg.ema_decay > 0.
 
     loader: a pgolf.data.loader.DistributedTokenLoader (next_batch, state_dict, load_state_dict).
     val_fn: optional model → EvalResult, called every cfg.val_every steps (excluded from the wallclock).
+    qat: a quant.qat.QAT installed on `model` (off); enabled once the LR multiplier < cfg.qat_threshold.
     """
     rank, world_size = world()
     ckpt_path = Path(run_dir) / CHECKPOINT_NAME
@@ -157,6 +159,9 @@ def train(
         mult = lr_multiplier(progress, cfg.warmdown_frac, cfg.min_lr)
         momentum = muon_momentum_at(step, cfg.muon_momentum_warmup_start, cfg.muon_momentum,
                                     cfg.muon_momentum_warmup_steps)
+        if qat is not None and cfg.qat_threshold > 0 and mult < cfg.qat_threshold and not qat.enabled:
+            qat.enable()  # a tensor flag: torch.compile reads it at run time (the records' class flag was folded)
+            logger.event("qat", step=step, lr_mult=round(mult, 5), tensors=len(qat.tensors))
         apply_lr_multiplier(optimizers, mult)
         set_muon_momentum(optimizers, momentum)
 
