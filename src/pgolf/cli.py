@@ -422,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.verb in ("run", "train"):
             return cmd_run(args, extra, train_only=args.verb == "train")
+        if args.verb == "quantize":  # dotted overrides, e.g. --quant.calib_seqs 8
+            args.overrides, extra = extra, []
         if args.verb in ("compare", "report"):
             from pgolf.experiments.cli import run_experiment_command
 
