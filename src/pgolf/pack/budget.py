@@ -85,3 +85,64 @@ def check_budget(report: ByteReport, allow_over: bool) -> bool:
                           f"({report.format()}); set pack.allow_over_limit=true to write it anyway "
                           f"(it is then not a valid submission)")
     return False
+
+
+# ------------------------------------------------------------------------------------------------ per-tensor bytes
+
+REPORT_CODECS: tuple[str, ...] = ("zstd", "brotli", "rans")
+"""Default codecs of `tensor_byte_report` (each tensor's codes compressed alone); zlib and lzma are slower/larger."""
+
+
+def tensor_byte_report(qs, codecs: tuple[str, ...] | list[str] = REPORT_CODECS) -> list[dict]:
+    """One row per quantized tensor: raw code bytes (int8 storage), order-0 entropy bytes of the codes, the bytes
+    each codec spends on the codes compressed alone ("rans" = pgolf.pack.entropy.encode_codes, others = the general
+    compressor; "X+shuffle" equals "X" on int8 codes), and the gap to the entropy as a ratio - 1.
+
+    Rows: {name, bits, shape, numel, raw_bytes, entropy_bytes, bytes: {codec: n}, gap: {codec: ratio - 1 or None}}.
+    """
+    from pgolf.pack.codecs import CODECS
+    from pgolf.pack.entropy import encode_codes, order0_entropy_bytes
+
+    for c in codecs:
+        if c != "rans" and c.split("+")[0] not in CODECS:
+            raise ValueError(f"unknown codec {c!r} for the byte report; valid: rans, {', '.join(CODECS)}")
+    rows = []
+    for name, qt in qs.tensors.items():
+        arr = qt.q.detach().cpu().contiguous().numpy()
+        raw = arr.tobytes()
+        h = order0_entropy_bytes(arr)
+        sizes = {c: len(encode_codes(arr)) if c == "rans" else len(compress(raw, c.split("+")[0])) for c in codecs}
+        rows.append({"name": name, "bits": qt.bits, "shape": list(arr.shape), "numel": int(arr.size),
+                     "raw_bytes": len(raw), "entropy_bytes": h, "bytes": sizes,
+                     "gap": {c: (n / h - 1 if h > 0 else None) for c, n in sizes.items()}})
+    return rows
+
+
+def byte_report_totals(rows: list[dict]) -> dict:
+    """Sums of a `tensor_byte_report` (same keys; gap of the totals)."""
+    codecs = list(rows[0]["bytes"]) if rows else []
+    h = sum(r["entropy_bytes"] for r in rows)
+    sizes = {c: sum(r["bytes"][c] for r in rows) for c in codecs}
+    return {"name": "TOTAL", "bits": "", "shape": [], "numel": sum(r["numel"] for r in rows),
+            "raw_bytes": sum(r["raw_bytes"] for r in rows), "entropy_bytes": h, "bytes": sizes,
+            "gap": {c: (n / h - 1 if h > 0 else None) for c, n in sizes.items()}}
+
+
+def format_byte_report(rows: list[dict]) -> str:
+    """Fixed-width table of a `tensor_byte_report` plus a TOTAL line."""
+    codecs = list(rows[0]["bytes"]) if rows else []
+    cols = ["name", "bits", "shape", "raw", "entropy"] + [f"{c}" for c in codecs] + [f"gap_{c}" for c in codecs]
+    table = []
+    for r in [*rows, byte_report_totals(rows)]:
+        cell = {"name": r["name"], "bits": str(r["bits"]), "shape": "x".join(map(str, r["shape"])),
+                "raw": f"{r['raw_bytes']:,}", "entropy": f"{r['entropy_bytes']:,.0f}"}
+        for c in codecs:
+            cell[c] = f"{r['bytes'][c]:,}"
+            g = r["gap"][c]
+            cell[f"gap_{c}"] = "-" if g is None else f"{100 * g:+.2f}%"
+        table.append(cell)
+    widths = {c: max(len(c), *(len(t[c]) for t in table)) for c in cols}
+    left = {"name", "shape"}
+    fmt = lambda t: "  ".join(t[c].ljust(widths[c]) if c in left else t[c].rjust(widths[c]) for c in cols)  # noqa: E731
+    lines = [fmt({c: c for c in cols})] + [fmt(t) for t in table]
+    return "\n".join(lines)

@@ -15,6 +15,7 @@ import lzma
 import zlib
 
 import brotli
+import numpy as np
 import zstandard
 
 CODECS: tuple[str, ...] = ("zlib", "zstd", "lzma", "brotli")
@@ -82,3 +83,22 @@ def _decompress(data: bytes, codec: str, limit: int) -> tuple[bytes, bool, int]:
     d = brotli.Decompressor()
     out = d.process(data, output_buffer_limit=limit + 1)
     return out, d.is_finished(), 0
+
+
+def byte_shuffle(data: bytes, stride: int) -> bytes:
+    """The records' `_byte_shuffle` without its magic: byte k of every `stride`-byte element, for k = 0..stride-1
+    (for fp16: all low bytes, then all high bytes). len(data) must be a multiple of stride."""
+    if stride <= 1 or not data:
+        return bytes(data)
+    if len(data) % stride:
+        raise ValueError(f"byte_shuffle: {len(data)} bytes is not a multiple of the stride {stride}")
+    return np.frombuffer(data, dtype=np.uint8).reshape(-1, stride).T.tobytes()
+
+
+def byte_unshuffle(data: bytes, stride: int) -> bytes:
+    """Inverse of `byte_shuffle`."""
+    if stride <= 1 or not data:
+        return bytes(data)
+    if len(data) % stride:
+        raise ValueError(f"byte_unshuffle: {len(data)} bytes is not a multiple of the stride {stride}")
+    return np.frombuffer(data, dtype=np.uint8).reshape(stride, -1).T.tobytes()

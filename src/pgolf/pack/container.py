@@ -2,22 +2,35 @@
 
 Layout (all integers little-endian):
 
-    b"PGOLF\\0"  u8 format version (1)  u8 codec id  compressed(body)
+    b"PGOLF\\0"  u8 format version  u8 codec id  rest
+    version 1, codec zlib | zstd | lzma | brotli (ids 1-4):     rest = compressed(body)
+    version 2, codec zlib+shuffle … brotli+shuffle (ids 5-8):   rest = compressed(body with the payload byte-shuffled)
+    version 2, codec rans (id 16):   rest = u8 inner codec id (5-8)  ‖  u32 n  ‖  n bytes inner-compressed(body
+                                     without the code blobs, byte-shuffled)  ‖  one rANS stream per code blob
     body = u32 header length  ‖  UTF-8 JSON header  ‖  raw tensor bytes, concatenated
 
 The JSON header is {"format": "pgolf-v1", "manifest": {...caller's: model config, recipe, tokenizer sha...},
-"dtypes": {name: original dtype}, "payload_bytes": n, "payload_crc32": c, "tensors": [blob rows]}. Each blob row
-is {name, kind, dtype, shape, offset, nbytes} with kind q | scale | extra | passthrough; q rows also carry bits and
-method, extra rows their key. Blobs are laid out in row order with no gaps: all int8 codes first, then the scales,
-extras and passthrough tensors (the records' torch.save order, which compresses better than interleaving).
+"dtypes": {name: original dtype}, "payload_bytes": n, "payload_crc32": c, "tensors": [blob rows]}; version 2 adds
+"layout" ("shuffle" | "rans") and, for rans, "code_streams": [byte length of each code blob's rANS stream]. Each blob
+row is {name, kind, dtype, shape, offset, nbytes} with kind q | scale | extra | passthrough; q rows also carry bits
+and method, extra rows their key. Blobs are laid out in row order with no gaps: all int8 codes first, then the
+scales, extras and passthrough tensors (the records' torch.save order, which compresses better than interleaving).
+`payload_bytes`, `payload_crc32`, offsets and nbytes always describe the raw (unshuffled, uncoded) payload.
 
-    blob = encode_artifact(qs, manifest, "zlib")
+Byte shuffle (the records' `_byte_shuffle`, parameter-golf.md §2.16, generalised): each maximal run of consecutive
+rows with the same element size k > 1 is stored as byte planes (byte 0 of every element, then byte 1, …). int8 codes
+are untouched. rans: each q row's codes are coded alone by `pgolf.pack.entropy.encode_codes` (order-0 rANS with the
+tensor's own histogram, ~0.01 % over its entropy); header, scales, extras and passthrough go through brotli-11 +
+shuffle.
+
+    blob = encode_artifact(qs, manifest, "rans")
     qs, manifest = decode_artifact(blob)        # bit-exact inverse; ArtifactError on any malformed input
     write_artifact(path, blob)                  # atomic: temp file + rename
 
 The decoder trusts nothing: magic, version, codec, decompressed size, header length, JSON shape, dtype allowlist,
-shape × itemsize = nbytes, offsets tiling the payload, the payload CRC, scale/code consistency. Every failure is an
-`ArtifactError` with a message; nothing allocates more than the (bounded) decompressed body.
+shape × itemsize = nbytes, offsets tiling the payload, stream lengths, each rANS stream's dtype/shape against its
+row, the payload CRC, scale/code consistency. Every failure is an `ArtifactError` with a message; nothing allocates
+more than MAX_BODY_BYTES (decompressed body plus decoded codes).
 """
 
 from __future__ import annotations
@@ -35,14 +48,26 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pgolf.pack.codecs import CODECS, CodecError, compress, decompress
+from pgolf.pack.codecs import CODECS, CodecError, byte_shuffle, byte_unshuffle, compress, decompress
+from pgolf.pack.entropy import EntropyDecodeError, decode_codes, encode_codes
 from pgolf.quant.apply import QuantizedState, dtype_name
 from pgolf.quant.primitives import QuantizedTensor
 
 MAGIC = b"PGOLF\0"
-FORMAT_VERSION = 1
-FORMAT_ID = "pgolf-v1"
-CODEC_IDS: dict[str, int] = {"zlib": 1, "zstd": 2, "lzma": 3, "brotli": 4}
+FORMAT_VERSION = 2
+"""Newest container version this pgolf writes; plain zlib/zstd/lzma/brotli artifacts are still written as version 1
+(byte-identical to before), so older readers keep reading them."""
+READABLE_VERSIONS = (1, 2)
+FORMAT_ID = "pgolf-v1"  # the JSON header format (unchanged by version 2)
+CODEC_IDS: dict[str, int] = {
+    "zlib": 1, "zstd": 2, "lzma": 3, "brotli": 4,
+    "zlib+shuffle": 5, "zstd+shuffle": 6, "lzma+shuffle": 7, "brotli+shuffle": 8,
+    "rans": 16,
+}
+CODEC_VERSION = {name: (1 if cid <= 4 else 2) for name, cid in CODEC_IDS.items()}
+RANS_INNER = "brotli+shuffle"
+"""General codec of everything but the code blobs in a rans artifact (brotli-11 + shuffle: smallest on the fp16
+scales/passthrough of real artifacts, bench/pack.py)."""
 MAX_BODY_BYTES = 1 << 30  # 1 GiB decompressed: ~60× the 16 MB cap, far above any real artifact
 MAX_HEADER_BYTES = 64 << 20
 MAX_NDIM = 8
@@ -54,7 +79,7 @@ DTYPES: dict[str, torch.dtype] = {
 KINDS = ("q", "scale", "extra", "passthrough")
 _PREFIX = len(MAGIC) + 2
 
-assert set(CODEC_IDS) == set(CODECS)
+assert set(CODECS) <= set(CODEC_IDS)
 
 
 class ArtifactError(ValueError):
@@ -70,11 +95,8 @@ def _raw(t: Tensor) -> bytes:
     return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
 
 
-def encode_artifact(qs: QuantizedState, manifest: dict, codec: str) -> bytes:
-    """Serialize a QuantizedState plus a JSON-able manifest; deterministic for equal inputs."""
-    if codec not in CODEC_IDS:
-        raise ValueError(f"unknown codec {codec!r}; valid codecs: {', '.join(CODECS)}")
-    dtypes = _dtype_table(qs)
+def _layout(qs: QuantizedState) -> tuple[list[dict], list[bytes]]:
+    """Blob rows (with offsets into the raw payload) and their raw bytes, in storage order."""
     blobs: list[tuple[dict, Tensor]] = []
     for name, qt in qs.tensors.items():
         blobs.append(({"name": name, "kind": "q", "bits": qt.bits, "method": qt.method}, qt.q))
@@ -91,19 +113,96 @@ def encode_artifact(qs: QuantizedState, manifest: dict, codec: str) -> bytes:
         if name not in DTYPES:
             raise ValueError(f"tensor {row['name']} ({row['kind']}) has dtype {name}, not storable; "
                              f"allowed: {', '.join(DTYPES)}")
+        if row["kind"] == "q" and name != "int8":
+            raise ValueError(f"tensor {row['name']}: codes must be int8, got {name}")
         raw = _raw(t)
         rows.append({**row, "dtype": name, "shape": list(t.shape), "offset": offset, "nbytes": len(raw)})
         chunks.append(raw)
         offset += len(raw)
+    return rows, chunks
+
+
+def _itemsize(dtype: str) -> int:
+    return torch.empty((), dtype=DTYPES[dtype]).element_size()
+
+
+def _runs(rows: list[dict]) -> list[tuple[int, int]]:
+    """(byte length, element size) of each maximal run of consecutive rows with equal element size."""
+    runs: list[tuple[int, int]] = []
+    for row in rows:
+        k = _itemsize(row["dtype"])
+        if runs and runs[-1][1] == k:
+            runs[-1] = (runs[-1][0] + row["nbytes"], k)
+        else:
+            runs.append((row["nbytes"], k))
+    return runs
+
+
+def _shuffle(payload: bytes, rows: list[dict]) -> bytes:
+    out, pos = [], 0
+    for n, k in _runs(rows):
+        out.append(byte_shuffle(payload[pos : pos + n], k))
+        pos += n
+    return b"".join(out)
+
+
+def _unshuffle(payload: bytes | memoryview, rows: Any) -> bytes:
+    """Inverse of `_shuffle` for untrusted rows: only dtype/nbytes are used here, and any inconsistency (bad row,
+    lengths not tiling the payload, a run not a multiple of its element size) is an ArtifactError; the full row checks
+    and the CRC run afterwards on the restored payload."""
+    if not isinstance(rows, list):
+        raise ArtifactError("artifact header field 'tensors' is missing or not a list")
+    clean = []
+    for i, row in enumerate(rows):
+        if not (isinstance(row, dict) and isinstance(row.get("dtype"), str) and row["dtype"] in DTYPES
+                and _is_uint(row.get("nbytes"))):
+            raise ArtifactError(f"tensor row {i}: dtype/nbytes missing or invalid")
+        clean.append({"dtype": row["dtype"], "nbytes": row["nbytes"]})
+    runs = _runs(clean)
+    if sum(n for n, _ in runs) != len(payload):
+        raise ArtifactError(f"tensor rows describe {sum(n for n, _ in runs):,} bytes but the shuffled payload has "
+                            f"{len(payload):,}")
+    out, pos = [], 0
+    for n, k in runs:
+        if n % k:
+            raise ArtifactError(f"a run of {k}-byte elements is {n:,} bytes long")
+        out.append(byte_unshuffle(bytes(payload[pos : pos + n]), k))
+        pos += n
+    return b"".join(out)
+
+
+def encode_artifact(qs: QuantizedState, manifest: dict, codec: str) -> bytes:
+    """Serialize a QuantizedState plus a JSON-able manifest; deterministic for equal inputs."""
+    if codec not in CODEC_IDS:
+        raise ValueError(f"unknown codec {codec!r}; valid codecs: {', '.join(CODEC_IDS)}")
+    dtypes = _dtype_table(qs)
+    rows, chunks = _layout(qs)
     payload = b"".join(chunks)
     header = {"format": FORMAT_ID, "manifest": manifest, "dtypes": dtypes, "payload_bytes": len(payload),
               "payload_crc32": zlib.crc32(payload), "tensors": rows}
+    prefix = MAGIC + bytes([CODEC_VERSION[codec], CODEC_IDS[codec]])
+    if codec in CODECS:
+        return prefix + compress(_body(header, payload), codec)
+    if codec != "rans":
+        header["layout"] = "shuffle"
+        return prefix + compress(_body(header, _shuffle(payload, rows)), codec.split("+")[0])
+    nq = sum(1 for r in rows if r["kind"] == "q")
+    streams = [encode_codes(qt.q.detach().cpu().numpy()) for qt in qs.tensors.values()]
+    header["layout"] = "rans"
+    header["code_streams"] = [len(s) for s in streams]
+    rest = b"".join(chunks[nq:])
+    if RANS_INNER.endswith("+shuffle"):
+        rest = _shuffle(rest, rows[nq:])
+    inner = compress(_body(header, rest), RANS_INNER.split("+")[0])
+    return prefix + bytes([CODEC_IDS[RANS_INNER]]) + struct.pack("<I", len(inner)) + inner + b"".join(streams)
+
+
+def _body(header: dict, payload: bytes) -> bytes:
     try:
         header_bytes = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     except (TypeError, ValueError) as e:
         raise ValueError(f"artifact manifest is not JSON-serializable: {e}") from e
-    body = struct.pack("<I", len(header_bytes)) + header_bytes + payload
-    return MAGIC + bytes([FORMAT_VERSION, CODEC_IDS[codec]]) + compress(body, codec)
+    return struct.pack("<I", len(header_bytes)) + header_bytes + payload
 
 
 def _dtype_table(qs: QuantizedState) -> dict[str, str]:
@@ -145,40 +244,111 @@ def write_artifact(path: str | os.PathLike, data: bytes) -> None:
 # ------------------------------------------------------------------------------------------------ decode
 
 def artifact_codec(data: bytes) -> str:
-    """The codec named by an artifact's prefix (validates magic and version)."""
+    """The codec named by an artifact's prefix (validates magic, version and the version/codec pairing)."""
     if len(data) < _PREFIX or data[: len(MAGIC)] != MAGIC:
         raise ArtifactError("not a pgolf artifact (missing the PGOLF magic bytes)")
     version, codec_id = data[len(MAGIC)], data[len(MAGIC) + 1]
-    if version != FORMAT_VERSION:
-        raise ArtifactError(f"unsupported artifact format version {version}; this pgolf reads version "
-                            f"{FORMAT_VERSION} ({FORMAT_ID})")
+    if version not in READABLE_VERSIONS:
+        raise ArtifactError(f"unsupported artifact format version {version}; this pgolf reads versions "
+                            f"{', '.join(map(str, READABLE_VERSIONS))} ({FORMAT_ID} headers)")
     for name, cid in CODEC_IDS.items():
         if cid == codec_id:
+            if CODEC_VERSION[name] != version:
+                raise ArtifactError(f"codec {name} is not valid in a version-{version} artifact")
             return name
     raise ArtifactError(f"unknown codec id {codec_id} in artifact; known: "
                         + ", ".join(f"{cid}={n}" for n, cid in CODEC_IDS.items()))
+
+
+def _decompress(data: bytes, codec: str, limit: int) -> bytes:
+    try:
+        return decompress(data, codec, max_size=limit)
+    except CodecError as e:
+        raise ArtifactError(f"artifact payload does not decompress: {e}") from e
+
+
+def _split_body(body: bytes) -> tuple[dict[str, Any], memoryview]:
+    if len(body) < 4:
+        raise ArtifactError(f"artifact body is {len(body)} bytes, too short for its header length")
+    (hlen,) = struct.unpack_from("<I", body, 0)
+    if hlen > min(MAX_HEADER_BYTES, len(body) - 4):
+        raise ArtifactError(f"header length {hlen:,} exceeds the {len(body) - 4:,} bytes available")
+    return _parse_header(body[4 : 4 + hlen]), memoryview(body)[4 + hlen :]
 
 
 def decode_artifact(data: bytes) -> tuple[QuantizedState, dict]:
     """Inverse of `encode_artifact` → (QuantizedState, manifest). Raises ArtifactError on any malformed input."""
     data = bytes(data)
     codec = artifact_codec(data)
-    try:
-        body = decompress(data[_PREFIX:], codec, max_size=MAX_BODY_BYTES)
-    except CodecError as e:
-        raise ArtifactError(f"artifact payload does not decompress: {e}") from e
-    if len(body) < 4:
-        raise ArtifactError(f"artifact body is {len(body)} bytes, too short for its header length")
-    (hlen,) = struct.unpack_from("<I", body, 0)
-    if hlen > min(MAX_HEADER_BYTES, len(body) - 4):
-        raise ArtifactError(f"header length {hlen:,} exceeds the {len(body) - 4:,} bytes available")
-    header = _parse_header(body[4 : 4 + hlen])
-    payload = memoryview(body)[4 + hlen :]
+    if codec in CODECS:
+        header, payload = _split_body(_decompress(data[_PREFIX:], codec, MAX_BODY_BYTES))
+        if "layout" in header:
+            raise ArtifactError(f"a {codec} artifact must not declare a layout")
+    elif codec != "rans":
+        header, shuffled = _split_body(_decompress(data[_PREFIX:], codec.split("+")[0], MAX_BODY_BYTES))
+        if header.get("layout") != "shuffle":
+            raise ArtifactError(f"a {codec} artifact must declare layout 'shuffle'")
+        payload = memoryview(_unshuffle(shuffled, header["tensors"]))
+    else:
+        header, payload = _decode_rans(data)
     if header["payload_bytes"] != len(payload):
         raise ArtifactError(f"payload is {len(payload):,} bytes but the header declares {header['payload_bytes']:,}")
     if zlib.crc32(payload) != header["payload_crc32"]:
         raise ArtifactError("payload CRC32 mismatch: the tensor bytes are corrupt")
     return _assemble(header, payload), header["manifest"]
+
+
+def _decode_rans(data: bytes) -> tuple[dict[str, Any], memoryview]:
+    pos = _PREFIX
+    if len(data) < pos + 5:
+        raise ArtifactError("rans artifact is truncated before its inner stream")
+    inner_id = data[pos]
+    inner = next((n for n, cid in CODEC_IDS.items() if cid == inner_id), None)
+    if inner is None or inner == "rans":
+        raise ArtifactError(f"rans artifact names an invalid inner codec id {inner_id}")
+    (n,) = struct.unpack_from("<I", data, pos + 1)
+    pos += 5
+    if n > len(data) - pos:
+        raise ArtifactError(f"inner stream of {n:,} bytes runs past the {len(data) - pos:,} bytes left")
+    body = _decompress(data[pos : pos + n], inner.split("+")[0], MAX_BODY_BYTES)
+    pos += n
+    header, rest = _split_body(body)
+    if header.get("layout") != "rans":
+        raise ArtifactError("a rans artifact must declare layout 'rans'")
+    rows, lens = header["tensors"], header.get("code_streams")
+    if not isinstance(lens, list) or not all(_is_uint(v) for v in lens):
+        raise ArtifactError("rans artifact header has no valid 'code_streams' list")
+    nq = len(lens)
+    if nq > len(rows):
+        raise ArtifactError(f"{nq} code streams but only {len(rows)} tensor rows")
+    if sum(lens) != len(data) - pos:
+        raise ArtifactError(f"code streams declare {sum(lens):,} bytes but {len(data) - pos:,} follow the header")
+    if any(isinstance(r, dict) and r.get("kind") == "q" for r in rows[nq:]):
+        raise ArtifactError("code rows must come first, one per code stream")
+    budget = MAX_BODY_BYTES - len(body)
+    codes = []
+    for i, (row, m) in enumerate(zip(rows[:nq], lens)):
+        if not (isinstance(row, dict) and row.get("kind") == "q" and row.get("dtype") == "int8"
+                and _is_uint(row.get("nbytes")) and isinstance(row.get("shape"), list)):
+            raise ArtifactError(f"tensor row {i}: a code stream's row must be an int8 q row with shape and nbytes")
+        if row["nbytes"] > budget:
+            raise ArtifactError(f"tensor row {i}: {row['nbytes']:,} code bytes exceed the decode limit")
+        dims = [d for d in row["shape"] if _is_uint(d)]
+        limit = min(budget, max([row["nbytes"], *dims]))  # empty tensors may have dims > 0 (shape (0, 4))
+        try:
+            arr = decode_codes(data[pos : pos + m], max_symbols=limit)
+        except EntropyDecodeError as e:
+            raise ArtifactError(f"tensor row {i}: rANS stream does not decode: {e}") from None
+        if arr.dtype != "int8" or list(arr.shape) != row["shape"] or arr.nbytes != row["nbytes"]:
+            raise ArtifactError(f"tensor row {i}: rANS stream holds {arr.dtype} {list(arr.shape)}, "
+                                f"not the row's int8 {str(row['shape'])[:80]}")
+        budget -= arr.nbytes
+        codes.append(arr.tobytes())
+        pos += m
+    if inner.endswith("+shuffle"):
+        rest = memoryview(_unshuffle(rest, rows[nq:]))
+    payload = b"".join(codes) + bytes(rest)
+    return header, memoryview(payload)
 
 
 def _parse_header(raw: bytes) -> dict[str, Any]:
