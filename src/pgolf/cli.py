@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quantize", help="quantize a trained run/checkpoint and write the artifact")
     q.add_argument("source", help="run directory or checkpoint.pt")
     q.add_argument("--recipe", help="quantization recipe name or .toml file")
-    q.add_argument("--codec", choices=["zlib", "zstd", "lzma", "brotli"])
+    q.add_argument("--codec", help="zlib|zstd|lzma|brotli (each optionally +shuffle) or rans")
     q.add_argument("--out", help="artifact path (default RUN_DIR/model.pgolf)")
     q.add_argument("--allow-over-limit", action="store_true", help="write even if over the byte cap")
     e = sub.add_parser("eval", help="round-trip val_bpb of an artifact")
