@@ -13,6 +13,8 @@ Methods live in `METHODS` (name → fn(w, *, bits, hessian=None, **params) -> (Q
 the int8 per-row gate rule. `HESSIAN_METHODS` need a Hessian for every tensor they quantize (a clear error names
 the recipe and the tensor otherwise). Cross-tensor steps of the recipe, in order: gates (before passthrough),
 adaptive σ / mixed precision (pre-pass over the mlp/attn `sdclip_gptq` tensors), per-tensor methods, LQER.
+The routing (`route_tensors`) and the adaptive-σ / mixed-bits choices (`cross_tensor_overrides`) are pure
+functions shared with quant/qat.py, so QAT fake-quantizes each tensor with the rule the exporter will use.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import dataclasses
 import fnmatch
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -123,6 +125,58 @@ def _mse(w: Tensor, w_hat: Tensor) -> float:
     return float((w.double() - w_hat.double()).pow(2).mean())
 
 
+Plan = dict[str, Any]
+"""Tensor name → None (kept: non-float or passthrough), "gate" (int8 per-row gate rule) or the TensorRule used."""
+
+
+def route_tensors(tensors: Mapping[str, Tensor], recipe: QuantRecipe) -> Plan:
+    """Which rule quantizes each tensor (pure; only names, dtypes and sizes are read). Shared with quant/qat.py.
+
+    Order (BASE `quantize_state_dict_int8`, R0427 gates): non-float → kept; gate_pattern match with numel in
+    GATE_NUMEL_RANGE → "gate"; numel ≤ passthrough_max_numel → kept; else the first matching rule (kept when its
+    method is "passthrough").
+    """
+    plan: Plan = {}
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            plan[name] = None
+        elif (recipe.gate_pattern and fnmatch.fnmatchcase(name, recipe.gate_pattern)
+              and GATE_NUMEL_RANGE[0] <= t.numel() <= GATE_NUMEL_RANGE[1]):
+            plan[name] = "gate"
+        elif t.numel() <= recipe.passthrough_max_numel:
+            plan[name] = None
+        else:
+            rule = recipe.rule_for(name)
+            plan[name] = None if rule.method == PASSTHROUGH else rule
+    return plan
+
+
+def cross_tensor_overrides(tensors: Mapping[str, Tensor], plan: Plan, recipe: QuantRecipe,
+                           hessians: Mapping[str, Tensor]) -> dict[str, dict[str, Any]]:
+    """Per-tensor {"clip_sigma": σ, "bits": b} overrides of the recipe's cross-tensor steps (pure).
+
+    Adaptive σ (PR #1962, clip.adaptive_sigmas) and mixed precision (allocate.mixed_precision_bits) over the
+    mlp/attn `sdclip_gptq` tensors of `plan`, both from hessian_sensitivity(W, H). Empty when the recipe uses
+    neither or no tensor qualifies. quant/qat.py calls this at QAT switch-on so the fake-quant grid follows the
+    same choices the exporter makes from its Hessians.
+    """
+    overrides: dict[str, dict[str, Any]] = {}
+    group = [n for n, r in plan.items() if not isinstance(r, str) and r is not None and r.method == "sdclip_gptq"
+             and tensor_role(n) in ("mlp", "attn")]
+    if group and (recipe.adaptive_clip or recipe.mixed_precision):
+        sens = {n: hessian_sensitivity(tensors[n].float(), hessians[n]) for n in group}
+        numels = {n: tensors[n].numel() for n in group}
+        if recipe.adaptive_clip:
+            base = {n: float(plan[n].params.get("clip_sigma", 12.85)) for n in group}
+            sigmas, _ = adaptive_sigmas(sens, numels, base)
+            for n in group:
+                overrides.setdefault(n, {})["clip_sigma"] = sigmas[n]
+        if recipe.mixed_precision:
+            for n, b in mixed_precision_bits(sens, numels).items():
+                overrides.setdefault(n, {})["bits"] = b
+    return overrides
+
+
 def quantize_state_dict(
     state_dict: dict[str, Tensor],
     recipe: QuantRecipe | str,
@@ -143,41 +197,14 @@ def quantize_state_dict(
     rows: dict[str, dict] = {}
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in state_dict.items()}
 
-    # routing
-    plan: dict[str, Any] = {}  # name → None (passthrough), "gate", or a TensorRule
-    for name, t in tensors.items():
-        if not t.is_floating_point():
-            plan[name] = None
-        elif (recipe.gate_pattern and fnmatch.fnmatchcase(name, recipe.gate_pattern)
-              and GATE_NUMEL_RANGE[0] <= t.numel() <= GATE_NUMEL_RANGE[1]):
-            plan[name] = "gate"
-        elif t.numel() <= recipe.passthrough_max_numel:
-            plan[name] = None
-        else:
-            rule = recipe.rule_for(name)
-            plan[name] = None if rule.method == PASSTHROUGH else rule
+    plan = route_tensors(tensors, recipe)
     for name, rule in plan.items():
         if not isinstance(rule, str) and rule is not None and rule.method in HESSIAN_METHODS:
             if name not in hessians:
                 raise ValueError(f"recipe {recipe.name!r}: method {rule.method!r} needs a Hessian for tensor {name!r} "
                                  f"but none was collected (have {len(hessians)}); run the calibration pass "
                                  "(quant.calib_source) or pick a data-free recipe")
-
-    # cross-tensor pre-pass: adaptive σ and mixed precision over the mlp/attn SDClip-GPTQ matrices
-    overrides: dict[str, dict[str, Any]] = {}
-    group = [n for n, r in plan.items() if not isinstance(r, str) and r is not None and r.method == "sdclip_gptq"
-             and tensor_role(n) in ("mlp", "attn")]
-    if group and (recipe.adaptive_clip or recipe.mixed_precision):
-        sens = {n: hessian_sensitivity(tensors[n].float(), hessians[n]) for n in group}
-        numels = {n: tensors[n].numel() for n in group}
-        if recipe.adaptive_clip:
-            base = {n: float(plan[n].params.get("clip_sigma", 12.85)) for n in group}
-            sigmas, _ = adaptive_sigmas(sens, numels, base)
-            for n in group:
-                overrides.setdefault(n, {})["clip_sigma"] = sigmas[n]
-        if recipe.mixed_precision:
-            for n, b in mixed_precision_bits(sens, numels).items():
-                overrides.setdefault(n, {})["bits"] = b
+    overrides = cross_tensor_overrides(tensors, plan, recipe, hessians)
 
     items = list(tensors.items())
     if progress:
