@@ -128,9 +128,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     changes: dict[str, dict[str, Any]] = {}
     if args.recipe:
         changes["quant"] = {"recipe": args.recipe}
-    if args.codec or args.allow_over_limit:
+    if args.codec or args.allow_over_limit or args.budget:
         changes["pack"] = {k: v for k, v in (("codec", args.codec),
-                                              ("allow_over_limit", args.allow_over_limit or None)) if v}
+                                              ("allow_over_limit", args.allow_over_limit or None),
+                                              ("budget", args.budget)) if v}
     layers = [("checkpoint", cfg.to_dict()), ("command line", changes)]
     extra = list(getattr(args, "overrides", None) or [])
     if extra:
@@ -149,11 +150,46 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     report_path = out.with_suffix(".quant.json")
     write_json_atomic(report_path, {"recipe": cfg.quant.recipe, "codec": cfg.pack.codec,
                                     "bytes": packed.bytes_report.to_dict(), "seconds": packed.quantize_seconds,
-                                    "calibration": packed.calibration, "tensors": packed.tensor_report})
+                                    "calibration": packed.calibration, "fit": packed.fit,
+                                    "tensors": packed.tensor_report})
     _print_tensor_table(packed.tensor_report)
+    if packed.fit:
+        f = packed.fit
+        budget = cfg.pack.budget
+        slack = budget - packed.bytes_report.total
+        print(f"fit: budget {budget:,} → total {packed.bytes_report.total:,} (slack {slack:,} = "
+              f"{100 * slack / budget:.3f} % of the budget) in {len(f['rounds'])} encode round(s), "
+              f"{f['fitted_tensors']} tensors × {f['candidates'] / max(1, f['fitted_tensors']):.1f} candidates, "
+              f"{f['seconds']:.1f} s; {f['distortion']} error {f['baseline_err']:.4g} (recipe) → "
+              f"{f['fitted_err']:.4g} (fitted); bits by parameters "
+              + ", ".join(f"int{b} {n:,}" for b, n in f["bits_numel"].items())
+              + (f"; pruned {f['pruned_ones']:,} ±1 codes" if f["pruned_ones"] else ""))
     print(packed.bytes_report.format())
     print(f"artifact: {out}\nreport: {report_path}")
+    if args.eval:  # round trip: read the artifact back from disk, rebuild, score (the measured val_bpb)
+        from pgolf.run import data_stage, roundtrip_stage
+        from pgolf.train.distributed import init_distributed, shutdown_distributed
+
+        dist_info = init_distributed("auto")
+        try:
+            data = data_stage(cfg, dist_info, logger)
+            res = roundtrip_stage(out, cfg, data, dist_info.device, logger, progress=sys.stderr.isatty())
+        finally:
+            shutdown_distributed()
+        logger.event("final_roundtrip", mode=res.mode, val_loss=f"{res.val_loss:.8f}", val_bpb=f"{res.val_bpb:.8f}",
+                     tokens=res.num_tokens, bytes=res.num_bytes, eval_s=round(res.seconds, 2))
     return 0
+
+
+def _byte_count(text: str) -> int:
+    """A decimal byte count: 16000000, 16_000_000, 16,000,000 or 16e6 (must be a whole number ≥ 1)."""
+    try:
+        value = float(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a byte count such as 16000000 or 16e6, got {text!r}") from None
+    if value < 1 or value != int(value):
+        raise argparse.ArgumentTypeError(f"byte count {text!r} must be a whole number ≥ 1")
+    return int(value)
 
 
 def _print_tensor_table(rows: list[dict]) -> None:
@@ -381,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--codec", help="zlib|zstd|lzma|brotli (each optionally +shuffle) or rans")
     q.add_argument("--out", help="artifact path (default RUN_DIR/model.pgolf)")
     q.add_argument("--allow-over-limit", action="store_true", help="write even if over the byte cap")
+    q.add_argument("--budget", type=_byte_count, metavar="BYTES",
+                   help="fit per-tensor bits/σ so code + model bytes land within 0.1%% under BYTES (e.g. 16e6)")
+    q.add_argument("--eval", action="store_true", help="then read the artifact back and score its round-trip val_bpb")
     e = sub.add_parser("eval", help="round-trip val_bpb of an artifact")
     e.add_argument("artifact")
     e.add_argument("--stride", type=int, help="sliding-window stride (0 = non-overlapping)")
@@ -424,12 +463,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args, extra, train_only=args.verb == "train")
         if args.verb == "quantize":  # dotted overrides, e.g. --quant.calib_seqs 8
             args.overrides, extra = extra, []
-        if args.verb in ("compare", "report"):
+        if getattr(args, "experiment_verb", None):  # compare, report, seeds, submit: pgolf.experiments.cli
             from pgolf.experiments.cli import run_experiment_command
 
-            if extra:
-                raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
-            return run_experiment_command(args)
+            return run_experiment_command(args, extra)
         if extra:
             raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
         handlers = {"quantize": cmd_quantize, "eval": cmd_eval, "info": cmd_info, "pack": cmd_pack, "presets": cmd_presets,

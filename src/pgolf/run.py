@@ -131,9 +131,22 @@ def train_stage(cfg: RunConfig, data: DataBundle, run_dir: Path, dist_info: Dist
     val_fn = (lambda m: score(m, data, cfg, dist_info.device, stride=0)) if cfg.train.val_every else None
     qat = None
     if cfg.train.qat_threshold > 0:  # late QAT with the export rule of the configured recipe (quant/qat.py)
+        from pgolf.quant.calibration import calibration_batches
         from pgolf.quant.qat import install_qat
 
-        qat = install_qat(model, get_recipe(cfg.quant.recipe))
+        recipe = get_recipe(cfg.quant.recipe)
+        # Adaptive-σ / mixed-bits recipes: Hessians at QAT switch-on from the same training tokens the exporter's
+        # "train" calibration reads (a fresh rank-0 loader, so every rank sees the same batches).
+        seqs = cfg.train.qat_calib_seqs or cfg.quant.calib_seqs or recipe.calib_seqs
+        seq_len = cfg.quant.calib_seq_len or recipe.calib_seq_len or cfg.train.train_seq_len
+
+        def qat_batches() -> list[torch.Tensor]:
+            return calibration_batches(
+                "train", loader=DistributedTokenLoader(data.dataset.train_files, 0, 1),
+                vocab_size=cfg.model.vocab_size, num_seqs=seqs, seq_len=seq_len,
+                batch_size=min(cfg.quant.calib_batch_size, seqs)).batches
+
+        qat = install_qat(model, recipe, calib_batches=qat_batches)
     result = train(cfg.train, model, loader, logger=logger, run_dir=run_dir, device=dist_info.device,
                    resume=resume, val_fn=val_fn, config_dict=cfg.to_dict(), qat=qat)
     if qat is not None:
@@ -150,6 +163,8 @@ class PackResult:
     """Quantize + encode wall time, excluding the calibration forwards (see `calibration`)."""
     calibration: dict[str, Any] | None = None
     """For Hessian recipes: source, seconds, tokens, batches, valid_for_record, note (run.json quant.calibration)."""
+    fit: dict[str, Any] | None = None
+    """With pack.budget: the budget fit's target, bytes, slack, rounds and per-tensor choices (pack/fit.py)."""
 
 
 def calibration_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], recipe: Any, *,
@@ -222,14 +237,32 @@ def quantize_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], run_dir:
         hessians, calibration = calibration_stage(cfg, state_dict, recipe, dataset=dataset, val_tokens=val_tokens,
                                                   looping_active=looping_active, device=device, logger=logger)
     t0 = time.perf_counter()
-    qstate, tensor_report = quantize_state_dict(state_dict, recipe, hessians=hessians, progress=progress)
     manifest = {
         "model": asdict(cfg.model), "recipe": recipe.name, "codec": cfg.pack.codec,
         "tokenizer_sha256": tokenizer_sha256, "pgolf_version": pgolf.__version__, "config": cfg.to_dict(),
         "looping_active": looping_active, "recipe_spec": asdict(recipe),
     }
-    blob = encode_artifact(qstate, manifest, cfg.pack.codec)
-    report = ByteReport(model_bytes=len(blob), code_bytes=measure_code_bytes(), limit=cfg.pack.byte_limit)
+    code_bytes = measure_code_bytes()
+    fit_info = None
+    if cfg.pack.budget:  # fit per-tensor bits/σ to the byte budget with the real encoder (pack/fit.py)
+        from pgolf.pack.fit import fit_to_budget
+
+        fit = fit_to_budget(state_dict, recipe, target_model_bytes=cfg.pack.budget - code_bytes,
+                            codec=cfg.pack.codec, manifest=manifest, hessians=hessians,
+                            sigma_multipliers=cfg.pack.fit_sigma_multipliers, bits_delta=cfg.pack.fit_bits_delta,
+                            progress=progress)
+        blob, tensor_report, fit_info = fit.blob, fit.rows, fit.info
+        logger.event("fit", budget=cfg.pack.budget, code=code_bytes, model=len(blob),
+                     slack=cfg.pack.budget - code_bytes - len(blob),
+                     slack_pct=round(100 * (cfg.pack.budget - code_bytes - len(blob)) / cfg.pack.budget, 4),
+                     rounds=len(fit.info["rounds"]), tensors=fit.info["fitted_tensors"],
+                     candidates=fit.info["candidates"], pruned=fit.info["pruned_ones"],
+                     bits=",".join(f"{b}:{n}" for b, n in fit.info["bits_numel"].items()),
+                     seconds=fit.info["seconds"])
+    else:
+        qstate, tensor_report = quantize_state_dict(state_dict, recipe, hessians=hessians, progress=progress)
+        blob = encode_artifact(qstate, manifest, cfg.pack.codec)
+    report = ByteReport(model_bytes=len(blob), code_bytes=code_bytes, limit=cfg.pack.byte_limit)
     seconds = time.perf_counter() - t0
     logger.event("quantize", recipe=recipe.name, codec=cfg.pack.codec, seconds=round(seconds, 2))
     logger.event("bytes", model=report.model_bytes, code=report.code_bytes, total=report.total,
@@ -237,7 +270,7 @@ def quantize_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], run_dir:
     check_budget(report, allow_over=cfg.pack.allow_over_limit)
     path = Path(artifact_path or Path(run_dir) / ARTIFACT_NAME)
     write_artifact(path, blob)
-    return PackResult(path, report, tensor_report, seconds, calibration)
+    return PackResult(path, report, tensor_report, seconds, calibration, fit_info)
 
 
 def roundtrip_stage(artifact_path: Path, cfg: RunConfig, data: DataBundle, device: torch.device,
@@ -280,7 +313,8 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, dist_info: DistInfo, logger: Run
                                 val_tokens=data.val_tokens, device=dist_info.device)
         record["bytes"] = packed.bytes_report.to_dict()
         record["quant"] = {"recipe": cfg.quant.recipe, "seconds": packed.quantize_seconds,
-                           "calibration": packed.calibration, "tensors": packed.tensor_report}
+                           "calibration": packed.calibration, "fit": packed.fit,
+                           "tensors": packed.tensor_report}
     barrier()
     artifact = run_dir / ARTIFACT_NAME
     rt = roundtrip_stage(artifact, cfg, data, dist_info.device, logger, progress=logger.bar_mode)

@@ -19,3 +19,22 @@ class PackConfig:
     byte_limit: int = CHALLENGE_BYTE_LIMIT
     allow_over_limit: bool = False
     """Write the artifact even when code + model bytes exceed byte_limit (the run is then not a valid submission)."""
+    budget: int = 0
+    """Fit the quantization to this many total bytes (code + model, decimal; e.g. 16000000): per-tensor bits and clip
+    σ are chosen by measured bytes and Hessian-weighted error so the artifact lands within 0.1 % under it
+    (pack/fit.py). 0 = off: the recipe's fixed choices."""
+    fit_sigma_multipliers: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.12, 1.25, 1.4, 1.6, 1.8)
+    """Multipliers of the recipe's SDClip σ tried per tensor when fitting a budget."""
+    fit_bits_delta: int = 1
+    """Bit widths tried per tensor when fitting: the recipe's bits ± this (within 2..8)."""
+
+    def __post_init__(self) -> None:
+        if self.budget < 0 or self.byte_limit <= 0:
+            raise ValueError(f"pack.budget={self.budget} must be ≥ 0 and pack.byte_limit={self.byte_limit} > 0")
+        if self.budget > self.byte_limit and not self.allow_over_limit:
+            raise ValueError(f"pack.budget={self.budget:,} exceeds pack.byte_limit={self.byte_limit:,}; lower it or "
+                             "set pack.allow_over_limit=true")
+        if not self.fit_sigma_multipliers or min(self.fit_sigma_multipliers) <= 0:
+            raise ValueError(f"pack.fit_sigma_multipliers={self.fit_sigma_multipliers} must be non-empty and > 0")
+        if not 0 <= self.fit_bits_delta <= 6:
+            raise ValueError(f"pack.fit_bits_delta={self.fit_bits_delta} must be in 0..6")
