@@ -1,8 +1,10 @@
-"""`pgolf compare` and `pgolf report`: the experiment verbs, hooked into `pgolf.cli` by `add_experiment_parsers`.
+"""The experiment verbs, hooked into `pgolf.cli` by `add_experiment_parsers`.
 
     pgolf compare NEW BASELINE        NEW/BASELINE: comma-separated run dirs or run.json files, globs allowed
     pgolf compare --a-values 1.8827,1.8815,1.8822 --b-values 1.8897,1.8911,1.8891 [--tokens-per-byte 0.4]
     pgolf report RUN_DIR [RUN_DIR ...] [--out DIR]
+    pgolf seeds 42,1337,2024|N [--preset P] [--nproc-per-node K] [--dry-run] [--section.field VALUE ...]
+    pgolf submit RUNS --name NAME [--out DIR] [--baseline RUNS | --baseline-values V,V,V]
 
 `compare` prints both means ± std in nats (round-trip val_loss) and bpb, Welch's t-test, the 0.005-nat margin test
 and whether the record criteria (≥ 0.005 nats at p < 0.01) are met. A is the candidate, B the baseline.
@@ -14,6 +16,7 @@ import argparse
 import glob
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from pgolf.experiments.stats import RECORD_ALPHA, RECORD_MARGIN_NATS, margin_test, nats_to_bpb, summarize, welch
 
@@ -34,6 +37,49 @@ def add_experiment_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories or run.json files (globs allowed)")
     r.add_argument("--out", help="output folder (default FIRST_RUN_DIR/report)")
     r.set_defaults(experiment_verb="report")
+    _add_seeds_parser(sub)
+    _add_submit_parser(sub)
+
+
+def _add_seeds_parser(sub: argparse._SubParsersAction) -> None:
+    from pgolf.config import preset_names
+
+    s = sub.add_parser("seeds", help="the same config under several train.seed values; per-seed table, mean ± std",
+                       description="Runs `pgolf run` once per seed into <out_dir>/<name>-s<seed> (sequentially, or "
+                       "one torchrun per seed with --nproc-per-node), prints the per-seed table with mean and "
+                       "sample std, writes <out_dir>/<name>-seeds.json. Dotted overrides as for pgolf run.")
+    s.add_argument("seeds", help="comma-separated seeds (42,1337,2024; '7,' = seed 7) or a count N: the records' "
+                   "42, 1337, 2024, then 0, 1, 2, ...")
+    s.add_argument("--preset", default="cpu-demo", help=f"preset (default cpu-demo); one of: {', '.join(preset_names())}")
+    s.add_argument("--config", help="TOML file with [data]/[model]/[train]/... tables")
+    s.add_argument("--from-env", action="store_true", help="read the records' hyperparameter environment variables")
+    s.add_argument("--nproc-per-node", type=int, help="launch each seed as `torchrun --nproc_per_node K -m pgolf.cli run`")
+    s.add_argument("--dry-run", action="store_true", help="print the per-seed commands and exit")
+    s.add_argument("--skip-existing", action="store_true", help="skip seeds whose run directory has a finished run.json")
+    s.set_defaults(experiment_verb="seeds")
+
+
+def _add_submit_parser(sub: argparse._SubParsersAction) -> None:
+    from pgolf.experiments.stats import RECORD_ALPHA, RECORD_MARGIN_NATS
+
+    s = sub.add_parser("submit", help="write a challenge-style records folder (README, submission.json, logs, "
+                       "single-file train_gpt.py) from per-seed runs")
+    s.add_argument("runs", nargs="+", metavar="RUNS",
+                   help="a <name>-seeds.json, or run dirs / run.json files (comma-separated, globs allowed)")
+    s.add_argument("--name", required=True, help="submission name (README title, submission.json name)")
+    s.add_argument("--out", help="output folder (default records/<date>_<name>)")
+    s.add_argument("--baseline", nargs="+", help="baseline runs (same forms as RUNS) for the Welch and margin tests")
+    s.add_argument("--baseline-values", help="baseline per-seed val_loss in nats, comma-separated")
+    s.add_argument("--margin-nats", type=float, default=RECORD_MARGIN_NATS)
+    s.add_argument("--alpha", type=float, default=RECORD_ALPHA)
+    s.add_argument("--author", default="", help="submission.json author")
+    s.add_argument("--github-id", default="", help="submission.json github_id")
+    s.add_argument("--blurb", default="", help="one-paragraph description")
+    s.add_argument("--date", help="submission date (default today, UTC)")
+    s.add_argument("--track", default="non-record", help="submission.json track (records use 10min_16mb)")
+    s.add_argument("--codec", default="lzma", choices=("lzma", "brotli"), help="compressor of the counted script")
+    s.add_argument("--force", action="store_true", help="write into a non-empty output folder")
+    s.set_defaults(experiment_verb="submit")
 
 
 def _expand(spec: str) -> list[str]:
@@ -114,14 +160,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_experiment_command(args: argparse.Namespace) -> int:
-    """Dispatch `compare` / `report`; bad input is one line on stderr and exit status 2."""
+def run_experiment_command(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
+    """Dispatch compare / report / seeds / submit; bad input is one line on stderr and exit status 2.
+
+    `extra` holds the arguments argparse did not know: dotted overrides for `seeds`, an error for the others."""
     verb = getattr(args, "experiment_verb", None)
     try:
+        if verb == "seeds":
+            from pgolf.experiments.seeds import cmd_seeds
+
+            return cmd_seeds(args, list(extra))
+        if extra:
+            raise ValueError(f"unrecognized arguments: {' '.join(extra)}")
         if verb == "compare":
             return cmd_compare(args)
         if verb == "report":
             return cmd_report(args)
+        if verb == "submit":
+            from pgolf.experiments.submit import cmd_submit
+
+            return cmd_submit(args)
         raise ValueError(f"not an experiment verb: {verb!r}")
     except (ValueError, FileNotFoundError) as e:
         print(f"pgolf {verb}: error: {e}", file=sys.stderr)

@@ -5,10 +5,10 @@
     check_budget(report, allow_over=False)   # BudgetError when over the cap
 
 Code bytes: the records count the *compressed* code of the script that runs (R0414/R0427 minify, lzma/brotli and
-base85-wrap it: 122–158 KB of source count as 27.6–32.0 KB). Until pgolf ships its single-file submission bundle
-(a later issue replaces `measure_code_bytes` with the size of that bundle), we count every .py file of the installed
-pgolf package, concatenated in sorted path order, each preceded by its path, compressed with lzma-9 — unminified,
-so an upper bound on what the bundle will cost.
+base85-wrap it: 122–158 KB of source count as 27.6–32.0 KB). pgolf counts its single-file submission script
+(`pgolf.experiments.bundle`): the modules in the import closure of `pgolf.cli` plus the preset files, minified
+(docstrings and comments removed), lzma-compressed and base85-wrapped in a self-extracting `exec` — the
+`train_gpt.py` that `pgolf submit` writes, byte for byte. Deterministic for a given source tree and Python version.
 """
 
 from __future__ import annotations
@@ -52,28 +52,21 @@ class ByteReport:
                 f"({tail})")
 
 
-def code_bundle(package_root: Path | None = None) -> bytes:
-    """Every .py file under the package root, sorted by relative path, each prefixed by a `# <path>` line."""
-    if package_root is None:
-        import pgolf
+def code_bundle(package_root: Path | None = None, *, counted: bool = False, codec: str = "lzma") -> bytes:
+    """The single-file script of the package at `package_root` (default: the running pgolf): the readable bundle,
+    or with `counted=True` its minified, compressed, base85-wrapped form (what `measure_code_bytes` counts)."""
+    from pgolf.experiments.bundle import bundle_source, counted_source, package_files
 
-        package_root = Path(pgolf.__file__).resolve().parent
-    root = Path(package_root)
-    files = sorted((p for p in root.rglob("*.py") if "__pycache__" not in p.parts),
-                   key=lambda p: p.relative_to(root).as_posix())
-    if not files:
-        raise ValueError(f"no .py files under {root}")
-    parts = []
-    for p in files:
-        parts.append(f"# {p.relative_to(root).as_posix()}\n".encode())
-        parts.append(p.read_bytes())
-        parts.append(b"\n")
-    return b"".join(parts)
+    files = package_files(package_root)
+    text = counted_source(files, codec) if counted else bundle_source(files)
+    return text.encode("utf-8")
 
 
 def measure_code_bytes(package_root: Path | None = None, codec: str = "lzma") -> int:
-    """Compressed size of the pgolf source a run needs (deterministic; see the module docstring)."""
-    return len(compress(code_bundle(package_root), codec))
+    """Bytes of the counted single-file script (`code_bundle(..., counted=True)`); see the module docstring.
+
+    `codec` is the wrapper's compressor: "lzma" (default) or "brotli"."""
+    return len(code_bundle(package_root, counted=True, codec=codec))
 
 
 def check_budget(report: ByteReport, allow_over: bool) -> bool:

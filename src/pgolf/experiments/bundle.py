@@ -1,0 +1,374 @@
+"""The single-file training script: every pgolf module a run needs, embedded in one standalone .py file.
+
+    files = package_files()                  # {"pgolf/cli.py": "...", "pgolf/presets/cpu-smoke.toml": "...", ...}
+    mods = import_closure(files)             # the .py files reachable from pgolf.cli (static `ast` import walk)
+    text = bundle_source(files)              # readable:  python train_gpt.py run --preset cpu-smoke ...
+    counted = counted_source(files)          # minified + lzma + base85 self-extracting: the bytes the judge counts
+
+The challenge counts the code of `train_gpt.py` (parameter-golf.md §6). The bundle embeds the source of each module
+in the import closure of `pgolf.cli` (module-level and function-level `import pgolf...` / `from pgolf... import`,
+followed statically, so every lazy import a verb may take is included) plus the preset `.toml` files, and installs a
+`sys.meta_path` finder placed first that serves `pgolf.*` from those sources: `python train_gpt.py run ...` behaves
+like `pgolf run ...` and never touches an installed pgolf. Modules get `__file__ = <script>/pgolf/<module>.py`,
+`importlib.resources.files("pgolf")` reads the embedded presets, and tracebacks show the embedded lines.
+
+The counted form follows the records' code wrapper (R0405 lzma+b85; R0414 pyminify → lzma → b85 in an exec wrapper,
+122,168 B of source counted as 27,610 B): docstrings, other string-literal statements and comments removed
+(`ast` parse → strip → `ast.unparse`; full-line comments and blank lines of the .toml files), the minified bundle
+compressed (lzma preset 9e raw LZMA2, or brotli q11) and base85-wrapped in `exec(...)`. It is deterministic for a
+given source tree and Python version (`ast.unparse` output may differ between Python versions), and minifying is
+idempotent, so the counted script, run itself, measures the same code bytes as the package.
+
+    python -m pytest tests/experiments/test_bundle.py -q
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import hashlib
+import lzma
+from pathlib import Path
+from typing import Mapping
+
+PACKAGE = "pgolf"
+ENTRY_MODULE = "pgolf.cli"
+RESOURCE_SUFFIXES = (".toml",)
+"""Non-Python package files the bundle carries (pyproject package-data: presets/*.toml)."""
+COUNTED_CODECS = ("lzma", "brotli")
+
+_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+"""Raw LZMA2 (no .xz container: ~60 bytes less); decoded with the default LZMA2 filter, as the wrapper does."""
+
+
+# ------------------------------------------------------------------------------------------------ sources
+
+def package_files(package_root: str | Path | None = None) -> dict[str, str]:
+    """Package sources as {"pgolf/<relpath>": text}, sorted: the .py files and the RESOURCE_SUFFIXES files.
+
+    `package_root=None`: the running pgolf — the embedded table when running from a bundle, else the package folder.
+    A folder is read as the `pgolf` package whatever its name (tests build small fake packages).
+    """
+    if package_root is None:
+        import pgolf
+
+        embedded = getattr(getattr(pgolf, "__loader__", None), "bundle_files", None)
+        if embedded is not None:
+            return dict(sorted(embedded.items()))
+        package_root = Path(pgolf.__file__).resolve().parent
+    root = Path(package_root)
+    if not root.is_dir():
+        raise ValueError(f"package root {root} is not a directory")
+    out: dict[str, str] = {}
+    for p in sorted(root.rglob("*")):
+        if not p.is_file() or "__pycache__" in p.parts or not (p.suffix == ".py" or p.suffix in RESOURCE_SUFFIXES):
+            continue
+        out[f"{PACKAGE}/{p.relative_to(root).as_posix()}"] = p.read_text(encoding="utf-8")
+    if not any(k.endswith(".py") for k in out):
+        raise ValueError(f"no .py files under {root}")
+    return dict(sorted(out.items()))
+
+
+def module_name(relpath: str) -> str:
+    """"pgolf/a/__init__.py" → "pgolf.a"; "pgolf/a/b.py" → "pgolf.a.b"."""
+    parts = relpath[:-3].split("/")
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_names(tree: ast.AST, current: str, is_pkg: bool) -> list[str]:
+    """Every dotted name an import statement anywhere in the tree (function bodies included) may load."""
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = current.split(".") if is_pkg else current.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            names.append(module)
+            names += [f"{module}.{a.name}" for a in node.names if a.name != "*"]
+    return names
+
+
+def import_closure(files: Mapping[str, str], entries: tuple[str, ...] = (ENTRY_MODULE,)) -> list[str]:
+    """Relpaths of the modules reachable from `entries` through pgolf imports (and their parent packages), sorted."""
+    modules = {module_name(k): k for k in files if k.endswith(".py")}
+    seen: set[str] = set()
+    stack = list(entries)
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        if name not in modules:
+            raise ValueError(f"module {name!r} is not in the package sources (have: {', '.join(sorted(modules))})")
+        seen.add(name)
+        parts = name.split(".")
+        stack += [".".join(parts[:i]) for i in range(1, len(parts))]
+        rel = modules[name]
+        try:
+            tree = ast.parse(files[rel], filename=rel)
+        except SyntaxError as e:
+            raise ValueError(f"{rel}: cannot parse ({e})") from None
+        for dotted in _imported_names(tree, name, rel.endswith("/__init__.py")):
+            if dotted != PACKAGE and not dotted.startswith(PACKAGE + "."):
+                continue
+            p = dotted.split(".")
+            stack += [".".join(p[:i]) for i in range(1, len(p) + 1) if ".".join(p[:i]) in modules]
+    return sorted(modules[n] for n in seen)
+
+
+def bundle_files(files: Mapping[str, str], entries: tuple[str, ...] = (ENTRY_MODULE,)) -> dict[str, str]:
+    """The files a bundle embeds: the import closure of `entries` plus every resource file."""
+    keep = set(import_closure(files, entries)) | {k for k in files if not k.endswith(".py")}
+    return {k: files[k] for k in sorted(keep)}
+
+
+# ------------------------------------------------------------------------------------------------ minify
+
+def _strip_literal_statements(body: list[ast.stmt]) -> list[ast.stmt]:
+    kept = [s for s in body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)
+                                    and isinstance(s.value.value, str))]
+    return kept or [ast.Pass()]
+
+
+def minify_python(source: str, filename: str = "<source>") -> str:
+    """Docstrings and other string-literal statements removed, comments and formatting dropped (`ast.unparse`)."""
+    tree = ast.parse(source, filename=filename)
+    for node in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody"):
+            body = getattr(node, field, None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
+                setattr(node, field, _strip_literal_statements(body))
+    return ast.unparse(tree) + "\n"
+
+
+def minify_file(relpath: str, text: str) -> str:
+    if relpath.endswith(".py"):
+        return minify_python(text, relpath)
+    if relpath.endswith(".toml"):
+        return "".join(line + "\n" for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+    return text
+
+
+# ------------------------------------------------------------------------------------------------ the script
+
+def _literal(text: str) -> str:
+    """A triple-quoted literal of `text` that stays readable (only backslashes, quotes and CRs escaped)."""
+    body = text.replace("\\", "\\\\").replace("'", "\\'").replace("\r", "\\r")
+    lit = "'''" + body + "'''"
+    if ast.literal_eval(lit) != text:  # cannot happen for str input; guards the escaping above
+        raise ValueError("internal error: bundle literal does not round-trip")
+    return lit
+
+
+BOOTSTRAP = r'''
+import importlib.abc as _abc, importlib.machinery as _mach, io as _io, os as _os, sys as _sys
+
+
+class _Node:
+    """importlib.resources Traversable over the embedded files (a file or a folder prefix)."""
+
+    def __init__(self, files, path):
+        self._files, self._path = files, path
+
+    @property
+    def name(self):
+        return self._path.rsplit("/", 1)[-1]
+
+    def is_file(self):
+        return self._path in self._files
+
+    def is_dir(self):
+        return any(k.startswith(self._path + "/") for k in self._files)
+
+    def iterdir(self):
+        n = len(self._path) + 1
+        kids = sorted({k[n:].split("/", 1)[0] for k in self._files if k.startswith(self._path + "/")})
+        return iter([_Node(self._files, self._path + "/" + c) for c in kids])
+
+    def joinpath(self, *parts):
+        path = "/".join([self._path, *(s for p in parts for s in str(p).split("/") if s)])
+        return _Node(self._files, path)
+
+    __truediv__ = joinpath
+
+    def read_bytes(self):
+        if not self.is_file():
+            raise FileNotFoundError(f"{self._path}: not in the bundle")
+        return self._files[self._path].encode("utf-8")
+
+    def read_text(self, encoding=None, errors=None):
+        return self.read_bytes().decode(encoding or "utf-8", errors or "strict")
+
+    def open(self, mode="r", *args, **kwargs):
+        data = self.read_bytes()
+        return _io.BytesIO(data) if "b" in mode else _io.StringIO(data.decode("utf-8"))
+
+    def __repr__(self):
+        return f"<bundled {self._path}>"
+
+
+class _Reader:
+    def __init__(self, files, path):
+        self._root = _Node(files, path)
+
+    def files(self):
+        return self._root
+
+
+class _BundleImporter(_abc.MetaPathFinder, _abc.InspectLoader):
+    """Serves pgolf.* from the embedded sources; first on sys.meta_path, so an installed pgolf is never used."""
+
+    def __init__(self, files, origin):
+        self.bundle_files, self.origin = files, origin
+
+    def _rel(self, fullname):
+        base = fullname.replace(".", "/")
+        for rel in (base + "/__init__.py", base + ".py"):
+            if rel in self.bundle_files:
+                return rel
+        return None
+
+    def find_spec(self, fullname, path=None, target=None):
+        rel = self._rel(fullname) if fullname.split(".")[0] == "pgolf" else None
+        if rel is None:
+            return None
+        is_pkg = rel.endswith("/__init__.py")
+        spec = _mach.ModuleSpec(fullname, self, origin=_os.path.join(self.origin, rel), is_package=is_pkg)
+        spec.has_location = True
+        if is_pkg:
+            spec.submodule_search_locations = [_os.path.join(self.origin, rel.rsplit("/", 1)[0])]
+        return spec
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        exec(self.get_code(module.__name__), module.__dict__)
+
+    def get_filename(self, fullname):
+        return _os.path.join(self.origin, self._rel(fullname))
+
+    def is_package(self, fullname):
+        return self._rel(fullname).endswith("/__init__.py")
+
+    def get_source(self, fullname):
+        rel = self._rel(fullname)
+        if rel is None:
+            raise ImportError(f"{fullname} is not in the bundle", name=fullname)
+        return self.bundle_files[rel]
+
+    def get_code(self, fullname):
+        return compile(self.get_source(fullname), self.get_filename(fullname), "exec", dont_inherit=True)
+
+    def get_resource_reader(self, fullname):
+        rel = self._rel(fullname)
+        return _Reader(self.bundle_files, rel.rsplit("/", 1)[0]) if rel and rel.endswith("/__init__.py") else None
+
+
+_sys.meta_path.insert(0, _BundleImporter(PGOLF_FILES, _os.path.abspath(globals().get("__file__", "train_gpt.py"))))
+if __name__ == "__main__":
+    from pgolf.cli import main
+
+    _sys.exit(main())
+'''
+
+
+def bundle_source(files: Mapping[str, str], *, minify: bool = False, closure: bool = True) -> str:
+    """The single-file script: `files` (reduced to the import closure of pgolf.cli unless `closure=False`),
+    optionally minified, embedded as literals in front of the meta-path bootstrap."""
+    import pgolf
+
+    chosen = bundle_files(files) if closure else dict(sorted(files.items()))
+    if minify:
+        chosen = {k: minify_file(k, v) for k, v in chosen.items()}
+    head = ("#!/usr/bin/env python3\n"
+            f"# pgolf {pgolf.__version__} single-file training script: {len(chosen)} embedded files "
+            "(generated by pgolf.experiments.bundle; do not edit).\n"
+            "# Runs like the pgolf CLI: python train_gpt.py run --preset cpu-smoke [--section.field VALUE ...]\n")
+    table = "PGOLF_FILES = {\n" + "".join(f"{k!r}: {_literal(v)},\n" for k, v in chosen.items()) + "}\n"
+    boot = BOOTSTRAP
+    if minify:
+        boot = minify_python(BOOTSTRAP)
+        head = ""
+    return head + table + boot
+
+
+def compress_payload(data: bytes, codec: str) -> bytes:
+    if codec == "lzma":
+        return lzma.compress(data, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+    if codec == "brotli":
+        import brotli
+
+        return brotli.compress(data, quality=11)
+    raise ValueError(f"unknown counted-code codec {codec!r}; valid: {', '.join(COUNTED_CODECS)}")
+
+
+def wrap_counted(payload: bytes, codec: str) -> str:
+    """The self-extracting form: base85 of the compressed minified bundle, decompressed and exec'd."""
+    b85 = base64.b85encode(payload).decode("ascii")
+    if codec == "lzma":
+        return (f"import lzma as L,base64 as B\nexec(L.decompress(B.b85decode('{b85}'),format=L.FORMAT_RAW,"
+                f"filters=[{{'id':L.FILTER_LZMA2}}]))\n")
+    if codec == "brotli":
+        return f"import brotli as R,base64 as B\nexec(R.decompress(B.b85decode('{b85}')))\n"
+    raise ValueError(f"unknown counted-code codec {codec!r}; valid: {', '.join(COUNTED_CODECS)}")
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to a temporary file next to `path`, then rename it over `path`."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+_COUNTED_CACHE: dict[tuple[str, str], str] = {}
+
+
+def counted_source(files: Mapping[str, str], codec: str = "lzma") -> str:
+    """Minified bundle, compressed with `codec`, base85-wrapped: the script whose length is the code bytes.
+
+    Cached per (content hash, codec): `pgolf run` measures it once per quantization."""
+    h = hashlib.sha256()
+    for k, v in sorted(files.items()):
+        h.update(k.encode() + b"\0" + v.encode("utf-8") + b"\0")
+    key = (h.hexdigest(), codec)
+    if key not in _COUNTED_CACHE:
+        minified = bundle_source(files, minify=True).encode("utf-8")
+        _COUNTED_CACHE[key] = wrap_counted(compress_payload(minified, codec), codec)
+    return _COUNTED_CACHE[key]
+
+
+def bundle_sizes(files: Mapping[str, str] | None = None, codec: str = "lzma") -> dict[str, int]:
+    """Byte sizes: package sources in the closure, the readable bundle, its minified form, the counted script."""
+    files = package_files() if files is None else files
+    chosen = bundle_files(files)
+    readable = bundle_source(files).encode("utf-8")
+    minified = bundle_source(files, minify=True).encode("utf-8")
+    return {"files": len(chosen), "source_bytes": sum(len(v.encode("utf-8")) for v in chosen.values()),
+            "bundle_bytes": len(readable), "minified_bytes": len(minified),
+            "counted_bytes": len(counted_source(files, codec).encode("utf-8"))}
+
+
+def write_bundle(out_dir: str | Path, files: Mapping[str, str] | None = None, codec: str = "lzma",
+                 counted_name: str = "train_gpt.py", readable_name: str = "train_gpt_readable.py") -> dict[str, Path]:
+    """Write the counted script and the readable bundle into `out_dir` (atomically); → {"counted": p, "readable": p}."""
+    files = package_files() if files is None else files
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counted = write_text_atomic(out / counted_name, counted_source(files, codec))
+    readable = write_text_atomic(out / readable_name, bundle_source(files))
+    return {"counted": counted, "readable": readable}
