@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 EVAL_MODES = ("standard", "sliding", "doc", "ttt-sgd", "ttt-lora", "ttt-phased")
+LORA_ORDERS = ("stream", "length")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,15 @@ class EvalConfig:
     """AdamW weight decay (R0427 run: 0.5; code default 1.0)."""
     ttt_lora_batch_docs: int = 64
     """Documents adapted together, one adapter slot each (TTT_BATCH_SIZE)."""
+    lora_order: str = "stream"
+    """Document queue of the LoRA modes: "stream" (stream order, consecutive documents per batch) or "length"
+    (the records' queue: sorted by length, longest first, so a batch's documents have similar lengths and padding
+    is small). "length" is legal only when no state crosses documents, so it needs ttt_lora_warm_start_a=false and
+    mode ttt-lora (not ttt-phased); eval/lora.py explains why."""
+    ttt_lora_lanes: int = 0
+    """Warm-start-A chains: document batch k continues the A of batch k − lanes. 0 = one chain per rank (the
+    records: each GPU carries its own A, so scores depend on the world size); a fixed value (a multiple of the
+    world size) gives the same scores on any number of processes. Irrelevant without ttt_lora_warm_start_a."""
 
     # ---- phased global SGD (R0414/R0427 `eval_val_ttt_phased`; §5.4)
     phased_prefix_docs: int = 2500
@@ -70,6 +80,12 @@ class EvalConfig:
             raise ValueError(f"eval.stride={self.stride} and eval.seq_len={self.seq_len} must be ≥ 0")
         if self.mode not in EVAL_MODES:
             raise ValueError(f"eval.mode={self.mode!r} is not one of {EVAL_MODES}")
+        if self.lora_order not in LORA_ORDERS:
+            raise ValueError(f"eval.lora_order={self.lora_order!r} is not one of {LORA_ORDERS}")
+        if self.lora_order == "length" and self.mode in ("ttt-lora", "ttt-phased"):
+            check_length_order(self)
+        if self.ttt_lora_lanes < 0:
+            raise ValueError(f"eval.ttt_lora_lanes={self.ttt_lora_lanes} must be ≥ 0 (0 = one per rank)")
         positive = ("batch_seqs", "ttt_chunk_tokens", "ttt_batch_seqs", "ttt_lora_rank", "ttt_lora_chunk",
                     "ttt_lora_batch_docs", "phased_num_phases")
         for name in positive:
@@ -77,3 +93,19 @@ class EvalConfig:
                 raise ValueError(f"eval.{name}={getattr(self, name)} must be positive")
         if self.ttt_epochs < 0 or self.ttt_freeze_blocks < 0 or self.phased_prefix_docs < 0:
             raise ValueError("eval.ttt_epochs, eval.ttt_freeze_blocks and eval.phased_prefix_docs must be ≥ 0")
+
+
+def check_length_order(cfg: EvalConfig) -> None:
+    """Refuse the length-sorted LoRA queue where state crosses documents: the queue puts long documents from later
+    in the stream before short earlier ones, so any carried state makes an earlier document's score depend on
+    later tokens (condition 1 of parameter-golf.md §5.1; the records did this, see eval/lora.py)."""
+    if cfg.mode == "ttt-phased":
+        raise ValueError(
+            "eval.lora_order='length' with eval.mode='ttt-phased' is refused: the global SGD phases would train the "
+            "base model on the longest documents and then score shorter documents that come earlier in the stream "
+            "(a dependence on future tokens); use eval.lora_order='stream' for ttt-phased")
+    if cfg.ttt_lora_warm_start_a:
+        raise ValueError(
+            "eval.lora_order='length' with eval.ttt_lora_warm_start_a=true is refused: adapter A carried from one "
+            "document batch to the next would pass information from documents later in the stream into earlier "
+            "ones; set eval.ttt_lora_warm_start_a=false (adapters fully reset per batch) or eval.lora_order='stream'")

@@ -16,12 +16,30 @@ next BOS). Batches of ttt_lora_batch_docs consecutive documents each get one ada
   (lr ttt_lora_lr, betas (0, ttt_lora_beta2), eps 1e-10, wd ttt_lora_weight_decay) on Σ_docs mean_chunk NLL.
   A document's scores depend only on its own prefix.
 * Reset per batch: B ← 0; A keeps its trained values with ttt_lora_warm_start_a (R0427), else its initial values.
-  Adapter initialisation is seeded, so a slot's start state never depends on the data.
+  Adapter initialisation is seeded (below), so a start state never depends on the data.
 
-Order: documents are processed in stream order (the records sort the queue by length, longest first). With a
-warm-started A, phased global SGD or slot-dependent initial A, a length-sorted queue makes a document's score depend
-on documents that come *later* in the stream (already scored, so condition 3 holds, but not stream-order
-condition 1 — `check_legal` would flag it); stream order keeps every mode strictly causal.
+Adapter start state: slot initial A values come from a seeded pool of ttt_lora_batch_docs draws and document d
+(stream index) starts from pool entry d mod ttt_lora_batch_docs, so its start state depends on its stream position
+alone, never on which other documents share its batch.
+
+Document order (cfg.lora_order):
+* "stream" (default): batches of consecutive documents in stream order. Every mode and option is strictly causal.
+* "length": the records' queue (R0414/R0427: globally sorted by length, longest batches first), which keeps
+  padding small. Each document is then adapted in a batch of documents from anywhere in the stream, including later
+  ones. That is legal only if nothing crosses documents: one adapter slot per document, B zeroed and A restored at
+  every batch, a fresh AdamW per batch (its update is element-wise, so slots do not interact), and a start state
+  that depends only on the document's own stream index (above). A document's scores are then the ones it gets in
+  stream order (tests/eval/test_lora.py checks that, and `check_legal` passes). Two options break it, and
+  EvalConfig refuses them with "length": warm-start A (A trained on a later, longer document carries into an
+  earlier one: `check_legal` flags the combination, see the tests) and the phased mode (the global SGD would train
+  on the longest documents and then score shorter, earlier ones). The records ran exactly those combinations; they
+  satisfy score-before-update (condition 3) but not strict stream-order causality (condition 1).
+
+Warm-start A and ranks: with ttt_lora_warm_start_a, document batch k starts from the A that batch k − lanes ended
+with (lanes = cfg.ttt_lora_lanes, or the world size when 0 — the records, where each GPU carries its own A, so the
+score depends on the number of GPUs). Batches go round-robin to ranks (lane l on rank l mod world size); with a
+fixed lanes value a single process keeps each lane's A and swaps it in, so any world size dividing lanes gives
+the same scores. Forwards run under bf16 autocast on CUDA.
 
 Phased (§5.4): the first phased_prefix_docs documents are split at phased_num_phases cumulative boundaries; after
 the documents up to a boundary are scored, all base parameters take one epoch of SGD (lr phased_lr cosine over
@@ -41,7 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.eval.config import EvalConfig
-from pgolf.eval.modes import Clock, Tally, document_spans, world
+from pgolf.eval.modes import Clock, Tally, autocast, document_spans, world
 from pgolf.eval.ttt import cosine_lr, sgd_on_rows, trainable_parameters, training_rows
 from pgolf.model.gpt import virtual_layers
 
@@ -63,10 +81,11 @@ class BatchedLoRA(nn.Module):
         return (x @ A.transpose(1, 2)) @ B.transpose(1, 2) * self.scale  # (b, T, out)
 
     @torch.no_grad()
-    def reset(self, warm_start_a: bool) -> None:
+    def reset(self, warm_start_a: bool, init_rows: Tensor | None = None) -> None:
+        """B ← 0; unless warm_start_a, A ← its initial values (slot j from pool entry init_rows[j])."""
         self.B.zero_()
         if not warm_start_a:
-            self.A.copy_(self.A_init)
+            self.A.copy_(self.A_init if init_rows is None else self.A_init[init_rows])
 
 
 class DocumentLoRA(nn.Module):
@@ -143,16 +162,33 @@ class DocumentLoRA(nn.Module):
         cap = model.cfg.logit_softcap
         return cap * torch.tanh(z / cap) if cap > 0 else z
 
-    def reset(self, warm_start_a: bool) -> None:
-        for m in self.modules():
-            if isinstance(m, BatchedLoRA):
-                m.reset(warm_start_a)
+    def adapters(self) -> list[BatchedLoRA]:
+        return [m for m in self.modules() if isinstance(m, BatchedLoRA)]
+
+    def reset(self, warm_start_a: bool, init_rows: Tensor | None = None) -> None:
+        for m in self.adapters():
+            m.reset(warm_start_a, init_rows)
+
+    def a_state(self) -> list[Tensor]:
+        """Copies of every A (a warm-start lane's carried state)."""
+        return [m.A.detach().clone() for m in self.adapters()]
+
+    @torch.no_grad()
+    def load_a(self, state: list[Tensor] | None) -> None:
+        """Set every A from a_state() output, or to its initial values when state is None."""
+        for i, m in enumerate(self.adapters()):
+            m.A.copy_(m.A_init if state is None else state[i])
 
 
 def adapt_documents(model: nn.Module, lora: DocumentLoRA, tokens: Tensor, spans: list[tuple[int, int]],
-                    tally: Tally, cfg: EvalConfig, *, seq_len: int) -> None:
-    """Score-first LoRA TTT on one batch of documents (slot j = spans[j]); see the module doc."""
-    lora.reset(cfg.ttt_lora_warm_start_a)
+                    doc_ids: list[int], tally: Tally, cfg: EvalConfig, *, seq_len: int,
+                    amp: torch.dtype | None = None) -> None:
+    """Score-first LoRA TTT on one batch of documents (slot j = spans[j], stream index doc_ids[j]); see the
+    module doc."""
+    bsz = lora.head.A.shape[0]
+    init_rows = torch.arange(bsz)
+    init_rows[: len(doc_ids)] = torch.tensor(doc_ids) % bsz
+    lora.reset(cfg.ttt_lora_warm_start_a, init_rows.to(lora.head.A.device))
     opt = torch.optim.AdamW(lora.parameters(), lr=cfg.ttt_lora_lr, betas=(0.0, cfg.ttt_lora_beta2), eps=1e-10,
                             weight_decay=cfg.ttt_lora_weight_decay)
     K, dev = cfg.ttt_lora_chunk, tokens.device
@@ -176,7 +212,9 @@ def adapt_documents(model: nn.Module, lora: DocumentLoRA, tokens: Tensor, spans:
         rows = torch.tensor(active, device=dev)
         train = torch.tensor([ci < n_chunks[j] - 1 for j in active], device=dev)  # doc has a next chunk
         with torch.set_grad_enabled(bool(train.any()) and cfg.ttt_lora_lr > 0):
-            nll = tally.add(lora.logits(model, x, rows), x, y, mask, pos)  # scores committed here
+            with autocast(dev, amp):
+                logits = lora.logits(model, x, rows)
+            nll = tally.add(logits, x, y, mask, pos)  # scores committed here
         if not nll.requires_grad:
             continue
         tmask = mask & train[:, None]
@@ -189,7 +227,8 @@ def adapt_documents(model: nn.Module, lora: DocumentLoRA, tokens: Tensor, spans:
         opt.step()
 
 
-def global_sgd(model: nn.Module, tokens: Tensor, end: int, cfg: EvalConfig, *, seq_len: int, recorder) -> None:
+def global_sgd(model: nn.Module, tokens: Tensor, end: int, cfg: EvalConfig, *, seq_len: int, recorder,
+               amp: torch.dtype | None = None) -> None:
     """Phased TTT's global step: one epoch of SGD on all base parameters over targets [0, end) (the scored
     documents), cosine lr over ttt_chunk_tokens chunks, document-isolated attention (§5.4)."""
     saved = model.cfg
@@ -203,7 +242,7 @@ def global_sgd(model: nn.Module, tokens: Tensor, end: int, cfg: EvalConfig, *, s
         for ci in range(N):
             rows = training_rows(ci * C, min((ci + 1) * C, end), seq_len)
             sgd_on_rows(model, tokens, rows, opt, params, seq_len=seq_len, batch_seqs=cfg.ttt_batch_seqs,
-                        lr=cosine_lr(cfg.phased_lr, ci, N), grad_clip=cfg.ttt_grad_clip, recorder=recorder)
+                        lr=cosine_lr(cfg.phased_lr, ci, N), grad_clip=cfg.ttt_grad_clip, recorder=recorder, amp=amp)
     finally:
         model.cfg = saved
         for p in params:
@@ -216,21 +255,37 @@ def phase_boundaries(num_docs: int, prefix_docs: int, num_phases: int) -> list[i
     return sorted({prefix * k // num_phases for k in range(1, num_phases + 1)} - {0})
 
 
+def document_queue(spans: list[tuple[int, int]], order: str) -> list[int]:
+    """Document indices in processing order: stream order, or by length, longest first (ties in stream order)."""
+    if order == "stream":
+        return list(range(len(spans)))
+    if order == "length":
+        return sorted(range(len(spans)), key=lambda d: (spans[d][0] - spans[d][1], d))
+    raise ValueError(f"eval.lora_order={order!r} is not one of ('stream', 'length')")
+
+
 def run_ttt_lora(model: nn.Module, tokens: Tensor, tally: Tally, cfg: EvalConfig, *, seq_len: int, bos_id: int,
-                 clock: Clock, phased: bool = False, progress: bool = False) -> None:
+                 clock: Clock, phased: bool = False, progress: bool = False, amp: torch.dtype | None = None) -> None:
     """Per-document LoRA TTT (optionally phased) over the device tensor `tokens` into `tally`."""
     if cfg.ttt_lora_chunk > seq_len:
         raise ValueError(f"eval.ttt_lora_chunk={cfg.ttt_lora_chunk} must be ≤ seq_len={seq_len}")
+    if phased and cfg.lora_order != "stream":
+        raise ValueError(f"eval.lora_order={cfg.lora_order!r} is not supported with ttt-phased (stream only)")
+    rank, size = world()
+    lanes = cfg.ttt_lora_lanes or size
+    if lanes % size:
+        raise ValueError(f"eval.ttt_lora_lanes={cfg.ttt_lora_lanes} must be a multiple of the world size {size}")
+    swap = cfg.ttt_lora_warm_start_a and lanes > size  # this rank runs several warm-start chains
     model = copy.deepcopy(model).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     spans = document_spans(tokens.cpu(), bos_id)
+    queue = document_queue(spans, cfg.lora_order)
     bsz = cfg.ttt_lora_batch_docs
     cuts = phase_boundaries(len(spans), cfg.phased_prefix_docs, cfg.phased_num_phases) if phased else []
     segments = list(zip([0] + cuts, cuts + [len(spans)]))
     segments = [(a, b) for a, b in segments if b > a]
-    rank, size = world()
-    batches = [[(a, min(a + bsz, hi)) for a in range(lo, hi, bsz)] for lo, hi in segments]
+    batches = [[queue[a:min(a + bsz, hi)] for a in range(lo, hi, bsz)] for lo, hi in segments]
     total, done = sum(len(b) for b in batches), 0
     bar = None
     if progress and rank == 0:
@@ -239,11 +294,18 @@ def run_ttt_lora(model: nn.Module, tokens: Tensor, tally: Tally, cfg: EvalConfig
         bar = tqdm(total=total, desc=f"ttt-{'phased' if phased else 'lora'}", unit="batch", dynamic_ncols=True)
     lora = DocumentLoRA(model, bsz, cfg.ttt_lora_rank, cfg.ttt_lora_alpha).to(tokens.device)
     try:
-        for seg, ((lo, hi), seg_batches) in enumerate(zip(segments, batches)):
+        for (lo, hi), seg_batches in zip(segments, batches):
             t0 = time.perf_counter()
-            for k, (a, b) in enumerate(seg_batches):
-                if k % size == rank:
-                    adapt_documents(model, lora, tokens, spans[a:b], tally, cfg, seq_len=seq_len)
+            lane_a: dict[int, list[Tensor]] = {}
+            for k, docs in enumerate(seg_batches):
+                lane = k % lanes
+                if lane % size == rank:
+                    if swap:
+                        lora.load_a(lane_a.get(lane))
+                    adapt_documents(model, lora, tokens, [spans[d] for d in docs], docs, tally, cfg,
+                                    seq_len=seq_len, amp=amp)
+                    if swap:
+                        lane_a[lane] = lora.a_state()
                 done += 1
                 if bar is not None:
                     bar.update(1)
@@ -251,7 +313,8 @@ def run_ttt_lora(model: nn.Module, tokens: Tensor, tally: Tally, cfg: EvalConfig
             t1 = time.perf_counter()
             clock.add("lora", t1 - t0)
             if hi in cuts and hi < len(spans):  # phase boundary with documents left to adapt
-                global_sgd(model, tokens, spans[hi - 1][1], cfg, seq_len=seq_len, recorder=tally.recorder)
+                global_sgd(model, tokens, spans[queue[hi - 1]][1], cfg, seq_len=seq_len, recorder=tally.recorder,
+                           amp=amp)
                 lora.detach_hooks()
                 lora = DocumentLoRA(model, bsz, cfg.ttt_lora_rank, cfg.ttt_lora_alpha).to(tokens.device)
                 clock.add("global_sgd", time.perf_counter() - t1)

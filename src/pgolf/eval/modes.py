@@ -18,7 +18,14 @@ p+1 predicted from tokens ≤ p (and, in doc modes, only from its own document):
 
 The model needs `logits(idx (B, T)) -> (B, T, V)` fp32 (post-softcap). Scores are full-vocabulary log-softmax, so a
 `ScoreRecorder` (eval/legal.py) can receive every distribution that is scored; `check_legal` uses that.
-With `max_seconds > 0` the run stops with `EvalTimeout` once its projected total exceeds the cap.
+With `max_seconds > 0` (default cfg.max_seconds) the run stops with `EvalTimeout` once its projected total exceeds
+the cap; ModeResult.timing reports seconds_total, tokens_per_s and seconds_<phase> (score, train, lora,
+global_sgd).
+
+Distributed (torchrun), every mode gives the single-process result: windows are split contiguously over ranks,
+TTT SGD steps take global batches of ttt_batch_seqs rows split over ranks (gradients summed with a global
+normaliser), LoRA document batches go round-robin to ranks. Exception: warm-start A with ttt_lora_lanes=0 (see
+eval/lora.py).
 """
 
 from __future__ import annotations
@@ -60,10 +67,16 @@ def world() -> tuple[int, int]:
 
 
 class Clock:
-    """Wallclock per phase and the max_seconds projection (checked from the `warmup`-th unit of work on)."""
+    """Wallclock per phase and the max_seconds projection (checked from the `warmup`-th unit of work on).
 
-    def __init__(self, mode: str, max_seconds: float = 0.0, warmup: int = 2) -> None:
+    Distributed, every rank calls `tick` the same number of times and the ranks agree on the slowest projection
+    (one all-reduce MAX per tick while a cap is set), so all of them stop together instead of one rank raising
+    while the others wait in a collective."""
+
+    def __init__(self, mode: str, max_seconds: float = 0.0, warmup: int = 2,
+                 device: torch.device | str = "cpu") -> None:
         self.mode, self.max_seconds, self.warmup = mode, max_seconds, warmup
+        self.device = torch.device(device)
         self.t0 = time.perf_counter()
         self.phases: dict[str, float] = {}
 
@@ -75,11 +88,23 @@ class Clock:
         if self.max_seconds <= 0 or done < min(self.warmup, total) or done <= 0:
             return
         elapsed = time.perf_counter() - self.t0
+        if world()[1] > 1:
+            t = torch.tensor([elapsed], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            elapsed = float(t.item())
         projected = elapsed * total / done
         if projected > self.max_seconds:
             raise EvalTimeout(
                 f"eval mode {self.mode}: projected {projected:.1f}s exceeds max_seconds={self.max_seconds:g}s "
                 f"(measured {elapsed:.1f}s for {done}/{total} {unit}); lower the cost or raise the cap")
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None = None):
+    """bf16 autocast on CUDA, as the records evaluate and test-time train; a no-op elsewhere unless `dtype` is
+    given (tests run the mixed-precision code path on CPU with dtype=torch.bfloat16)."""
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else None
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 class Tally:
@@ -151,21 +176,31 @@ def window_batch(tokens: Tensor, w: Tensor, seq_len: int) -> tuple[Tensor, Tenso
 
 @torch.no_grad()
 def score_windows(model: nn.Module, tokens: Tensor, windows: Tensor, tally: Tally, *, seq_len: int,
-                  batch_seqs: int, clock: Clock | None = None, progress: bool = False) -> None:
-    """Score `windows` (W, 3) of the device tensor `tokens` in batches of batch_seqs rows."""
+                  batch_seqs: int, clock: Clock | None = None, progress: bool = False,
+                  amp: torch.dtype | None = None) -> None:
+    """Score `windows` (W, 3) of the device tensor `tokens` in batches of batch_seqs rows (autocast(amp))."""
     was_training = model.training
     model.eval()
-    batches = range(0, len(windows), batch_seqs)
+    n = len(range(0, len(windows), batch_seqs))
+    if clock is not None and clock.max_seconds > 0 and world()[1] > 1:  # equal tick counts on every rank
+        t = torch.tensor([n], device=clock.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        n = int(t.item())
+    batches = range(n)
     if progress and world()[0] == 0:
         from tqdm import tqdm
 
         batches = tqdm(batches, desc="eval", unit="batch", dynamic_ncols=True)
     try:
-        for i, b in enumerate(batches):
-            x, y, mask, pos = window_batch(tokens, windows[b : b + batch_seqs], seq_len)
-            tally.add(model.logits(x), x, y, mask, pos)
+        for i in batches:
+            w = windows[i * batch_seqs : (i + 1) * batch_seqs]
+            if len(w):
+                x, y, mask, pos = window_batch(tokens, w, seq_len)
+                with autocast(tokens.device, amp):
+                    logits = model.logits(x)
+                tally.add(logits, x, y, mask, pos)
             if clock is not None:
-                clock.tick(i + 1, len(range(0, len(windows), batch_seqs)), "batches")
+                clock.tick(i + 1, n, "batches")
     finally:
         model.train(was_training)
 
@@ -189,12 +224,14 @@ def evaluate(
     device: torch.device | str,
     bos_id: int,
     progress: bool = False,
-    max_seconds: float = 0,
+    max_seconds: float | None = None,
     recorder: ScoreRecorder | None = None,
+    amp: torch.dtype | None = None,
 ) -> ModeResult:
     """Score `val_tokens` (1-D, N+1 tokens → N targets) with cfg.mode; see the module doc. The caller's model is
     never modified (TTT modes adapt a deep copy). `recorder` receives scored distributions and updates
-    (eval/legal.py, single process only)."""
+    (eval/legal.py, single process only). Forwards run under bf16 autocast on CUDA (`amp` forces an autocast
+    dtype on any device; None = bf16 on CUDA, full precision elsewhere); scores are always fp32 log-softmax."""
     if cfg.mode not in MODES:
         raise ValueError(f"unknown eval mode {cfg.mode!r}; expected one of {MODES}")
     if val_tokens.dim() != 1 or val_tokens.numel() < 2:
@@ -203,7 +240,7 @@ def evaluate(
         raise ValueError(f"seq_len={seq_len} must be positive")
     device = torch.device(device)
     tokens = val_tokens.to(device=device, dtype=torch.int64)
-    clock = Clock(cfg.mode, max_seconds)
+    clock = Clock(cfg.mode, cfg.max_seconds if max_seconds is None else max_seconds, device=device)
     tally = Tally(lut, device, recorder)
     T = tokens.numel() - 1
     t0 = time.perf_counter()
@@ -217,18 +254,18 @@ def evaluate(
             stride = cfg.stride
             windows = document_window_table(document_spans(tokens.cpu(), bos_id), seq_len, stride)
         score_windows(model, tokens, rank_share(windows).to(device), tally, seq_len=seq_len,
-                      batch_seqs=cfg.batch_seqs, clock=clock, progress=progress)
+                      batch_seqs=cfg.batch_seqs, clock=clock, progress=progress, amp=amp)
         clock.add("score", time.perf_counter() - t0)
         label = f"{cfg.mode}(seq_len={seq_len},stride={stride})"
     elif cfg.mode == "ttt-sgd":
         from pgolf.eval.ttt import run_ttt_sgd
 
-        run_ttt_sgd(model, tokens, tally, cfg, seq_len=seq_len, clock=clock, progress=progress)
+        run_ttt_sgd(model, tokens, tally, cfg, seq_len=seq_len, clock=clock, progress=progress, amp=amp)
         label = f"ttt-sgd(seq_len={seq_len},stride={min(cfg.stride or DEFAULT_STRIDE, seq_len)})"
     else:
         from pgolf.eval.lora import run_ttt_lora
 
         run_ttt_lora(model, tokens, tally, cfg, seq_len=seq_len, bos_id=bos_id, clock=clock,
-                     phased=cfg.mode == "ttt-phased", progress=progress)
+                     phased=cfg.mode == "ttt-phased", progress=progress, amp=amp)
         label = f"{cfg.mode}(seq_len={seq_len},chunk={cfg.ttt_lora_chunk},rank={cfg.ttt_lora_rank})"
     return tally.result(label, clock)

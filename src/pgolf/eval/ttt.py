@@ -8,7 +8,9 @@ belongs to the chunk holding its first scored target. For chunk ci = 0..N−1:
   2. unless ci = N−1, train on the chunk's tokens (inputs tokens[c0:c1], targets tokens[c0+1:c1+1], all already
      scored): ttt_epochs passes of SGD (momentum ttt_momentum) over seq_len rows in batches of ttt_batch_seqs,
      lr = ttt_lr·½(1+cos(π·ci/(N−1))), grad-norm clip ttt_grad_clip, the first ttt_freeze_blocks blocks frozen.
-Distributed: windows and training rows are split contiguously over ranks, gradients all-reduced (mean).
+Distributed: each chunk's windows are split contiguously over ranks; each SGD batch of ttt_batch_seqs rows is split
+over ranks and its gradient summed (`sgd_on_rows`), so the result equals the single-process one. Forwards run under
+bf16 autocast on CUDA (fp32 master weights, as the record).
 The model is deep-copied; the caller's weights are never touched.
 
 One deliberate difference: R0323 trains on ⌊chunk/seq_len⌋ full rows and drops a shorter tail row; we keep the tail
@@ -26,7 +28,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from pgolf.eval.config import EvalConfig
-from pgolf.eval.modes import DEFAULT_STRIDE, Clock, Tally, rank_share, score_windows, window_table, world
+from pgolf.eval.modes import (
+    DEFAULT_STRIDE, Clock, Tally, autocast, rank_share, score_windows, window_table, world,
+)
 
 
 def cosine_lr(peak: float, ci: int, num_chunks: int) -> float:
@@ -41,18 +45,22 @@ def training_rows(start: int, end: int, seq_len: int) -> Tensor:
 
 
 def sgd_on_rows(model: nn.Module, tokens: Tensor, rows: Tensor, opt: torch.optim.Optimizer, params: list[Tensor],
-                *, seq_len: int, batch_seqs: int, lr: float, grad_clip: float, recorder=None) -> None:
-    """One pass of SGD over `rows` (this rank's share) in batches: mean NLL over the real (unpadded) targets."""
+                *, seq_len: int, batch_seqs: int, lr: float, grad_clip: float, recorder=None,
+                amp: torch.dtype | None = None) -> None:
+    """One pass of SGD over `rows` in global batches of batch_seqs rows: mean NLL over the batch's real (unpadded)
+    targets. Distributed, each batch is split contiguously over ranks; every rank divides its NLL sum by the whole
+    batch's target count and the gradients are summed, so a step equals the single-process step (up to float
+    summation order) for any world size. (R0323 batches 32 rows per rank; on the real val set a 32,768-token chunk
+    is only 16 rows of 2048, one step either way.)"""
     for group in opt.param_groups:
         group["lr"] = lr
     model.train()
     offsets = torch.arange(seq_len, device=tokens.device)
-    mine = rank_share(rows)
-    # every rank must step the same number of times for the all-reduce: iterate over the longest share
-    _, size = world()
-    steps = math.ceil(math.ceil(len(rows) / max(size, 1)) / batch_seqs) if len(rows) else 0
-    for s in range(steps):
-        r = mine[s * batch_seqs : (s + 1) * batch_seqs].to(tokens.device)  # (B, 2)
+    distributed = world()[1] > 1
+    for s in range(0, len(rows), batch_seqs):
+        batch = rows[s : s + batch_seqs]
+        count = int((batch[:, 1] - batch[:, 0]).sum())  # real targets in the global batch
+        r = rank_share(batch).to(tokens.device)  # (B_rank, 2)
         opt.zero_grad(set_to_none=False)
         if len(r):
             pos = r[:, :1] + offsets  # (B, L)
@@ -62,14 +70,15 @@ def sgd_on_rows(model: nn.Module, tokens: Tensor, rows: Tensor, opt: torch.optim
             if recorder is not None:
                 used = torch.cat([torch.arange(max(int(a) - 1, 0), int(b)) for a, b in r.tolist()])
                 recorder.record_update(used)
-            nll = model.per_token_loss(x, y)  # (B, L)
-            loss = torch.where(valid, nll, 0.0).sum() / valid.sum()
+            with autocast(tokens.device, amp):
+                nll = model.per_token_loss(x, y)  # (B, L)
+            loss = torch.where(valid, nll.float(), 0.0).sum() / count
             loss.backward()
-        if dist.is_available() and dist.is_initialized():
+        if distributed:  # SUM (gloo has no AVG); the global normaliser makes it the mean
             for p in params:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
-                dist.all_reduce(p.grad, op=dist.ReduceOp.AVG)
+                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
         if grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
@@ -91,7 +100,7 @@ def trainable_parameters(model: nn.Module, freeze_blocks: int) -> list[nn.Parame
 
 
 def run_ttt_sgd(model: nn.Module, tokens: Tensor, tally: Tally, cfg: EvalConfig, *, seq_len: int, clock: Clock,
-                progress: bool = False) -> None:
+                progress: bool = False, amp: torch.dtype | None = None) -> None:
     """Score-first TTT over the device tensor `tokens` into `tally`; see the module doc."""
     model = copy.deepcopy(model)
     params = trainable_parameters(model, cfg.ttt_freeze_blocks)
@@ -110,7 +119,7 @@ def run_ttt_sgd(model: nn.Module, tokens: Tensor, tally: Tally, cfg: EvalConfig,
     for ci in chunks:
         t0 = time.perf_counter()
         mine = rank_share(windows[chunk_of == ci]).to(tokens.device)
-        score_windows(model, tokens, mine, tally, seq_len=seq_len, batch_seqs=cfg.batch_seqs)
+        score_windows(model, tokens, mine, tally, seq_len=seq_len, batch_seqs=cfg.batch_seqs, amp=amp)
         t1 = time.perf_counter()
         clock.add("score", t1 - t0)
         if ci < N - 1 and cfg.ttt_epochs > 0:
@@ -118,6 +127,6 @@ def run_ttt_sgd(model: nn.Module, tokens: Tensor, tally: Tally, cfg: EvalConfig,
             lr = cosine_lr(cfg.ttt_lr, ci, N)
             for _ in range(cfg.ttt_epochs):
                 sgd_on_rows(model, tokens, rows, opt, params, seq_len=seq_len, batch_seqs=cfg.ttt_batch_seqs,
-                            lr=lr, grad_clip=cfg.ttt_grad_clip, recorder=tally.recorder)
+                            lr=lr, grad_clip=cfg.ttt_grad_clip, recorder=tally.recorder, amp=amp)
             clock.add("train", time.perf_counter() - t1)
         clock.tick(ci + 1, N, "chunks")
