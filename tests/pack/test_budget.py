@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import base64
 import lzma
 
 import pytest
@@ -32,19 +33,30 @@ def test_limit_is_inclusive_and_over_budget_is_an_error():
         check_budget(ByteReport(10, 10, limit=5), allow_over=False)
 
 
-def test_measure_code_bytes_is_deterministic_and_counts_every_py_file(tmp_path):
+def test_measure_code_bytes_counts_the_compressed_single_file_script(tmp_path):
     pkg = tmp_path / "pkg"
     (pkg / "sub").mkdir(parents=True)
-    (pkg / "b.py").write_text("B = 2\n")
+    (pkg / "__init__.py").write_text('__version__ = "0"\n')
+    (pkg / "cli.py").write_text('"""Docstring: not counted."""\nfrom pgolf.sub.a import A  # nor this comment\n')
+    (pkg / "sub" / "__init__.py").write_text("")
     (pkg / "sub" / "a.py").write_text("A = 1\n")
+    (pkg / "unused.py").write_text("B = 2\n" * 50)  # not imported by pgolf.cli: not in the bundle
     (pkg / "notes.txt").write_text("not code\n")
-    (pkg / "__pycache__").mkdir()
-    (pkg / "__pycache__" / "x.py").write_text("ignored\n")
-    bundle = code_bundle(pkg)
-    assert bundle == b"# b.py\nB = 2\n\n# sub/a.py\nA = 1\n\n"
-    assert measure_code_bytes(pkg) == len(lzma.compress(bundle, preset=9 | lzma.PRESET_EXTREME))
-    assert measure_code_bytes(pkg, codec="zlib") != measure_code_bytes(pkg)
+    bundle = code_bundle(pkg).decode()
+    assert "'pgolf/sub/a.py'" in bundle and "unused" not in bundle and "notes" not in bundle
+    counted = code_bundle(pkg, counted=True)
+    assert measure_code_bytes(pkg) == len(counted) == measure_code_bytes(pkg)  # deterministic
+    assert counted.startswith(b"import lzma as L,base64 as B\nexec(L.decompress(B.b85decode(")
+    b85 = counted.split(b"b85decode('", 1)[1].split(b"')", 1)[0]
+    minified = lzma.decompress(base64.b85decode(b85), format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
+    assert b"Docstring" not in minified and b"comment" not in minified and b"A = 1" in minified
+    assert measure_code_bytes(pkg, codec="brotli") != measure_code_bytes(pkg)
     n = measure_code_bytes()
     assert n == measure_code_bytes() and 10_000 < n < 1_000_000  # the installed pgolf package
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no .py files"):
         measure_code_bytes(tmp_path / "empty")
+    with pytest.raises(ValueError, match="is not a directory"):
+        measure_code_bytes(tmp_path / "missing")
+    with pytest.raises(ValueError, match="unknown counted-code codec"):
+        measure_code_bytes(pkg, codec="zlib")

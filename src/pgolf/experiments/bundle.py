@@ -15,7 +15,7 @@ like `pgolf run ...` and never touches an installed pgolf. Modules get `__file__
 The counted form follows the records' code wrapper (R0405 lzma+b85; R0414 pyminify → lzma → b85 in an exec wrapper,
 122,168 B of source counted as 27,610 B): docstrings, other string-literal statements and comments removed
 (`ast` parse → strip → `ast.unparse`; full-line comments and blank lines of the .toml files), the minified bundle
-compressed (lzma preset 9e raw LZMA2, or brotli q11) and base85-wrapped in `exec(...)`. It is deterministic for a
+compressed (lzma preset 9 raw LZMA2 as R0325, or brotli q11) and base85-wrapped in `exec(...)`. It is deterministic for a
 given source tree and Python version (`ast.unparse` output may differ between Python versions), and minifying is
 idempotent, so the counted script, run itself, measures the same code bytes as the package.
 
@@ -37,7 +37,7 @@ RESOURCE_SUFFIXES = (".toml",)
 """Non-Python package files the bundle carries (pyproject package-data: presets/*.toml)."""
 COUNTED_CODECS = ("lzma", "brotli")
 
-_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9}]
 """Raw LZMA2 (no .xz container: ~60 bytes less); decoded with the default LZMA2 filter, as the wrapper does."""
 
 

@@ -40,6 +40,8 @@ SCRIPT_NAME = "train_gpt.py"
 READABLE_NAME = "train_gpt_readable.py"
 _VARYING = (("train", "seed"), ("run", "name"))
 """Config fields allowed to differ between the seeds of one submission."""
+_ALWAYS_LISTED = (*_VARYING, ("run", "out_dir"))
+"""Fields every reproduction command spells out (the artifact manifest records them), even at preset values."""
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -110,7 +112,7 @@ def config_overrides(run: dict) -> list[tuple[str, str]]:
     pairs: list[tuple[str, str]] = []
     for section, fields in cfg.items():
         for key, value in fields.items():
-            if base.get(section, {}).get(key) != value:
+            if base.get(section, {}).get(key) != value or (section, key) in _ALWAYS_LISTED:
                 if value is None:
                     raise ValueError(f"{run['_path']}: {section}.{key}=None cannot be written as a command-line "
                                      "override")
