@@ -141,3 +141,15 @@ def test_bundle_runs_as_the_cli_without_the_package(tmp_path):
     for name, origin in rep["origins"].items():
         assert origin.startswith(str(counted) + os.sep), (name, origin)
         assert rep["files"][name] == origin
+
+
+def test_bundle_verb_writes_both_scripts_and_reports_their_sizes(tmp_path, capsys):
+    from pgolf.cli import main
+    from pgolf.pack.budget import measure_code_bytes
+
+    assert main(["bundle", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    counted, readable = tmp_path / "train_gpt.py", tmp_path / "train_gpt_readable.py"
+    assert counted.stat().st_size == measure_code_bytes()
+    assert f"counted (lzma + base85) {counted.stat().st_size:,} bytes" in out
+    assert f"readable {readable.stat().st_size:,}" in out

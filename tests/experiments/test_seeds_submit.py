@@ -118,3 +118,16 @@ def test_two_seeds_to_a_records_folder_whose_script_reproduces_the_artifact(tiny
     assert again["roundtrip"]["val_bpb"] == runs[42]["roundtrip"]["val_bpb"]
     assert again["roundtrip"]["val_loss"] == runs[42]["roundtrip"]["val_loss"]
     assert again["bytes"] == runs[42]["bytes"] and again["config"] == runs[42]["config"]
+
+
+@pytest.mark.slow
+def test_seeds_with_nproc_launches_torchrun_per_seed(tiny_dataset, tmp_path, capsys):
+    """--nproc-per-node runs each seed as `torchrun --standalone ... -m pgolf.cli run` (gloo on CPU)."""
+    out = tmp_path / "runs"
+    assert main(["seeds", "5,", "--nproc-per-node", "1", "--preset", "cpu-smoke", "--data.data_dir",
+                 str(tiny_dataset.data_dir), "--run.out_dir", str(out), "--run.name", "tr", *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "--nproc_per_node=1 -m pgolf.cli run" in printed and "| tr-s5 | 5 |" in printed
+    run = json.loads((out / "tr-s5" / "run.json").read_text())
+    assert run["config"]["train"]["seed"] == 5 and run["world_size"] == 1 and run["roundtrip"]["val_bpb"] > 0
+    assert json.loads((out / "tr-seeds.json").read_text())["nproc_per_node"] == 1

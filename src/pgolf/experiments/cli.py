@@ -5,6 +5,7 @@
     pgolf report RUN_DIR [RUN_DIR ...] [--out DIR]
     pgolf seeds 42,1337,2024|N [--preset P] [--nproc-per-node K] [--dry-run] [--section.field VALUE ...]
     pgolf submit RUNS --name NAME [--out DIR] [--baseline RUNS | --baseline-values V,V,V]
+    pgolf bundle [--out DIR] [--codec lzma|brotli]   (the single-file train_gpt.py and its readable form, sizes)
 
 `compare` prints both means ± std in nats (round-trip val_loss) and bpb, Welch's t-test, the 0.005-nat margin test
 and whether the record criteria (≥ 0.005 nats at p < 0.01) are met. A is the candidate, B the baseline.
@@ -39,6 +40,11 @@ def add_experiment_parsers(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(experiment_verb="report")
     _add_seeds_parser(sub)
     _add_submit_parser(sub)
+    b = sub.add_parser("bundle", help="write the single-file train_gpt.py (counted) and train_gpt_readable.py; "
+                       "print their sizes")
+    b.add_argument("--out", default=".", help="output folder (default: the current folder)")
+    b.add_argument("--codec", default="lzma", choices=("lzma", "brotli"), help="compressor of the counted script")
+    b.set_defaults(experiment_verb="bundle")
 
 
 def _add_seeds_parser(sub: argparse._SubParsersAction) -> None:
@@ -160,8 +166,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from pgolf.experiments.bundle import bundle_sizes, package_files, write_bundle
+
+    files = package_files()
+    paths = write_bundle(args.out, files, codec=args.codec)
+    sizes = bundle_sizes(files, args.codec)
+    print(f"bundle: {sizes['files']} files, {sizes['source_bytes']:,} bytes of source (import closure of pgolf.cli "
+          f"+ presets) → readable {sizes['bundle_bytes']:,} → minified {sizes['minified_bytes']:,} → counted "
+          f"({args.codec} + base85) {sizes['counted_bytes']:,} bytes")
+    print(f"wrote {paths['counted']}  (counted: python {paths['counted'].name} run --preset cpu-smoke ...)")
+    print(f"wrote {paths['readable']}")
+    return 0
+
+
 def run_experiment_command(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
-    """Dispatch compare / report / seeds / submit; bad input is one line on stderr and exit status 2.
+    """Dispatch compare / report / seeds / submit / bundle; bad input is one line on stderr and exit status 2.
 
     `extra` holds the arguments argparse did not know: dotted overrides for `seeds`, an error for the others."""
     verb = getattr(args, "experiment_verb", None)
@@ -180,6 +200,8 @@ def run_experiment_command(args: argparse.Namespace, extra: Sequence[str] = ()) 
             from pgolf.experiments.submit import cmd_submit
 
             return cmd_submit(args)
+        if verb == "bundle":
+            return cmd_bundle(args)
         raise ValueError(f"not an experiment verb: {verb!r}")
     except (ValueError, FileNotFoundError) as e:
         print(f"pgolf {verb}: error: {e}", file=sys.stderr)
