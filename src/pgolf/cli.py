@@ -206,6 +206,7 @@ def _print_tensor_table(rows: list[dict]) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from pgolf.config import config_from_dict
+    from pgolf.eval.modes import EvalTimeout
     from pgolf.log import RunLogger
     from pgolf.pack.container import decode_artifact
     from pgolf.run import data_stage, roundtrip_stage
@@ -223,13 +224,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                     ("val_max_tokens", "data", "val_max_tokens")):
         if getattr(args, key) is not None:
             overrides[section][fieldname] = getattr(args, key)
-    cfg = build_config([("artifact manifest", d), ("command line", overrides)])
+    layers = [("artifact manifest", d), ("command line", overrides)]
+    if getattr(args, "overrides", None):  # dotted --eval.field value (TTT settings, lora_order, ...)
+        layers.append(("overrides", parse_overrides(_split_overrides(args.overrides))))
+    cfg = build_config(layers)
     dist_info = init_distributed(args.device)
     logger = RunLogger(None, enabled=dist_info.is_main)
     data = data_stage(cfg, dist_info, logger)
     try:
         res = roundtrip_stage(Path(args.artifact), cfg, data, dist_info.device, logger,
                               progress=logger.bar_mode)
+    except EvalTimeout as e:  # the --max-seconds projection: one clear line, exit status 1
+        print(f"pgolf eval: {e}", file=sys.stderr)
+        return 1
     finally:
         shutdown_distributed()
     logger.event("final_roundtrip", mode=res.mode, val_loss=f"{res.val_loss:.8f}", val_bpb=f"{res.val_bpb:.8f}",
@@ -420,7 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--budget", type=_byte_count, metavar="BYTES",
                    help="fit per-tensor bits/σ so code + model bytes land within 0.1%% under BYTES (e.g. 16e6)")
     q.add_argument("--eval", action="store_true", help="then read the artifact back and score its round-trip val_bpb")
-    e = sub.add_parser("eval", help="round-trip val_bpb of an artifact")
+    e = sub.add_parser("eval", help="round-trip val_bpb of an artifact",
+                       epilog="Other settings as dotted overrides, e.g. --eval.ttt_lora_rank 64 "
+                              "--eval.lora_order length --eval.ttt_lora_warm_start_a false (pgolf presets lists them).")
     e.add_argument("artifact")
     e.add_argument("--stride", type=int, help="sliding-window stride (0 = non-overlapping)")
     e.add_argument("--seq-len", type=int, help="evaluation context length")
@@ -461,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.verb in ("run", "train"):
             return cmd_run(args, extra, train_only=args.verb == "train")
-        if args.verb == "quantize":  # dotted overrides, e.g. --quant.calib_seqs 8
+        if args.verb in ("quantize", "eval"):  # dotted overrides, e.g. --quant.calib_seqs 8, --eval.lora_order length
             args.overrides, extra = extra, []
         if getattr(args, "experiment_verb", None):  # compare, report, seeds, submit: pgolf.experiments.cli
             from pgolf.experiments.cli import run_experiment_command

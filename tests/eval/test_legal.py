@@ -24,14 +24,49 @@ TOY = dict(stride=8, batch_seqs=8, ttt_chunk_tokens=64, ttt_epochs=1, ttt_batch_
            phased_prefix_docs=3, phased_num_phases=2, phased_lr=0.05)
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_every_mode_is_legal(mode):
+VARIANTS = [(mode, {}) for mode in MODES] + [
+    ("ttt-lora", dict(lora_order="length", ttt_lora_warm_start_a=False)),  # the records' length-sorted queue
+    ("ttt-lora", dict(ttt_lora_lanes=2)),  # warm-start A in two chains
+    ("ttt-phased", dict(ttt_lora_warm_start_a=False)),
+    ("ttt-sgd", dict(ttt_freeze_blocks=1)),
+]
+
+
+@pytest.mark.parametrize("mode, extra", VARIANTS, ids=[f"{m}-{'-'.join(map(str, e.values()))}" for m, e in VARIANTS])
+def test_every_mode_is_legal(mode, extra):
     toks = stream(200, starts=(0, 40, 90, 150))
     # positions include a BOS (60 → none, 90 → removed) and the end of a TTT chunk / LoRA chunk
-    report = check_legal(mode_eval_fn(EvalConfig(mode=mode, **TOY), seq_len=32, bos_id=BOS), tiny_model, toks,
-                         make_lut(V), positions=[20, 90, 127])
+    report = check_legal(mode_eval_fn(EvalConfig(mode=mode, **{**TOY, **extra}), seq_len=32, bos_id=BOS),
+                         tiny_model, toks, make_lut(V), positions=[20, 90, 127])
     assert report.passed, report.details
     assert set(report.checks) == {"causal", "normalized", "score_before_update", "single_pass"}
+
+
+# documents 40, 20, 90, 49 tokens long: the length queue is [2, 3], [0, 1], so slot 0 goes from document 2 to 0
+LENGTH_STARTS = (0, 40, 60, 150)
+
+
+def test_length_order_is_legal_when_nothing_crosses_documents():
+    """Perturbing a later document (100, 170) or removing a BOS (60, which re-sorts the queue) changes nothing
+    earlier: adapters are fully reset per batch and a start state depends only on the stream index."""
+    cfg = EvalConfig(mode="ttt-lora", **{**TOY, "ttt_lora_lr": 5e-2}, lora_order="length",
+                     ttt_lora_warm_start_a=False)
+    report = check_legal(mode_eval_fn(cfg, seq_len=32, bos_id=BOS), tiny_model, stream(200, starts=LENGTH_STARTS),
+                         make_lut(V), positions=[60, 100, 170])
+    assert report.passed, report.details
+
+
+def test_length_order_with_warm_start_a_is_caught():
+    """Why EvalConfig refuses it: A trained on document 2 carries into document 0, earlier in the stream."""
+    cfg = EvalConfig(mode="ttt-lora", **{**TOY, "ttt_lora_lr": 5e-2}, lora_order="length",
+                     ttt_lora_warm_start_a=False)
+    object.__setattr__(cfg, "ttt_lora_warm_start_a", True)  # bypass the refusal
+    report = check_legal(mode_eval_fn(cfg, seq_len=32, bos_id=BOS), tiny_model, stream(200, starts=LENGTH_STARTS),
+                         make_lut(V), positions=[100])
+    assert report.checks == {"causal": False, "normalized": True, "score_before_update": True, "single_pass": True}
+    assert "perturbing token 100 changed the distribution scoring target position" in report.details[0]
+    with pytest.raises(ValueError, match="ttt_lora_warm_start_a=true is refused"):
+        EvalConfig(mode="ttt-lora", lora_order="length")
 
 
 def train_then_score(model, tokens, lut, recorder, chunk=64, seq_len=32, lr=0.5):

@@ -8,8 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pgolf.eval.lora import DocumentLoRA, phase_boundaries
-from tests.eval.test_modes import run, stream, tiny_model
+from pgolf.eval.config import EvalConfig
+from pgolf.eval.legal import ScoreRecorder
+from pgolf.eval.lora import DocumentLoRA, document_queue, phase_boundaries
+from pgolf.eval.modes import document_spans, evaluate
+from tests.eval.test_bpb import make_lut
+from tests.eval.test_modes import BOS, V, run, stream, tiny_model
 
 LORA = dict(ttt_lora_rank=4, ttt_lora_alpha=8.0, ttt_lora_chunk=16, ttt_lora_batch_docs=2, phased_prefix_docs=3,
             phased_num_phases=2, ttt_chunk_tokens=64, ttt_batch_seqs=4)
@@ -59,6 +63,13 @@ def test_reset_restores_base_scores(looping):
     torch.testing.assert_close(lora.logits(model, x, rows), base, rtol=0, atol=1e-6)
     lora.reset(warm_start_a=False)
     assert torch.equal(lora.q[0].A, lora.q[0].A_init)
+    lora.reset(warm_start_a=False, init_rows=torch.tensor([2, 2, 0]))  # slot j starts from pool entry rows[j]
+    assert torch.equal(lora.head.A, lora.head.A_init[[2, 2, 0]])
+    state = lora.a_state()
+    lora.load_a(None)
+    assert torch.equal(lora.head.A, lora.head.A_init)
+    lora.load_a(state)
+    assert torch.equal(lora.head.A, lora.head.A_init[[2, 2, 0]])
     torch.testing.assert_close(model.logits(x), base, rtol=0, atol=0)  # hooks are inert outside lora.logits
     lora.detach_hooks()
 
@@ -73,3 +84,57 @@ def test_phase_boundaries():
 def test_chunk_longer_than_context_is_rejected():
     with pytest.raises(ValueError, match="ttt_lora_chunk"):
         run(tiny_model(), stream(), "ttt-lora", seq_len=8, **LORA)
+
+
+def test_document_queue_orders():
+    spans = document_spans(stream(), BOS)  # lengths 40, 50, 110, 30, 69
+    assert document_queue(spans, "stream") == [0, 1, 2, 3, 4]
+    assert document_queue(spans, "length") == [2, 4, 1, 0, 3]
+    assert document_queue([(0, 5), (5, 10), (10, 12)], "length") == [0, 1, 2]  # ties keep stream order
+    with pytest.raises(ValueError, match="lora_order"):
+        document_queue(spans, "random")
+
+
+def test_length_order_scores_every_document_as_stream_order_does():
+    """Batches [2, 4], [1, 0], [3] instead of [0, 1], [2, 3], [4]: with adapters reset per batch and start states
+    keyed to the stream index, every target gets the same distribution (no state crosses documents)."""
+    model, toks, lut = tiny_model(), stream(), make_lut(V)
+    recs = {}
+    for order in ("stream", "length"):
+        recs[order] = ScoreRecorder()
+        cfg = EvalConfig(mode="ttt-lora", lora_order=order, ttt_lora_warm_start_a=False, ttt_lora_lr=5e-2, **LORA)
+        evaluate(model, toks, lut, cfg, seq_len=128, device="cpu", bos_id=BOS, recorder=recs[order])
+    assert sorted(recs["length"].log_probs) == sorted(recs["stream"].log_probs) == list(range(299))
+    for p in range(299):
+        torch.testing.assert_close(recs["length"].log_probs[p][0], recs["stream"].log_probs[p][0],
+                                   rtol=0, atol=1e-5)
+    ref = run(model, toks, "doc", seq_len=128)  # and the adaptation did something
+    res = run(model, toks, "ttt-lora", seq_len=128, lora_order="length", ttt_lora_warm_start_a=False,
+              ttt_lora_lr=5e-2, **LORA)
+    assert abs(res.val_loss - ref.val_loss) > 1e-4
+
+
+def test_unsafe_length_order_combinations_are_refused():
+    with pytest.raises(ValueError, match="eval.ttt_lora_warm_start_a=true is refused.*later in the stream"):
+        EvalConfig(mode="ttt-lora", lora_order="length")  # warm start A is the default (R0427)
+    with pytest.raises(ValueError, match="eval.mode='ttt-phased' is refused"):
+        EvalConfig(mode="ttt-phased", lora_order="length", ttt_lora_warm_start_a=False)
+    with pytest.raises(ValueError, match="lora_order='sorted' is not one of"):
+        EvalConfig(lora_order="sorted")
+    with pytest.raises(ValueError, match="ttt_lora_lanes=-1"):
+        EvalConfig(ttt_lora_lanes=-1)
+    EvalConfig(mode="sliding", lora_order="length")  # irrelevant to non-LoRA modes: accepted
+    EvalConfig(mode="ttt-lora", lora_order="length", ttt_lora_warm_start_a=False)
+
+
+def test_warm_start_lanes_in_one_process():
+    """lanes=1: one A chain over all batches; lanes=2: batches 0, 2 and 1 (3 batches) are separate chains; both
+    differ from no warm start, and lanes=3 (each batch its own chain) equals it."""
+    model, toks = tiny_model(), stream()
+    kw = dict(ttt_lora_lr=5e-2, **LORA)
+    cold = run(model, toks, "ttt-lora", seq_len=128, ttt_lora_warm_start_a=False, **kw).val_loss
+    one = run(model, toks, "ttt-lora", seq_len=128, ttt_lora_lanes=1, **kw).val_loss
+    two = run(model, toks, "ttt-lora", seq_len=128, ttt_lora_lanes=2, **kw).val_loss
+    three = run(model, toks, "ttt-lora", seq_len=128, ttt_lora_lanes=3, **kw).val_loss
+    assert len({round(v, 9) for v in (cold, one, two)}) == 3
+    assert three == pytest.approx(cold, rel=1e-12)

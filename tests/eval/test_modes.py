@@ -100,11 +100,43 @@ def test_doc_mode_has_no_context_from_previous_documents():
         torch.testing.assert_close(ra.log_probs[p][0], rb.log_probs[p][0], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["sliding", "ttt-sgd"])
+SMALL = dict(stride=8, batch_seqs=2, ttt_chunk_tokens=64, ttt_epochs=1, ttt_batch_seqs=4, ttt_lora_rank=4,
+             ttt_lora_alpha=8.0, ttt_lora_chunk=16, ttt_lora_batch_docs=1, phased_prefix_docs=2,
+             phased_num_phases=1)
+PHASES = {"standard": {"score"}, "sliding": {"score"}, "doc": {"score"}, "ttt-sgd": {"score", "train"},
+          "ttt-lora": {"lora"}, "ttt-phased": {"lora", "global_sgd"}}
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_max_seconds_projection_stops_with_clear_error(mode):
-    with pytest.raises(EvalTimeout, match=r"projected .*s exceeds max_seconds=1e-06s"):
-        evaluate(tiny_model(), stream(), make_lut(V),
-                 EvalConfig(mode=mode, stride=8, batch_seqs=2, ttt_chunk_tokens=64, ttt_epochs=1),
-                 seq_len=32, device="cpu", bos_id=BOS, max_seconds=1e-6)
-    res = run(tiny_model(), stream(), "sliding", stride=8)  # no cap: runs to the end
+    with pytest.raises(EvalTimeout, match=rf"eval mode {mode}: projected .*s exceeds max_seconds=1e-06s "
+                                          r"\(measured .* for 2/\d+ (batches|chunks|document batches)\); lower"):
+        evaluate(tiny_model(), stream(), make_lut(V), EvalConfig(mode=mode, **SMALL), seq_len=32, device="cpu",
+                 bos_id=BOS, max_seconds=1e-6)
+    with pytest.raises(EvalTimeout):  # the cap defaults to eval.max_seconds
+        evaluate(tiny_model(), stream(), make_lut(V), EvalConfig(mode=mode, max_seconds=1e-6, **SMALL),
+                 seq_len=32, device="cpu", bos_id=BOS)
+    res = evaluate(tiny_model(), stream(), make_lut(V), EvalConfig(mode=mode, max_seconds=1e-6, **SMALL),
+                   seq_len=32, device="cpu", bos_id=BOS, max_seconds=0)  # explicit 0 = no cap
     assert res.num_tokens == 299 and dataclasses.is_dataclass(res)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_time_and_throughput_are_reported(mode):
+    res = run(tiny_model(), stream(), mode, **SMALL)
+    assert {f"seconds_{p}" for p in PHASES[mode]} | {"seconds_total", "tokens_per_s"} == set(res.timing)
+    assert res.timing["tokens_per_s"] == pytest.approx(res.num_tokens / res.timing["seconds_total"], rel=1e-9)
+    assert all(v > 0 for v in res.timing.values())
+    assert sum(res.timing[f"seconds_{p}"] for p in PHASES[mode]) <= res.timing["seconds_total"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bf16_autocast_path(mode):
+    """The CUDA code path (bf16 autocast, fp32 masters) run on CPU: same targets and bytes, near-fp32 loss."""
+    model, toks, lut = tiny_model(), stream(), make_lut(V)
+    cfg = EvalConfig(mode=mode, **{**SMALL, "ttt_lora_lr": 1e-2, "ttt_lr": 0.05})
+    ref = evaluate(model, toks, lut, cfg, seq_len=32, device="cpu", bos_id=BOS)
+    res = evaluate(model, toks, lut, cfg, seq_len=32, device="cpu", bos_id=BOS, amp=torch.bfloat16)
+    assert (res.num_tokens, res.num_bytes) == (ref.num_tokens, ref.num_bytes) == (299, ref.num_bytes)
+    assert res.val_loss == pytest.approx(ref.val_loss, rel=1e-2)
+    assert res.val_loss != ref.val_loss  # bf16 really ran

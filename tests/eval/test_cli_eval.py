@@ -1,0 +1,54 @@
+"""`pgolf eval` reaches every evaluation option: dotted --eval.* overrides, lora_order, the wallclock cap message.
+
+    python -m pytest tests/eval/test_cli_eval.py -q
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pgolf.cli import main
+from tests.conftest import smoke_args
+
+TINY_LORA = ["--eval.ttt_lora_rank", "4", "--eval.ttt_lora_batch_docs", "8", "--eval.ttt_lora_chunk", "32"]
+
+
+@pytest.fixture(scope="module")
+def artifact(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["run", *smoke_args(tiny_dataset.data_dir, out, "smoke")]) == 0
+    return str(out / "smoke" / "model.pgolf")
+
+
+def _eval(capsys, *argv) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = main(["eval", *argv])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_length_ordered_lora_from_the_cli(artifact, capsys):
+    common = [artifact, "--mode", "ttt-lora", "--val-max-tokens", "1024", *TINY_LORA,
+              "--eval.ttt_lora_warm_start_a", "false"]
+    rc, out_len, _ = _eval(capsys, *common, "--eval.lora_order", "length")
+    assert rc == 0 and "eval_timing" in out_len and "seconds_lora" in out_len and "tokens_per_s" in out_len
+    rc, out_stream, _ = _eval(capsys, *common)
+    assert rc == 0
+
+    def bpb(out: str) -> float:
+        return float(out.split("val_bpb:")[1].split()[0])
+
+    assert bpb(out_len) == pytest.approx(bpb(out_stream), abs=2e-8)  # same scores, other batching (8 decimals)
+
+
+def test_unsafe_combination_is_one_clear_error(artifact, capsys):
+    rc, _, err = _eval(capsys, artifact, "--mode", "ttt-lora", "--val-max-tokens", "1024",
+                       "--eval.lora_order", "length")
+    assert rc == 2 and "ttt_lora_warm_start_a=true is refused" in err and "Traceback" not in err
+
+
+def test_wallclock_cap_is_one_clear_line(artifact, capsys):
+    rc, _, err = _eval(capsys, artifact, "--mode", "sliding", "--val-max-tokens", "2048", "--batch-seqs", "1",
+                       "--max-seconds", "1e-6")
+    assert rc == 1
+    assert err.startswith("pgolf eval: eval mode sliding: projected") and "exceeds max_seconds=1e-06s" in err
