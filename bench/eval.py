@@ -5,7 +5,9 @@
 
 Every mode scores the model rebuilt from the artifact bytes (the round trip) with the data and evaluation settings
 recorded in the artifact; TTT settings are the records' (eval/config.py) unless overridden with --set
-section.field=value (e.g. --set eval.ttt_chunk_tokens=8192).
+section.field=value (e.g. --set eval.ttt_chunk_tokens=8192; the records' length-sorted LoRA queue:
+--set eval.lora_order=length --set eval.ttt_lora_warm_start_a=false). The last column splits each mode's time into
+its stages (score, train, lora, global_sgd, phase1..N; eval/modes.py).
 """
 
 from __future__ import annotations
@@ -48,12 +50,15 @@ def main() -> None:
                        device=torch.device("cpu"), bos_id=cfg.model.bos_id)
         sec = time.perf_counter() - t0
         base = res.val_bpb if mode == "standard" else base
-        rows.append((mode, res.val_bpb, None if base is None else res.val_bpb - base, sec, res.num_tokens / sec))
+        stages = ", ".join(f"{k[8:]} {v:.1f}" for k, v in res.timing.items()
+                           if k.startswith("seconds_") and k != "seconds_total")
+        rows.append((mode, res.val_bpb, None if base is None else res.val_bpb - base, sec, res.num_tokens / sec,
+                     stages))
     print(f"artifact {args.artifact}: {data.val_tokens.numel() - 1:,} validation tokens, "
           f"{torch.get_num_threads()} threads")
-    print("| mode | val_bpb | Δ vs standard | wall s | tokens/s |\n|---|---|---|---|---|")
-    for mode, bpb, gain, sec, tps in rows:
-        print(f"| {mode} | {bpb:.5f} | {'' if gain is None else f'{gain:+.5f}'} | {sec:.1f} | {tps:,.0f} |")
+    print("| mode | val_bpb | Δ vs standard | wall s | tokens/s | seconds per stage |\n|---|---|---|---|---|---|")
+    for mode, bpb, gain, sec, tps, stages in rows:
+        print(f"| {mode} | {bpb:.5f} | {'' if gain is None else f'{gain:+.5f}'} | {sec:.1f} | {tps:,.0f} | {stages} |")
 
 
 if __name__ == "__main__":

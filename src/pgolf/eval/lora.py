@@ -294,7 +294,7 @@ def run_ttt_lora(model: nn.Module, tokens: Tensor, tally: Tally, cfg: EvalConfig
         bar = tqdm(total=total, desc=f"ttt-{'phased' if phased else 'lora'}", unit="batch", dynamic_ncols=True)
     lora = DocumentLoRA(model, bsz, cfg.ttt_lora_rank, cfg.ttt_lora_alpha).to(tokens.device)
     try:
-        for (lo, hi), seg_batches in zip(segments, batches):
+        for seg, ((lo, hi), seg_batches) in enumerate(zip(segments, batches)):
             t0 = time.perf_counter()
             lane_a: dict[int, list[Tensor]] = {}
             for k, docs in enumerate(seg_batches):
@@ -318,6 +318,8 @@ def run_ttt_lora(model: nn.Module, tokens: Tensor, tally: Tally, cfg: EvalConfig
                 lora.detach_hooks()
                 lora = DocumentLoRA(model, bsz, cfg.ttt_lora_rank, cfg.ttt_lora_alpha).to(tokens.device)
                 clock.add("global_sgd", time.perf_counter() - t1)
+            if phased:  # R0427 logs each phase's end; here each phase's LoRA + global SGD seconds
+                clock.add(f"phase{seg + 1}", time.perf_counter() - t0)
     finally:
         lora.detach_hooks()
         if bar is not None:

@@ -19,8 +19,8 @@ p+1 predicted from tokens ≤ p (and, in doc modes, only from its own document):
 The model needs `logits(idx (B, T)) -> (B, T, V)` fp32 (post-softcap). Scores are full-vocabulary log-softmax, so a
 `ScoreRecorder` (eval/legal.py) can receive every distribution that is scored; `check_legal` uses that.
 With `max_seconds > 0` (default cfg.max_seconds) the run stops with `EvalTimeout` once its projected total exceeds
-the cap; ModeResult.timing reports seconds_total, tokens_per_s and seconds_<phase> (score, train, lora,
-global_sgd).
+the cap; ModeResult.timing reports seconds_total, tokens_per_s and seconds_<stage> (score, train, lora,
+global_sgd; ttt-phased adds phase1..N: each phase's LoRA and global SGD seconds).
 
 Distributed (torchrun), every mode gives the single-process result: windows are split contiguously over ranks,
 TTT SGD steps take global batches of ttt_batch_seqs rows split over ranks (gradients summed with a global
