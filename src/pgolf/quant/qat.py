@@ -1,92 +1,206 @@
-"""Late QAT aligned with the export quantizer: STE fake-quant of every CastedLinear weight via `weight_fn`.
+"""Late QAT aligned with the export quantizer: STE fake-quant of every tensor the recipe quantizes, export rule for rule.
 
-    qat = install_qat(model, get_recipe("sdclip-rtn"))   # before torch.compile; off until enabled
-    qat.enable()                                          # train/loop.py: once the LR multiplier < qat_threshold
+    qat = install_qat(model, get_recipe("sdclip-rtn"))   # before torch.compile; off until switched on
+    info = qat.switch_on(model)                           # train/loop.py: once the LR multiplier < qat_threshold
 
-Forward weight: `w + flag·(Q(w) − w).detach()` (straight-through estimator: the gradient is the identity), with
+Forward weight: `lerp(w, Q(w), flag)` in value, the identity in gradient (straight-through estimator), with
 Q the *export* rule of the recipe's method for that tensor. `flag` is a 0-d tensor read at run time, so
 torch.compile cannot constant-fold it: the records' `CastedLinear._qat_enabled` class attribute was folded at the
 first trace and their late QAT never ran (parameter-golf.md §2.13). With flag = 0 the forward is bit-identical to
-no QAT (w + 0 = w).
+no QAT. The per-tensor SDClip σ and bit width are 0-d tensors too (filled in place when the Hessian
+choices arrive), so a compiled graph never keeps a stale grid.
 
-Alignment (which export rules are reproduced exactly, i.e. the fake-quantized forward equals the forward of the
-dequantized artifact model for that tensor):
+Which tensors: exactly those `apply.route_tensors` sends to a quantizer (the exporter's own routing: gates, the
+passthrough size limit, the first matching rule), hooked two ways —
+* `CastedLinear` (attention, MLP, bigram/VE projections, an untied lm_head): through `weight_fn`;
+* `nn.Embedding` and plain `nn.Linear` weights (the tied `tok_emb` — lookup *and* tied LM head, since GPT.logits
+  reads `tok_emb.weight` — the bigram and value-embedding tables, the int8 per-row attention/smear gates): the
+  module's class is swapped for a subclass whose `weight` is a property returning the fake-quantized weight. The
+  Parameter stays in `_parameters`, so state-dict names, optimizers and checkpoints see the plain fp32 master.
+  Anything that groups parameters by `id(module.weight)` (GPT.optimizer_groups) must run inside `qat.unhooked(model)`.
+Any other quantized tensor (a non-2-D tensor, or a parameter that is not a module's `weight`) is listed in
+`qat.uncovered` with the reason and is not fake-quantized.
+
+Alignment (`qat.tensors[name]` is True when the fake-quantized forward equals the dequantized artifact's):
 * exact — `sdclip_rtn` (s = k·std(row)/cr rounded to fp16, clamp ±cr), `rtn` (row absmax), `int8_percentile`
-  (BASE): recipes `sdclip-rtn`, `int8-baseline`;
-* same grid, not the same rounding — `sdclip_gptq` (the SDClip grid with the rule's k; GPTQ's error feedback and the
-  adaptive-σ / mixed-bits overrides need Hessians) and `gptq_lite` / `gptq_clip_search` (fake-quant on the row-max
-  grid, pct = 1.0, one of the five candidates);
-* not covered — the embedding (an nn.Embedding lookup, not a CastedLinear), gates and small passthrough tensors
-  (fp16 on export; no fake-quant).
+  (BASE) and `gate_int8_row`: e.g. `sdclip-rtn` and `int8-baseline` are exact on every tensor, embedding included;
+* same grid, not the same rounding — `sdclip_gptq` (the SDClip grid with the rule's k and bits, or the per-tensor
+  σ / bits below; GPTQ's error feedback needs the final Hessians) and `gptq_lite` / `gptq_clip_search`
+  (fake-quant on the row-max grid, pct = 1.0, one of the five candidates);
+* LQER recipes (`lqer_top_k` > 0) add a rank-r correction to the top-k tensors chosen at export, so no tensor is
+  marked exact there.
+
+Per-tensor choices (recipes with `adaptive_clip` / `mixed_precision`): at switch-on `switch_on` runs a short
+calibration (`calib_batches`, training tokens; `collect_hessians` on the plain model, flag still 0) and calls the
+exporter's own `apply.cross_tensor_overrides` on the current weights, then fake-quantizes with those σ / bits.
+The exporter recomputes Hessians and sensitivities on the *final* weights after training, so its choices can
+differ from the QAT-time ones (σ is continuous in the sensitivity; a bit width can flip near a rank boundary).
+`qat.summary()` (run.json train.qat) records the σ / bits QAT used so the two can be compared with the quantize
+report; the exporter does not reuse them (that would change `quantize_state_dict`, which QAT does not own).
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from pgolf.model.layers import CastedLinear
-from pgolf.quant.primitives import INT8_CLIP_PERCENTILE
-from pgolf.quant.recipes import PASSTHROUGH, QuantRecipe
+from pgolf.quant.apply import cross_tensor_overrides, route_tensors
+from pgolf.quant.primitives import INT8_CLIP_PERCENTILE, row_quantile
+from pgolf.quant.recipes import QuantRecipe, get_recipe
 
-_FP16_MIN = 2.0 ** -24
-EXACT_METHODS = frozenset({"sdclip_rtn", "rtn", "int8_percentile"})
+_FP16_MIN = 2.0 ** -24  # smallest positive fp16 (primitives.quantize_rtn floors every scale here)
+EXACT_METHODS = frozenset({"sdclip_rtn", "rtn", "int8_percentile", "gate_int8_row"})
 
 
 def _cr(bits: int) -> int:
     return 2 ** (bits - 1) - 1
 
 
-def sdclip_fake(w: Tensor, k: float, bits: int) -> Tensor:
-    """Export rule of `sdclip_rtn`: q·s with s = fp16(max(k·std_row/cr, 1e-10)) ≥ 2⁻²⁴, q = clamp(round(w/s), ±cr)."""
-    cr = _cr(bits)
+# ------------------------------------------------------------------------------------------------ export rules
+
+def fp16_round(x: Tensor) -> Tensor:
+    """`x.half().float()` (round to nearest even fp16, subnormals included) for |x| < 65520, in integer bit ops.
+
+    torch.compile's inductor computes a `.to(float16)` inside a fused kernel in fp32 (unless
+    `emulate_precision_casts`), which silently drops the fp16 rounding of the scale that the exporter stores; bit
+    operations on the fp32 pattern cannot be skipped. Normal range: round the 23-bit mantissa to 10 bits (add
+    0xFFF + the kept LSB, clear the low 13 bits); below 2⁻¹⁴ fp16 is a fixed 2⁻²⁴ grid: round(x·2²⁴)·2⁻²⁴.
+    """
+    x = x.float()
+    b = x.view(torch.int32)
+    normal = ((b + 0x0FFF + ((b >> 13) & 1)) & -0x2000).view(torch.float32)
+    sub = torch.round(x * 2.0 ** 24) * 2.0 ** -24
+    return torch.where(x.abs() < 2.0 ** -14, sub, normal)
+
+
+def _sdclip(w: Tensor, k: Tensor | float, cr: Tensor | int) -> Tensor:
     w32 = w.float()
-    s = (k * w32.std(dim=1) / cr).clamp_min(1e-10).to(torch.float16).clamp_min(_FP16_MIN).float()[:, None]
+    s = fp16_round((k * w32.std(dim=1) / cr).clamp_min(1e-10)).clamp_min(_FP16_MIN)[:, None]
     return (torch.clamp(torch.round(w32 / s), -cr, cr) * s).to(w.dtype)
 
 
+def sdclip_fake(w: Tensor, k: float, bits: int) -> Tensor:
+    """Export rule of `sdclip_rtn`: q·s with s = fp16(max(k·std_row/cr, 1e-10)) ≥ 2⁻²⁴, q = clamp(round(w/s), ±cr)."""
+    return _sdclip(w, k, _cr(bits))
+
+
 def absmax_fake(w: Tensor, bits: int) -> Tensor:
-    """Export rule of `rtn`: per-row s = fp16(max|row|/cr), round to nearest."""
+    """Export rule of `rtn` and `gate_int8_row` (bits 8): per-row s = fp16(max|row|/cr), round to nearest."""
     cr = _cr(bits)
     w32 = w.float()
-    s = (w32.abs().amax(dim=1) / cr).to(torch.float16).clamp_min(_FP16_MIN).float()[:, None]
+    s = fp16_round(w32.abs().amax(dim=1) / cr).clamp_min(_FP16_MIN)[:, None]
     return (torch.clamp(torch.round(w32 / s), -cr, cr) * s).to(w.dtype)
 
 
 def int8_percentile_fake(w: Tensor, percentile: float = INT8_CLIP_PERCENTILE) -> Tensor:
     """Export rule of `int8_percentile` (BASE): codes with the fp32 scale, dequantized with its fp16 rounding."""
     w32 = w.float()
-    clip = torch.quantile(w32.abs(), percentile / 100.0, dim=1)[:, None]
+    clip = row_quantile(w32.abs(), percentile / 100.0)[:, None]
     clipped = torch.maximum(torch.minimum(w32, clip), -clip)
     scale = (clip / 127.0).clamp_min(1.0 / 127.0)
     q = torch.clamp(torch.round(clipped / scale), -127, 127)
-    return (q * scale.to(torch.float16).float()).to(w.dtype)
+    return (q * fp16_round(scale)).to(w.dtype)
 
 
-def fake_quant_rule(method: str, bits: int, params: dict) -> tuple[Callable[[Tensor], Tensor], bool]:
-    """(Q, exact) for a recipe rule: Q maps a weight to its fake-quantized value."""
+class SDClipRule:
+    """The SDClip grid with σ and cr held in 0-d tensors (updated in place by `set`, never re-bound)."""
+
+    def __init__(self, sigma: float, bits: int, device: torch.device) -> None:
+        self.k = torch.tensor(float(sigma), dtype=torch.float32, device=device)
+        self.cr = torch.tensor(float(_cr(bits)), dtype=torch.float32, device=device)
+        self.sigma, self.bits = float(sigma), int(bits)
+
+    def set(self, sigma: float | None = None, bits: int | None = None) -> None:
+        if sigma is not None:
+            self.sigma = float(sigma)
+            self.k.fill_(self.sigma)
+        if bits is not None:
+            self.bits = int(bits)
+            self.cr.fill_(float(_cr(self.bits)))
+
+    def __call__(self, w: Tensor) -> Tensor:
+        return _sdclip(w, self.k, self.cr)
+
+
+def fake_quant_rule(method: str, bits: int, params: dict,
+                    device: torch.device | None = None) -> tuple[Callable[[Tensor], Tensor], bool]:
+    """(Q, exact) for a recipe rule: Q maps a 2-D weight to its fake-quantized value (the export grid)."""
     if method in ("sdclip_rtn", "sdclip_gptq"):
         k = float(params.get("clip_sigma", 12.85))
-        return (lambda w: sdclip_fake(w, k, bits)), method == "sdclip_rtn"
+        return SDClipRule(k, bits, device or torch.device("cpu")), method == "sdclip_rtn"
     if method == "int8_percentile":
         pct = float(params.get("percentile", INT8_CLIP_PERCENTILE))
         return (lambda w: int8_percentile_fake(w, pct)), True
-    if method in ("rtn", "gptq_lite", "gptq_clip_search"):
-        return (lambda w: absmax_fake(w, bits)), method == "rtn"
-    raise ValueError(f"no QAT fake-quant rule for method {method!r}")
+    if method in ("rtn", "gptq_lite", "gptq_clip_search", "gate_int8_row"):
+        return (lambda w: absmax_fake(w, bits)), method in ("rtn", "gate_int8_row")
+    raise ValueError(f"no QAT fake-quant rule for method {method!r}; QAT covers sdclip_rtn, sdclip_gptq, "
+                     "int8_percentile, rtn, gptq_lite, gptq_clip_search, gate_int8_row")
 
 
 class FakeQuantWeight:
-    """A plain callable for `CastedLinear.weight_fn` (adds nothing to the state dict)."""
+    """A plain callable (adds nothing to the state dict): w ↦ lerp(w, Q(w), flag) in value, identity in gradient.
+
+    Written as `lerp(w̄, Q(w̄), flag) + (w − w̄)` with w̄ = w.detach(): torch.lerp returns its end point exactly at
+    weight 1 and its start exactly at weight 0, and w − w̄ = 0, so the value is bit-exactly Q(w) (on) or w (off)
+    — `w + (Q(w) − w)` can be an ulp away from Q(w) — while the gradient is the identity (STE).
+    """
 
     def __init__(self, rule: Callable[[Tensor], Tensor], flag: Tensor) -> None:
         self.rule, self.flag = rule, flag
 
     def __call__(self, w: Tensor) -> Tensor:
-        return w + self.flag.to(w.dtype) * (self.rule(w) - w).detach()
+        wd = w.detach()
+        return torch.lerp(wd, self.rule(wd), self.flag.to(w.dtype)) + (w - wd)
+
+
+# ------------------------------------------------------------------------------------------------ module hooks
+
+_FQ_CLASSES: dict[type, type] = {}
+
+
+def _fake_quant_class(cls: type) -> type:
+    """A subclass of `cls` whose `weight` is the fake-quantized Parameter (one subclass per base class)."""
+    if cls not in _FQ_CLASSES:
+        def weight(self: nn.Module) -> Tensor:
+            return self._qat_weight_fn(self._parameters["weight"])
+
+        _FQ_CLASSES[cls] = type(f"FakeQuant{cls.__name__}", (cls,),
+                                {"weight": property(weight), "_qat_base": cls, "__module__": __name__})
+    return _FQ_CLASSES[cls]
+
+
+def _hook_property(m: nn.Module, fn: FakeQuantWeight) -> None:
+    m._qat_weight_fn = fn  # a plain object: lands in __dict__, not in the state dict
+    m.__class__ = _fake_quant_class(type(m))
+
+
+def _unhook_property(m: nn.Module) -> None:
+    m.__class__ = m._qat_base
+
+
+@dataclass
+class TensorQAT:
+    """What QAT does to one tensor (run.json train.qat.tensors)."""
+
+    method: str
+    """The recipe's export method for the tensor."""
+    bits: int
+    sigma: float | None
+    """SDClip k (None for non-SDClip rules)."""
+    exact: bool
+    """True when fake-quant = the artifact's dequantized tensor (exact rule, no LQER)."""
+    hook: str
+    """"weight_fn" (CastedLinear) or "property" (nn.Embedding / nn.Linear class swap)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "bits": self.bits, "sigma": self.sigma, "exact": self.exact, "hook": self.hook}
 
 
 @dataclass
@@ -95,39 +209,159 @@ class QAT:
     """0-d float tensor on the model's device: 1 = fake-quant on. Mutated in place, never rebound."""
     tensors: dict[str, bool] = field(default_factory=dict)
     """Parameter name → exactly aligned with the export rule."""
-
     on: bool = False
     """Host-side mirror of `flag` (no device sync to read it)."""
+    recipe: QuantRecipe | None = None
+    specs: dict[str, TensorQAT] = field(default_factory=dict)
+    uncovered: dict[str, str] = field(default_factory=dict)
+    """Tensors the exporter quantizes that QAT does not fake-quantize → why."""
+    plan: dict[str, Any] = field(default_factory=dict)
+    """apply.route_tensors over the model's state dict (the exporter's routing)."""
+    rules: dict[str, Callable[[Tensor], Tensor]] = field(default_factory=dict)
+    calib_batches: Callable[[], Iterable[Tensor]] | None = None
+    """Token batches (B, T) for the switch-on calibration of adaptive-σ / mixed-bits recipes."""
+    calibration: dict[str, Any] | None = None
+    """Switch-on calibration record: source, tokens, batches, seconds."""
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The per-tensor {"clip_sigma", "bits"} QAT uses (apply.cross_tensor_overrides at switch-on)."""
+    hooked: list[nn.Module] = field(default_factory=list)
+    """Modules whose class was swapped (property hook)."""
 
     @property
     def enabled(self) -> bool:
         return self.on
 
+    @property
+    def needs_hessians(self) -> bool:
+        """True when the recipe picks σ / bits per tensor from Hessians and some hooked tensor is affected."""
+        r = self.recipe
+        return bool(r is not None and (r.adaptive_clip or r.mixed_precision)
+                    and any(s.method == "sdclip_gptq" for s in self.specs.values()))
+
     def enable(self, on: bool = True) -> None:
         self.flag.fill_(1.0 if on else 0.0)
         self.on = on
 
+    def calibrate(self, model: nn.Module, batches: Iterable[Tensor], source: str = "train") -> dict[str, Any]:
+        """Hessians of the plain model (flag forced 0 meanwhile) → the exporter's per-tensor σ / bits, applied."""
+        was_on = self.on
+        self.enable(False)
+        try:
+            from pgolf.quant.hessian import collect_hessians  # lazy: hessian.py imports the model package
+
+            hs = collect_hessians(model, batches)
+        finally:
+            self.enable(was_on)
+        t0 = time.perf_counter()
+        tensors = {n: t.detach() for n, t in model.state_dict().items()}
+        overrides = cross_tensor_overrides(tensors, self.plan, self.recipe, hs.h)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            box = [overrides]
+            dist.broadcast_object_list(box, src=0)  # every rank fake-quantizes on rank 0's grid
+            overrides = box[0]
+        self.apply_overrides(overrides)
+        self.calibration = {"source": source, "tokens": hs.num_tokens, "batches": hs.num_batches,
+                            "seconds": round(hs.seconds + time.perf_counter() - t0, 3)}
+        return self.calibration
+
+    def apply_overrides(self, overrides: dict[str, dict[str, Any]]) -> None:
+        """Set the per-tensor σ / bits (names not hooked are ignored; they are not fake-quantized)."""
+        for name, o in overrides.items():
+            rule, spec = self.rules.get(name), self.specs.get(name)
+            if not isinstance(rule, SDClipRule) or spec is None:
+                continue
+            rule.set(sigma=o.get("clip_sigma"), bits=o.get("bits"))
+            spec.sigma, spec.bits = rule.sigma, rule.bits
+        self.overrides = {n: dict(o) for n, o in overrides.items()}
+
+    def switch_on(self, model: nn.Module) -> dict[str, Any]:
+        """Calibrate first when the recipe needs Hessian choices, then enable. Returns a summary for the log."""
+        if self.needs_hessians:
+            if self.calib_batches is None:
+                raise ValueError(f"recipe {self.recipe.name!r} picks SDClip σ / bits per tensor from Hessians "
+                                 "(adaptive_clip / mixed_precision): QAT needs calibration batches "
+                                 "(install_qat(..., calib_batches=...))")
+            self.calibrate(model, self.calib_batches())
+        self.enable()
+        return {"tensors": len(self.tensors), "exact": sum(self.tensors.values()),
+                "uncovered": len(self.uncovered), "overrides": len(self.overrides),
+                "calib_s": self.calibration["seconds"] if self.calibration else 0.0}
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready record of what QAT did (run.json train.qat)."""
+        return {"recipe": self.recipe.name if self.recipe else None, "enabled": self.on,
+                "calibration": self.calibration,
+                "tensors": {n: s.to_dict() for n, s in self.specs.items()}, "uncovered": dict(self.uncovered)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """For checkpoints: a resumed run re-enables with the same σ / bits instead of recalibrating."""
+        return {"on": self.on, "overrides": self.overrides, "calibration": self.calibration}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.apply_overrides(state.get("overrides") or {})
+        self.calibration = state.get("calibration")
+        self.enable(bool(state.get("on")))
+
+    @contextlib.contextmanager
+    def unhooked(self, model: nn.Module) -> Iterator[None]:
+        """Temporarily restore the plain `weight` attributes (for code that keys on id(module.weight))."""
+        for m in self.hooked:
+            _unhook_property(m)
+        try:
+            yield
+        finally:
+            for m in self.hooked:
+                m.__class__ = _fake_quant_class(type(m))
+
     def remove(self, model: nn.Module) -> None:
+        """Uninstall every hook: the forward is plain again and `module.weight` is the Parameter."""
         for m in model.modules():
             if isinstance(m, CastedLinear) and isinstance(m.weight_fn, FakeQuantWeight):
                 m.weight_fn = None
+        for m in self.hooked:
+            _unhook_property(m)
+        self.hooked = []
 
 
-def install_qat(model: nn.Module, recipe: QuantRecipe, enabled: bool = False) -> QAT:
-    """Install STE fake-quant on every CastedLinear the recipe quantizes (rule = its export method); off by default.
+def install_qat(model: nn.Module, recipe: QuantRecipe | str, enabled: bool = False,
+                calib_batches: Callable[[], Iterable[Tensor]] | None = None) -> QAT:
+    """Install STE fake-quant on every tensor the recipe's exporter quantizes (rule = its export method); off.
 
-    Tensors at or under recipe.passthrough_max_numel or routed to passthrough are left alone.
+    Routing is `apply.route_tensors` over `model.state_dict()`, so the passthrough limit, the gate pattern and the
+    rule order are the exporter's. `calib_batches` feeds the switch-on calibration of adaptive-σ / mixed-bits
+    recipes (see `QAT.switch_on`).
     """
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe.validate()
     device = next(model.parameters()).device
-    qat = QAT(flag=torch.tensor(1.0 if enabled else 0.0, device=device), on=enabled)
+    qat = QAT(flag=torch.tensor(1.0 if enabled else 0.0, device=device), on=enabled, recipe=recipe,
+              calib_batches=calib_batches)
+    qat.plan = route_tensors(model.state_dict(), recipe)
+    quantized = {n: r for n, r in qat.plan.items() if r is not None}
+    owners: dict[str, nn.Module] = {}
     for mod_name, m in model.named_modules():
-        if not isinstance(m, CastedLinear) or m.weight.numel() <= recipe.passthrough_max_numel:
+        if isinstance(m, (nn.Linear, nn.Embedding)) and isinstance(getattr(m, "weight", None), nn.Parameter):
+            owners[f"{mod_name}.weight" if mod_name else "weight"] = m
+    for name, rule in quantized.items():
+        m = owners.get(name)
+        if m is None:
+            qat.uncovered[name] = "not the weight of an nn.Linear / nn.Embedding: no fake-quant hook"
             continue
-        name = f"{mod_name}.weight"
-        rule = recipe.rule_for(name)
-        if rule.method == PASSTHROUGH:
+        if m.weight.dim() != 2:
+            qat.uncovered[name] = f"{m.weight.dim()}-D tensor: QAT rules are per-row 2-D"
             continue
-        fn, exact = fake_quant_rule(rule.method, rule.bits, dict(rule.params))
-        m.weight_fn = FakeQuantWeight(fn, qat.flag)
-        qat.tensors[name] = exact and not (recipe.adaptive_clip or recipe.mixed_precision)
+        method, bits, params = ("gate_int8_row", 8, {}) if rule == "gate" else (rule.method, rule.bits,
+                                                                                dict(rule.params))
+        fn, exact = fake_quant_rule(method, bits, params, device)
+        fq = FakeQuantWeight(fn, qat.flag)
+        if isinstance(m, CastedLinear):
+            m.weight_fn, hook = fq, "weight_fn"
+        else:
+            _hook_property(m, fq)
+            qat.hooked.append(m)
+            hook = "property"
+        exact = exact and not recipe.lqer_top_k
+        qat.rules[name] = fn
+        qat.tensors[name] = exact
+        qat.specs[name] = TensorQAT(method=method, bits=bits, hook=hook, exact=exact,
+                                    sigma=float(params.get("clip_sigma", 12.85)) if "sdclip" in method else None)
     return qat

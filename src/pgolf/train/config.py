@@ -54,6 +54,9 @@ class TrainConfig:
     qat_threshold: float = 0.0
     """Late QAT: STE fake-quant with the quant recipe's export rule (quant/qat.py) once the LR multiplier drops
     below this (R0322 LATE_QAT_THRESHOLD 0.15); 0 = off."""
+    qat_calib_seqs: int = 0
+    """Training sequences for the Hessians QAT needs at switch-on when the recipe picks σ / bits per tensor
+    (adaptive_clip / mixed_precision); 0 = the exporter's count (quant.calib_seqs, else the recipe's calib_seqs)."""
     ema_decay: float = 0.0
     """EMA of weights, loaded before quantization (0.997 R0322–R0405, 0.9965 R0414+); 0 = off."""
     enable_looping_at: float = 0.0
@@ -77,6 +80,8 @@ class TrainConfig:
             )
         if not 0.0 <= self.warmdown_frac <= 1.0:
             raise ValueError(f"train.warmdown_frac={self.warmdown_frac} must be in [0, 1]")
+        if self.qat_calib_seqs < 0:
+            raise ValueError(f"train.qat_calib_seqs={self.qat_calib_seqs} must be ≥ 0 (0 = the exporter's count)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay={self.ema_decay} must be in [0, 1)")
         if self.calib_reserve_seconds < 0 or (

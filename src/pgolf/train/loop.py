@@ -10,6 +10,7 @@ and stops on the same step.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ class TrainResult:
     resumed_from_step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     """One row per logged step: step, loss, lr_mult, momentum, elapsed_s, tokens_per_s."""
+    qat: dict[str, Any] | None = None
+    """Late QAT record (quant.qat.QAT.summary plus step / lr_mult at switch-on); None when QAT was not installed."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -94,15 +97,19 @@ def train(
 
     loader: a pgolf.data.loader.DistributedTokenLoader (next_batch, state_dict, load_state_dict).
     val_fn: optional model → EvalResult, called every cfg.val_every steps (excluded from the wallclock).
-    qat: a quant.qat.QAT installed on `model` (off); enabled once the LR multiplier < cfg.qat_threshold.
+    qat: a quant.qat.QAT installed on `model` (off); switched on (`QAT.switch_on`: the Hessian calibration of
+    adaptive-σ / mixed-bits recipes, counted in the wallclock, then the flag) once the LR multiplier <
+    cfg.qat_threshold. Its state (on, per-tensor σ / bits) is checkpointed, so a resumed run keeps the same grid.
     """
     rank, world_size = world()
     ckpt_path = Path(run_dir) / CHECKPOINT_NAME
-    optimizers = build_optimizers(model, cfg)
+    with qat.unhooked(model) if qat is not None else contextlib.nullcontext():
+        optimizers = build_optimizers(model, cfg)  # groups parameters by id(module.weight): plain attributes
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     params = [p for p in model.parameters() if p.requires_grad]
     step, elapsed, tokens_seen, resumed_from = 0, 0.0, 0, 0
     history: list[dict[str, float]] = []
+    qat_record: dict[str, Any] = {}  # step / lr_mult / calibration at switch-on
 
     if resume and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
@@ -117,6 +124,9 @@ def train(
         _set_rng_state(state["rng"])
         step, elapsed, tokens_seen = state["step"], state["elapsed_s"], state["tokens_seen"]
         history = list(state.get("history", []))
+        if qat is not None and state.get("qat"):
+            qat.load_state_dict(state["qat"]["state"])
+            qat_record = dict(state["qat"].get("record", {}))
         resumed_from = step
         logger.event("resume", step=step, elapsed_s=round(elapsed, 2), checkpoint=str(ckpt_path))
     elif resume:
@@ -135,6 +145,7 @@ def train(
                 "elapsed_s": elapsed,
                 "tokens_seen": tokens_seen,
                 "history": history,
+                "qat": {"state": qat.state_dict(), "record": qat_record} if qat is not None else None,
                 "config": config_dict or {},
             })
 
@@ -160,8 +171,14 @@ def train(
         momentum = muon_momentum_at(step, cfg.muon_momentum_warmup_start, cfg.muon_momentum,
                                     cfg.muon_momentum_warmup_steps)
         if qat is not None and cfg.qat_threshold > 0 and mult < cfg.qat_threshold and not qat.enabled:
-            qat.enable()  # a tensor flag: torch.compile reads it at run time (the records' class flag was folded)
-            logger.event("qat", step=step, lr_mult=round(mult, 5), tensors=len(qat.tensors))
+            t_qat = time.perf_counter()
+            info = qat.switch_on(model)  # a tensor flag: torch.compile reads it at run time (the records' was folded)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            elapsed = _synced(elapsed + time.perf_counter() - t_qat, device)  # calibration is training-time work
+            qat_record = {"step": step, "lr_mult": round(mult, 5), **info}
+            model.train()
+            logger.event("qat", step=step, lr_mult=round(mult, 5), **info)
         apply_lr_multiplier(optimizers, mult)
         set_muon_momentum(optimizers, momentum)
 
@@ -221,4 +238,5 @@ def train(
         logger.event("ema", note="applied EMA weights", decay=cfg.ema_decay)
     model.eval()
     return TrainResult(steps=step, train_seconds=elapsed, tokens_seen=tokens_seen, final_loss=last_loss,
-                       stopped_by=stopped_by, resumed_from_step=resumed_from, history=history)
+                       stopped_by=stopped_by, resumed_from_step=resumed_from, history=history,
+                       qat={**qat_record, **qat.summary()} if qat is not None else None)
