@@ -11,7 +11,7 @@ CHALLENGE_BYTE_LIMIT = 16_000_000  # code + compressed model, decimal bytes (par
 @dataclass(frozen=True)
 class PackConfig:
     codec: Literal["zlib", "zstd", "lzma", "brotli", "zlib+shuffle", "zstd+shuffle", "lzma+shuffle", "brotli+shuffle",
-                   "rans"] = "zlib"
+                   "rans", "rans-ctx"] = "zlib"
     """Compressor of the artifact payload: zlib-9 (BASE), zstd-22 (R0322), lzma-9 extreme (R0325), brotli-11; "+shuffle"
     stores 16/32-bit tensors as byte planes first (the records' `_byte_shuffle`, R0331+); "rans" entropy-codes each
     tensor's int8 codes with its own order-0 rANS model (within ~0.01 % of the entropy) and the rest with

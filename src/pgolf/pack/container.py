@@ -7,21 +7,25 @@ Layout (all integers little-endian):
     version 2, codec zlib+shuffle … brotli+shuffle (ids 5-8):   rest = compressed(body with the payload byte-shuffled)
     version 2, codec rans (id 16):   rest = u8 inner codec id (5-8)  ‖  u32 n  ‖  n bytes inner-compressed(body
                                      without the code blobs, byte-shuffled)  ‖  one rANS stream per code blob
+    version 2, codec rans-ctx (id 17): the same, each code stream being the smallest of order-0 rANS, context rANS
+                                     and brotli-11 (pgolf.pack.entropy.encode_codes(..., model="best"))
     body = u32 header length  ‖  UTF-8 JSON header  ‖  raw tensor bytes, concatenated
 
 The JSON header is {"format": "pgolf-v1", "manifest": {...caller's: model config, recipe, tokenizer sha...},
 "dtypes": {name: original dtype}, "payload_bytes": n, "payload_crc32": c, "tensors": [blob rows]}; version 2 adds
-"layout" ("shuffle" | "rans") and, for rans, "code_streams": [byte length of each code blob's rANS stream]. Each blob
-row is {name, kind, dtype, shape, offset, nbytes} with kind q | scale | extra | passthrough; q rows also carry bits
-and method, extra rows their key. Blobs are laid out in row order with no gaps: all int8 codes first, then the
-scales, extras and passthrough tensors (the records' torch.save order, which compresses better than interleaving).
+"layout" ("shuffle" | "rans" | "rans-ctx") and, for the last two, "code_streams": [byte length of each code blob's
+entropy stream]. Each blob row is {name, kind, dtype, shape, offset, nbytes} with kind q | scale | extra |
+passthrough; q rows also carry bits and method, extra rows their key. Blobs are laid out in row order with no gaps:
+all int8 codes first, then the scales, extras and passthrough tensors (the records' torch.save order, which
+compresses better than interleaving).
 `payload_bytes`, `payload_crc32`, offsets and nbytes always describe the raw (unshuffled, uncoded) payload.
 
 Byte shuffle (the records' `_byte_shuffle`, parameter-golf.md §2.16, generalised): each maximal run of consecutive
 rows with the same element size k > 1 is stored as byte planes (byte 0 of every element, then byte 1, …). int8 codes
 are untouched. rans: each q row's codes are coded alone by `pgolf.pack.entropy.encode_codes` (order-0 rANS with the
-tensor's own histogram, ~0.01 % over its entropy); header, scales, extras and passthrough go through brotli-11 +
-shuffle.
+tensor's own histogram, ~0.01 % over its entropy); rans-ctx: each q row's codes take the smallest of that, the
+row/column context model (pgolf.pack.context) and brotli-11 of the raw codes (a mode byte in each stream says which);
+for both, header, scales, extras and passthrough go through brotli-11 + shuffle.
 
     blob = encode_artifact(qs, manifest, "rans")
     qs, manifest = decode_artifact(blob)        # bit-exact inverse; ArtifactError on any malformed input
@@ -62,8 +66,10 @@ FORMAT_ID = "pgolf-v1"  # the JSON header format (unchanged by version 2)
 CODEC_IDS: dict[str, int] = {
     "zlib": 1, "zstd": 2, "lzma": 3, "brotli": 4,
     "zlib+shuffle": 5, "zstd+shuffle": 6, "lzma+shuffle": 7, "brotli+shuffle": 8,
-    "rans": 16,
+    "rans": 16, "rans-ctx": 17,
 }
+ENTROPY_CODECS: dict[str, str] = {"rans": "order0", "rans-ctx": "best"}
+"""Codecs that entropy-code each q row alone, and the pgolf.pack.entropy.encode_codes model each uses."""
 CODEC_VERSION = {name: (1 if cid <= 4 else 2) for name, cid in CODEC_IDS.items()}
 RANS_INNER = "brotli+shuffle"
 """General codec of everything but the code blobs in a rans artifact (brotli-11 + shuffle: smallest on the fp16
@@ -183,12 +189,12 @@ def encode_artifact(qs: QuantizedState, manifest: dict, codec: str) -> bytes:
     prefix = MAGIC + bytes([CODEC_VERSION[codec], CODEC_IDS[codec]])
     if codec in CODECS:
         return prefix + compress(_body(header, payload), codec)
-    if codec != "rans":
+    if codec not in ENTROPY_CODECS:
         header["layout"] = "shuffle"
         return prefix + compress(_body(header, _shuffle(payload, rows)), codec.split("+")[0])
     nq = sum(1 for r in rows if r["kind"] == "q")
-    streams = [encode_codes(qt.q.detach().cpu().numpy()) for qt in qs.tensors.values()]
-    header["layout"] = "rans"
+    streams = [encode_codes(qt.q.detach().cpu().numpy(), model=ENTROPY_CODECS[codec]) for qt in qs.tensors.values()]
+    header["layout"] = codec
     header["code_streams"] = [len(s) for s in streams]
     rest = b"".join(chunks[nq:])
     if RANS_INNER.endswith("+shuffle"):
@@ -284,13 +290,13 @@ def decode_artifact(data: bytes) -> tuple[QuantizedState, dict]:
         header, payload = _split_body(_decompress(data[_PREFIX:], codec, MAX_BODY_BYTES))
         if "layout" in header:
             raise ArtifactError(f"a {codec} artifact must not declare a layout")
-    elif codec != "rans":
+    elif codec not in ENTROPY_CODECS:
         header, shuffled = _split_body(_decompress(data[_PREFIX:], codec.split("+")[0], MAX_BODY_BYTES))
         if header.get("layout") != "shuffle":
             raise ArtifactError(f"a {codec} artifact must declare layout 'shuffle'")
         payload = memoryview(_unshuffle(shuffled, header["tensors"]))
     else:
-        header, payload = _decode_rans(data)
+        header, payload = _decode_rans(data, codec)
     if header["payload_bytes"] != len(payload):
         raise ArtifactError(f"payload is {len(payload):,} bytes but the header declares {header['payload_bytes']:,}")
     if zlib.crc32(payload) != header["payload_crc32"]:
@@ -298,13 +304,13 @@ def decode_artifact(data: bytes) -> tuple[QuantizedState, dict]:
     return _assemble(header, payload), header["manifest"]
 
 
-def _decode_rans(data: bytes) -> tuple[dict[str, Any], memoryview]:
+def _decode_rans(data: bytes, codec: str) -> tuple[dict[str, Any], memoryview]:
     pos = _PREFIX
     if len(data) < pos + 5:
         raise ArtifactError("rans artifact is truncated before its inner stream")
     inner_id = data[pos]
     inner = next((n for n, cid in CODEC_IDS.items() if cid == inner_id), None)
-    if inner is None or inner == "rans":
+    if inner is None or inner in ENTROPY_CODECS:
         raise ArtifactError(f"rans artifact names an invalid inner codec id {inner_id}")
     (n,) = struct.unpack_from("<I", data, pos + 1)
     pos += 5
@@ -313,8 +319,8 @@ def _decode_rans(data: bytes) -> tuple[dict[str, Any], memoryview]:
     body = _decompress(data[pos : pos + n], inner.split("+")[0], MAX_BODY_BYTES)
     pos += n
     header, rest = _split_body(body)
-    if header.get("layout") != "rans":
-        raise ArtifactError("a rans artifact must declare layout 'rans'")
+    if header.get("layout") != codec:
+        raise ArtifactError(f"a {codec} artifact must declare layout {codec!r}")
     rows, lens = header["tensors"], header.get("code_streams")
     if not isinstance(lens, list) or not all(_is_uint(v) for v in lens):
         raise ArtifactError("rans artifact header has no valid 'code_streams' list")

@@ -14,12 +14,20 @@ Stream layout (version 1; every integer is a LEB128 varint, signed ones zigzag-m
     mode 3 WEIGHTS   (histogram rescaled)     lo, span = hi - lo, weight table, payload
     mode 4 RAW       (fallback)               the little-endian element bytes, when that is smaller (tiny or
                                               near-uniform arrays, whose table would cost more than it saves)
+    mode 5 CONTEXT   (model="best" only)      lo, span, then pgolf.pack.context's body: row/column cluster ids
+                                              and one weight table per (row cluster, column cluster) context
+    mode 6 BROTLI    (model="best" only)      brotli-11 of the little-endian element bytes (wins on tensors
+                                              with repeated rows, which no per-symbol model sees)
 
 The weight table holds span + 1 slots (symbols lo..hi); a present symbol has weight >= 1, a run of r absent
 symbols is written as 0, r - 1. In COUNTS mode the weights are the exact counts (they sum to the size, and the
 decoder checks the decoded histogram against them); in WEIGHTS mode they are the counts rescaled to about 2^p in
 total, with p chosen per tensor to minimise table bytes + cross-entropy bits. The payload is the rANS stream as
 little-endian uint32 words with the zero high bytes of the last word dropped.
+
+encode_codes(x) writes modes 0-4 only (order-0, the "rans" artifact codec); encode_codes(x, model="best") also
+tries the context model (2-D and larger arrays) and brotli-11, and keeps the smallest (the "rans-ctx" codec).
+Modes 5 and 6 were added inside format version 1: older readers reject them with a clean "unknown mode" error.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import numpy as np
 __all__ = [
     "EntropyDecodeError",
     "MAX_SYMBOLS",
+    "MODELS",
     "decode_codes",
     "encode_codes",
     "order0_entropy_bytes",
@@ -40,7 +49,10 @@ FORMAT_VERSION = 1
 MAX_SYMBOLS = 2**31
 """Default cap on the element count decode_codes accepts (the header is checked against it before allocating)."""
 
-_EMPTY, _CONSTANT, _COUNTS, _WEIGHTS, _RAW = 0, 1, 2, 3, 4
+_EMPTY, _CONSTANT, _COUNTS, _WEIGHTS, _RAW, _CONTEXT, _BROTLI = 0, 1, 2, 3, 4, 5, 6
+MODELS = ("order0", "best")
+_CONTEXT_MIN_SIZE = 4096  # smaller arrays cannot repay the cluster ids and extra tables
+_CONTEXT_MAX_ALPHABET = 256  # int8-like codes; wider alphabets would need too many counts per context
 _DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16), np.dtype(np.uint16))
 _MAX_NDIM = 32
 _MAX_WEIGHT = 2**32
@@ -206,13 +218,17 @@ def order0_entropy_bytes(codes: np.ndarray) -> float:
     return float(np.sum(counts * (math.log2(n) - np.log2(counts)))) / 8.0
 
 
-def encode_codes(codes: np.ndarray) -> bytes:
+def encode_codes(codes: np.ndarray, *, model: str = "order0") -> bytes:
     """Losslessly encode an int8/uint8/int16/uint16 array of any shape (shape and dtype are stored).
 
-    The model is the order-0 histogram of the array itself, stored in the header; see the module docstring for the
-    layout. Cost: a few bytes of header, the histogram (~20-60 bytes for int6-like codes) and ~0.01 % over the
-    order-0 entropy. Accepts anything np.asarray accepts (e.g. CPU torch tensors).
+    model="order0" (default, the "rans" codec): the order-0 histogram of the array itself, stored in the header; see
+    the module docstring for the layout. Cost: a few bytes of header, the histogram (~20-60 bytes for int6-like
+    codes) and ~0.01 % over the order-0 entropy. model="best" (the "rans-ctx" codec): the smallest of that, the
+    row/column context model (pgolf.pack.context) and brotli-11 of the raw bytes, so it is never larger than either
+    of the three. Accepts anything np.asarray accepts (e.g. CPU torch tensors).
     """
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; valid: {', '.join(MODELS)}")
     arr = np.asarray(codes)
     dt = arr.dtype.newbyteorder("=") if arr.dtype.byteorder not in "=|" else arr.dtype
     if dt not in _DTYPES:
@@ -221,50 +237,165 @@ def encode_codes(codes: np.ndarray) -> bytes:
         raise ValueError(f"at most {_MAX_NDIM} dimensions, got {arr.ndim}")
     if arr.size > MAX_SYMBOLS:
         raise ValueError(f"at most {MAX_SYMBOLS} elements, got {arr.size}")
-    flat = np.ascontiguousarray(arr, dtype=dt).reshape(-1)
-    dcode = _DTYPES.index(dt)
+    arr = np.ascontiguousarray(arr, dtype=dt)
+    best = _encode_order0(arr)
+    if model == "order0" or best[0] >> 2 & 7 in (_EMPTY, _CONSTANT):
+        return best
+    candidates = [best, _encode_brotli(arr)]
+    if arr.ndim >= 2 and arr.size >= _CONTEXT_MIN_SIZE and arr.shape[0] > 1:
+        ctx = _encode_context(arr)
+        if ctx is not None:
+            candidates.append(ctx)
+    return min(candidates, key=len)  # ties keep the earlier (simpler) mode
 
-    def header(mode: int) -> bytearray:
-        out = bytearray([(FORMAT_VERSION << 5) | (mode << 2) | dcode])
-        _put_uvarint(out, arr.ndim)
-        for d in arr.shape:
-            _put_uvarint(out, int(d))
-        return out
 
+def _header(arr: np.ndarray, mode: int) -> bytearray:
+    out = bytearray([(FORMAT_VERSION << 5) | (mode << 2) | _DTYPES.index(arr.dtype)])
+    _put_uvarint(out, arr.ndim)
+    for d in arr.shape:
+        _put_uvarint(out, int(d))
+    return out
+
+
+def _symbol_lut(dt: np.dtype, lo: int, table: np.ndarray) -> np.ndarray:
+    """Symbol index of every code value (over the unsigned view of dt): rank among the table's present slots."""
+    present = table > 0
+    bits = dt.itemsize * 8
+    lut = np.zeros(1 << bits, dtype=np.int32)
+    ranks = np.cumsum(present, dtype=np.int32) - 1
+    values = np.arange(lo, lo + table.size, dtype=np.int64)
+    lut[values % (1 << bits)] = ranks
+    return lut
+
+
+def _encode_order0(arr: np.ndarray) -> bytes:
+    dt = arr.dtype
+    flat = arr.reshape(-1)
     if flat.size == 0:
-        return bytes(header(_EMPTY))
+        return bytes(_header(arr, _EMPTY))
     lo, counts = _histogram(flat)
     if counts.size == 1:
-        out = header(_CONSTANT)
+        out = _header(arr, _CONSTANT)
         _put_uvarint(out, _zigzag(lo))
         return bytes(out)
 
     mode, table = _choose_weights(counts)
-    out = header(mode)
+    out = _header(arr, mode)
     _put_uvarint(out, _zigzag(lo))
     _put_uvarint(out, counts.size - 1)
     _put_table(out, table)
 
     import constriction
 
-    present = table > 0
-    # symbol index of every code: a LUT over the unsigned view of the dtype (no int64 temporaries)
-    bits = dt.itemsize * 8
-    lut = np.zeros(1 << bits, dtype=np.int32)
-    ranks = np.cumsum(present, dtype=np.int32) - 1
-    values = np.arange(lo, lo + counts.size, dtype=np.int64)
-    lut[values % (1 << bits)] = ranks
+    lut = _symbol_lut(dt, lo, table)
     unsigned = flat.view(np.dtype(f"u{dt.itemsize}"))
-    model = _model(table[present])
+    model = _model(table[table > 0])
     coder = constriction.stream.stack.AnsCoder()
     for start in range(((flat.size - 1) // _CHUNK) * _CHUNK, -1, -_CHUNK):  # last chunk first: a stack
         coder.encode_reverse(lut[unsigned[start : start + _CHUNK]], model)
     payload = coder.get_compressed().astype("<u4").tobytes()
     coded = bytes(out) + payload.rstrip(b"\x00")  # the last word is nonzero, so at most 3 bytes go
-    raw = header(_RAW)
+    raw = _header(arr, _RAW)
     if len(raw) + flat.nbytes < len(coded):
         return bytes(raw) + flat.astype(dt.newbyteorder("<")).tobytes()
     return coded
+
+
+def _encode_brotli(arr: np.ndarray) -> bytes:
+    from pgolf.pack.codecs import compress
+
+    return bytes(_header(arr, _BROTLI)) + compress(arr.astype(arr.dtype.newbyteorder("<")).tobytes(), "brotli")
+
+
+def _table_bytes(counts: np.ndarray) -> tuple[int, int, np.ndarray]:
+    """(offset of the first present symbol, weight table over first..last present symbol, its serialized bytes)."""
+    nz = np.flatnonzero(counts)
+    sub = counts[nz[0] : nz[-1] + 1]
+    out = bytearray()
+    _put_uvarint(out, int(nz[0]))
+    _put_uvarint(out, sub.size - 1)
+    if sub.size == 1:
+        return int(nz[0]), np.ones(1, dtype=np.int64), bytes(out)
+    _, table = _choose_weights(sub)
+    _put_table(out, table)
+    return int(nz[0]), table, bytes(out)
+
+
+def _context_plan(sym: np.ndarray, k: int):
+    """(bytes estimate, rows, cols, side-info bytes, per-context (offset, table, table bytes) or None) of the best
+    grid point, or None when no grid point beats a single context."""
+    from pgolf.pack import context as cx
+
+    best = None
+    for br, bc in cx.GRID:
+        if br > sym.shape[0] or bc > sym.shape[1]:
+            continue
+        rows, cols = cx.fit_clusters(sym, k, br, bc)
+        if rows.max() == 0 and cols.max() == 0:
+            continue
+        side = bytearray()
+        for ids in (rows, cols):
+            if ids.max() > 0:
+                blob = encode_codes(ids.astype(np.uint8))
+                _put_uvarint(side, len(blob))
+                side += blob
+        counts = cx.context_counts(sym, k, rows, cols)
+        tables, bits = [], 0.0
+        for row in counts:
+            if not row.any():
+                tables.append(None)
+                continue
+            off, table, tb = _table_bytes(row)
+            tables.append((off, table, tb))
+            if table.size > 1:
+                c = row[off : off + table.size]
+                present = c > 0
+                w = table[present].astype(np.float64)
+                bits += float(np.sum(c[present] * (math.log2(w.sum()) - np.log2(w))))
+        est = len(side) + sum(len(t[2]) for t in tables if t) + bits / 8 + 4
+        if best is None or est < best[0]:
+            best = (est, rows, cols, bytes(side), tables)
+    return best
+
+
+def _encode_context(arr: np.ndarray) -> bytes | None:
+    """Mode CONTEXT: arr viewed as (shape[0], rest) with row/column cluster contexts; None when not applicable."""
+    import constriction
+
+    from pgolf.pack import context as cx
+
+    mat = arr.reshape(arr.shape[0], -1)
+    if mat.shape[1] < 2:
+        return None
+    sym, lo, k = cx.symbol_matrix(mat)
+    if k > _CONTEXT_MAX_ALPHABET:
+        return None
+    plan = _context_plan(sym, k)
+    if plan is None:
+        return None
+    _, rows, cols, side, tables = plan
+    out = _header(arr, _CONTEXT)
+    _put_uvarint(out, _zigzag(lo))
+    _put_uvarint(out, k - 1)
+    _put_uvarint(out, int(rows.max()) + 1)
+    _put_uvarint(out, int(cols.max()) + 1)
+    out += side
+    for t in tables:
+        if t is not None:
+            out += t[2]
+    blocks = cx.context_order(rows, cols)
+    coder = constriction.stream.stack.AnsCoder()
+    for (ra, cb), t in reversed(list(zip(blocks, tables))):  # a stack: the last context first
+        if t is None or t[1].size == 1:
+            continue
+        off, table = t[0], t[1]
+        present = table > 0
+        lut = np.full(table.size, -1, dtype=np.int32)
+        lut[present] = np.arange(int(present.sum()), dtype=np.int32)
+        syms = lut[cx.gather(sym, ra, cb) - off]
+        coder.encode_reverse(syms, _model(table[present]))
+    payload = coder.get_compressed().astype("<u4").tobytes().rstrip(b"\x00")
+    return bytes(out) + payload
 
 
 def decode_codes(data: bytes, *, max_symbols: int = MAX_SYMBOLS) -> np.ndarray:
@@ -286,13 +417,109 @@ def decode_codes(data: bytes, *, max_symbols: int = MAX_SYMBOLS) -> np.ndarray:
         raise EntropyDecodeError(f"corrupt stream ({type(e).__name__}: {e})") from e
 
 
+def _min_bits(weights: np.ndarray, n: int) -> float:
+    """Fewest bits n symbols can take under a categorical model with these weights (>= 2 of them)."""
+    k, total = len(weights), int(weights.sum())
+    q_max = min(1.0 - (k - 1) * 2.0**-_PRECISION, int(weights.max()) / total + k * 2.0**-_PRECISION)
+    return -n * math.log2(q_max)
+
+
+def _decode_brotli(blob: bytes, shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
+    from pgolf.pack.codecs import CodecError, decompress
+
+    n = math.prod(shape) * dt.itemsize
+    try:
+        raw = decompress(blob, "brotli", max_size=n)
+    except CodecError as e:
+        raise EntropyDecodeError(f"brotli payload: {e}") from None
+    if len(raw) != n:
+        raise EntropyDecodeError(f"brotli payload holds {len(raw)} bytes, the shape {shape} needs {n}")
+    return np.frombuffer(raw, dtype=dt.newbyteorder("<")).astype(dt).reshape(shape)
+
+
+def _read_ids(r: _Reader, data: bytes, length: int, clusters: int, what: str) -> np.ndarray:
+    """Cluster ids: a nested uint8 stream of `length` values, each < clusters (all zero when clusters == 1)."""
+    if clusters == 1:
+        return np.zeros(length, dtype=np.int64)
+    m = r.uvarint(f"{what} id stream length", len(data) - r.pos)
+    blob = data[r.pos : r.pos + m]
+    r.pos += m
+    if not blob or (blob[0] >> 2) & 7 not in (_CONSTANT, _COUNTS, _WEIGHTS, _RAW):
+        raise EntropyDecodeError(f"{what} id stream is empty or not an order-0 stream")
+    ids = _decode(blob, length)
+    if ids.dtype != np.uint8 or ids.shape != (length,):
+        raise EntropyDecodeError(f"{what} ids are {ids.dtype} {ids.shape}, expected uint8 ({length},)")
+    if int(ids.max()) >= clusters:
+        raise EntropyDecodeError(f"{what} id {int(ids.max())} is not below the cluster count {clusters}")
+    return ids.astype(np.int64)
+
+
+def _decode_context(r: _Reader, data: bytes, shape: tuple[int, ...], dt: np.dtype, max_symbols: int) -> np.ndarray:
+    import constriction
+
+    from pgolf.pack import context as cx
+
+    if len(shape) < 2 or shape[0] < 1:
+        raise EntropyDecodeError(f"context mode needs a non-empty matrix, got shape {shape}")
+    nr = shape[0]
+    nc = math.prod(shape[1:])
+    info = np.iinfo(dt)
+    lo = r.svarint("alphabet start", int(info.min), int(info.max))
+    span = r.uvarint("alphabet span", int(info.max) - lo)
+    br = r.uvarint("row clusters", min(cx.MAX_CLUSTERS, nr))
+    bc = r.uvarint("column clusters", min(cx.MAX_CLUSTERS, nc))
+    if br == 0 or bc == 0:
+        raise EntropyDecodeError("zero row or column clusters")
+    rows = _read_ids(r, data, nr, br, "row")
+    cols = _read_ids(r, data, nc, bc, "column")
+    sizes = np.bincount(rows, minlength=br)[:, None] * np.bincount(cols, minlength=bc)[None, :]
+    models, need = [], 0.0
+    for n_ctx in sizes.reshape(-1).tolist():
+        if n_ctx == 0:
+            models.append(None)
+            continue
+        off = r.uvarint("context alphabet offset", span)
+        sub = r.uvarint("context alphabet span", span - off)
+        if sub == 0:
+            models.append((off, None, None))
+            continue
+        table = _read_table(r, sub + 1, _MAX_WEIGHT)
+        present = table > 0
+        need += _min_bits(table[present], n_ctx)
+        models.append((off, np.flatnonzero(present), table[present]))
+    payload = data[r.pos :]
+    coded = any(m is not None and m[1] is not None for m in models)
+    if coded and (not payload or payload[-1] == 0):
+        raise EntropyDecodeError("missing or non-canonical payload")
+    if not coded and payload:
+        raise EntropyDecodeError("trailing bytes after a payload-free context stream")
+    if need > 8 * len(payload) + _SLACK_BITS:
+        raise EntropyDecodeError(f"payload of {len(payload)} bytes is too short for {nr * nc} symbols")
+    words = np.frombuffer(payload + b"\x00" * (-len(payload) % 4), dtype="<u4").astype(np.uint32)
+    coder = constriction.stream.stack.AnsCoder(words)
+    out = np.empty((nr, nc), dtype=dt)  # every cell is written: the contexts tile the matrix
+    for (ra, cb), m in zip(cx.context_order(rows, cols), models):
+        if m is None:
+            continue
+        off, slots, weights = m
+        if slots is None:
+            out[np.ix_(ra, cb)] = lo + off
+            continue
+        values = (np.arange(lo + off, lo + off + int(slots[-1]) + 1, dtype=np.int64)[slots]).astype(dt)
+        block = values[coder.decode(_model(weights), ra.size * cb.size)]
+        out[np.ix_(ra, cb)] = block.reshape(ra.size, cb.size)
+    if not coder.is_empty():
+        raise EntropyDecodeError("payload not fully consumed (corrupt stream)")
+    return out.reshape(shape)
+
+
 def _decode(data: bytes, max_symbols: int) -> np.ndarray:
     r = _Reader(data)
     b0 = r.byte()
     if b0 >> 5 != FORMAT_VERSION:
         raise EntropyDecodeError(f"unknown format version {b0 >> 5} (expected {FORMAT_VERSION})")
     mode, dt = (b0 >> 2) & 7, _DTYPES[b0 & 3]
-    if mode > _RAW:
+    if mode > _BROTLI:
         raise EntropyDecodeError(f"unknown mode {mode}")
     ndim = r.uvarint("ndim", _MAX_NDIM)
     shape = tuple(r.uvarint("dimension", max_symbols) for _ in range(ndim))
@@ -316,6 +543,10 @@ def _decode(data: bytes, max_symbols: int) -> np.ndarray:
         if r.pos != len(data):
             raise EntropyDecodeError("trailing bytes after a constant array")
         return np.full(shape, value, dtype=dt)
+    if mode == _BROTLI:
+        return _decode_brotli(data[r.pos :], shape, dt)
+    if mode == _CONTEXT:
+        return _decode_context(r, data, shape, dt, max_symbols)
 
     lo = r.svarint("alphabet start", int(info.min), int(info.max))
     span = r.uvarint("alphabet span", int(info.max) - lo)
@@ -334,9 +565,7 @@ def _decode(data: bytes, max_symbols: int) -> np.ndarray:
     payload_bits = 8 * len(payload)
     # Lower bound on the bits n symbols need. Every symbol costs at least -log2 of the largest model probability
     # (after constriction's 2^-24 fixed-point rounding); with exact counts, the empirical entropy is a tighter bound.
-    k = len(weights)
-    q_max = min(1.0 - (k - 1) * 2.0**-_PRECISION, int(weights.max()) / total + k * 2.0**-_PRECISION)
-    need = -n * math.log2(q_max)
+    need = _min_bits(weights, n)
     if mode == _COUNTS:
         w = weights.astype(np.float64)
         need = max(need, float(np.sum(w * (math.log2(total) - np.log2(w)))))

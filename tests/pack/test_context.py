@@ -1,0 +1,221 @@
+"""encode_codes(model="best"): context-model rANS (pgolf.pack.context) and the brotli fallback, bit-exact and hardened.
+
+    python -m pytest tests/pack/test_context.py -q
+"""
+
+from __future__ import annotations
+
+import brotli
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pgolf.pack import context as cx
+from pgolf.pack.container import decode_artifact, encode_artifact
+from pgolf.pack.entropy import EntropyDecodeError, decode_codes, encode_codes, order0_entropy_bytes
+from pgolf.quant.apply import QuantizedState
+from pgolf.quant.primitives import QuantizedTensor
+
+CONTEXT, BROTLI = 5, 6
+
+
+def mode(data: bytes) -> int:
+    return (data[0] >> 2) & 7
+
+
+def column_codes(rows: int, cols: int, bits: int = 6, k: float = 12.85, spread: float = 0.8,
+                 seed: int = 0) -> np.ndarray:
+    """Per-row std-clipped RTN codes of weights whose columns differ in spread (log-normal), like trained inputs."""
+    rng = np.random.default_rng(seed)
+    qmax = 2 ** (bits - 1) - 1
+    w = rng.standard_normal((rows, cols)) * np.exp(rng.normal(0, spread, cols))[None, :]
+    w *= rng.uniform(0.5, 2.0, (rows, 1))
+    scale = np.maximum(k * w.std(axis=1, keepdims=True) / qmax, 1e-12)
+    return np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8)
+
+
+def roundtrip(x: np.ndarray) -> bytes:
+    data = encode_codes(x, model="best")
+    y = decode_codes(data)
+    assert y.dtype == x.dtype.newbyteorder("=") and y.shape == x.shape and np.array_equal(y, x)
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------------- exact
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_every_bit_width_round_trips_and_uses_the_context_model(bits):
+    x = column_codes(96, 160, bits=bits, k=2.0 * 2 ** (bits - 2), seed=bits)
+    data = roundtrip(x)
+    assert mode(data) == CONTEXT  # column spreads differ: the context model must win at every width
+    assert len(data) < 0.97 * len(encode_codes(x))
+
+
+@pytest.mark.parametrize(
+    "x",
+    [
+        np.zeros(0, np.int8),
+        np.zeros((0, 9), np.int8),
+        np.zeros((3, 0, 2), np.int16),
+        np.full((64, 70), -3, np.int8),
+        np.full(100_000, 127, np.int8),
+        np.array([[1, -1]], np.int8),
+        np.arange(-128, 128, dtype=np.int8).reshape(16, 16),
+        np.tile(np.arange(-128, 128, dtype=np.int8), (40, 1)),  # repeated rows: brotli's case
+        np.random.default_rng(1).integers(-32768, 32768, (50, 100)).astype(np.int16),
+        np.random.default_rng(2).integers(0, 65536, (100, 50)).astype(np.uint16),
+        (np.random.default_rng(3).standard_normal((64, 300)) * 40).round().astype(np.int16),
+        np.arange(-2000, 2000, dtype=">i2").reshape(40, 100),  # big-endian input comes back native
+        column_codes(4096, 1),  # a single column: no context model
+        column_codes(1, 8192),  # a single row
+        column_codes(40, 200).reshape(40, 10, 20),  # ndim 3: viewed as 40 × 200
+        column_codes(300, 40, bits=2),
+        np.r_[np.zeros((500, 20), np.int8), np.ones((1, 20), np.int8)],  # one row differs
+        ((np.random.default_rng(4).random((100, 100)) < 1e-3) * 17 - 8).astype(np.int8),
+    ],
+    ids=lambda x: f"{x.dtype}{list(x.shape)}",
+)
+def test_edge_cases_round_trip(x):
+    roundtrip(x)
+
+
+def test_best_is_never_larger_than_order0_or_brotli():
+    rng = np.random.default_rng(5)
+    cases = [column_codes(200, 300, seed=1), column_codes(200, 300, spread=0.0, seed=2),
+             np.tile(column_codes(1, 512, seed=3), (64, 1)), rng.integers(-31, 32, (128, 128)).astype(np.int8)]
+    for x in cases:
+        data = roundtrip(x)
+        assert len(data) <= len(encode_codes(x))
+        assert len(data) <= len(brotli.compress(x.tobytes(), quality=11)) + 8  # + the header bytes
+    assert mode(encode_codes(cases[2], model="best")) == BROTLI  # identical rows: no per-symbol model competes
+
+
+def test_context_model_approaches_the_conditional_entropy():
+    """On codes whose columns fall in 4 spread classes, the coded size sits near the entropy given the class."""
+    rng = np.random.default_rng(6)
+    cls = rng.integers(0, 4, 512)
+    w = rng.standard_normal((256, 512)) * (0.25 * 2.0 ** cls)[None, :]
+    x = np.clip(np.round(w / (12.85 * 2.0 / 31)), -31, 31).astype(np.int8)
+    h_cond = sum(order0_entropy_bytes(x[:, cls == c]) for c in range(4))
+    data = roundtrip(x)
+    assert mode(data) == CONTEXT
+    assert len(data) <= 1.01 * h_cond + 400  # ids (512 × 2 bits) and tables
+    assert len(data) < 0.9 * order0_entropy_bytes(x)
+
+
+def test_cluster_fit_lowers_the_code_length():
+    x = column_codes(128, 256, seed=7)
+    sym, lo, k = cx.symbol_matrix(x)
+    one = cx.estimate_bits(cx.context_counts(sym, k, np.zeros(128, np.int64), np.zeros(256, np.int64)))
+    prev = one
+    for bc in (2, 4, 8):
+        rows, cols = cx.fit_clusters(sym, k, 1, bc)
+        assert rows.max() == 0 and cols.max() < bc
+        bits = cx.estimate_bits(cx.context_counts(sym, k, rows, cols))
+        assert bits < prev
+        prev = bits
+    assert prev < 0.97 * one
+
+
+def test_torch_and_container_use_the_best_model():
+    qs = QuantizedState()
+    qs.tensors["w"] = QuantizedTensor(q=torch.from_numpy(column_codes(128, 192, seed=8)),
+                                      scale=torch.ones(128, dtype=torch.float16), bits=6, method="rtn")
+    qs.tensors["rep"] = QuantizedTensor(q=torch.from_numpy(np.tile(column_codes(1, 256, seed=9), (48, 1))),
+                                        scale=torch.ones(48, dtype=torch.float16), bits=6, method="rtn")
+    qs.dtypes.update({"w": "float32", "rep": "float32"})
+    a, b = encode_artifact(qs, {}, "rans"), encode_artifact(qs, {}, "rans-ctx")
+    assert len(b) < len(a)
+    out, _ = decode_artifact(b)
+    for n, t in qs.tensors.items():
+        assert torch.equal(out.tensors[n].q, t.q) and torch.equal(out.tensors[n].scale, t.scale)
+
+
+# ------------------------------------------------------------------------------------------------------- hardened
+
+
+def _valid() -> list[bytes]:
+    out = [encode_codes(column_codes(64, 96, seed=s, bits=b), model="best") for s, b in ((10, 6), (11, 3), (12, 8))]
+    out.append(encode_codes(np.tile(column_codes(1, 300, seed=13), (30, 1)), model="best"))
+    x = np.zeros((200, 60), np.int8)  # constant contexts next to coded ones
+    x[:, :30] = column_codes(200, 30, seed=14)
+    out.append(encode_codes(x, model="best"))
+    return out
+
+
+VALID = _valid()
+
+
+def test_valid_streams_cover_both_new_modes():
+    assert {CONTEXT, BROTLI} <= {mode(d) for d in VALID}
+
+
+def _decode_or_reject(data: bytes, max_symbols: int = 1 << 20) -> None:
+    try:
+        y = decode_codes(data, max_symbols=max_symbols)
+    except EntropyDecodeError as e:
+        assert str(e)
+        return
+    assert isinstance(y, np.ndarray) and y.size <= max_symbols
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    which=st.integers(0, len(VALID) - 1),
+    edits=st.lists(st.tuples(st.floats(0, 0.3), st.integers(0, 255)), min_size=1, max_size=4),
+    cut=st.one_of(st.none(), st.floats(0, 1)),
+    insert=st.booleans(),
+)
+def test_fuzz_mutated_streams(which, edits, cut, insert):
+    data = bytearray(VALID[which])
+    for where, value in edits:  # mostly in the header, ids and tables (the first 30 %)
+        i = int(where * len(data))
+        if insert:
+            data.insert(i, value)
+        else:
+            data[i] = value
+    if cut is not None:
+        data = data[: int(cut * len(data))]
+    _decode_or_reject(bytes(data))
+
+
+def test_forged_context_headers_are_rejected():
+    x = column_codes(64, 96, seed=15)
+    good = encode_codes(x, model="best")
+    assert mode(good) == CONTEXT
+    # header: byte0, ndim=2, 64, 96, lo (zigzag), span, br, bc: one byte each here
+    assert list(good[1:4]) == [2, 64, 96] and max(good[4:8]) < 128
+    for br, bc, what in ((0, 1, "zero"), (65, 1, "row clusters"), (1, 97, "column clusters")):
+        forged = good[:6] + bytes([br, bc]) + good[8:]
+        with pytest.raises(EntropyDecodeError, match=what):
+            decode_codes(forged)
+    with pytest.raises(EntropyDecodeError):
+        decode_codes(good + b"\x07")
+    with pytest.raises(EntropyDecodeError):
+        decode_codes(good[:-3])
+    # a nested id stream may only be an order-0 stream (no recursion into another context stream)
+    nested = encode_codes(column_codes(64, 96, seed=16), model="best")
+    assert mode(nested) == CONTEXT
+    forged = bytearray(good[:8])
+    forged += bytes([len(nested)]) if len(nested) < 128 else bytes([len(nested) & 0x7F | 0x80, len(nested) >> 7])
+    forged += nested
+    if good[6] > 1:
+        with pytest.raises(EntropyDecodeError, match="order-0"):
+            decode_codes(bytes(forged) + good[8:])
+
+
+def test_brotli_mode_bounds_its_output():
+    x = np.tile(np.arange(-30, 30, dtype=np.int8), (100, 1))
+    data = encode_codes(x, model="best")
+    assert mode(data) == BROTLI
+    with pytest.raises(EntropyDecodeError, match="limit"):
+        decode_codes(data, max_symbols=x.size - 1)
+    bigger = bytes([data[0], 2, 101, 60]) + data[4:]  # claims one more row than the brotli payload holds
+    with pytest.raises(EntropyDecodeError, match="brotli"):
+        decode_codes(bigger)
+    smaller = bytes([data[0], 2, 99, 60]) + data[4:]  # the payload holds more than the shape: over the limit
+    with pytest.raises(EntropyDecodeError, match="brotli"):
+        decode_codes(smaller)
