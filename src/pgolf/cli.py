@@ -421,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quantize", help="quantize a trained run/checkpoint and write the artifact")
     q.add_argument("source", help="run directory or checkpoint.pt")
     q.add_argument("--recipe", help="quantization recipe name or .toml file")
-    q.add_argument("--codec", help="zlib|zstd|lzma|brotli (each optionally +shuffle) or rans")
+    q.add_argument("--codec", help="zlib|zstd|lzma|brotli (each optionally +shuffle), rans or rans-ctx")
     q.add_argument("--out", help="artifact path (default RUN_DIR/model.pgolf)")
     q.add_argument("--allow-over-limit", action="store_true", help="write even if over the byte cap")
     q.add_argument("--budget", type=_byte_count, metavar="BYTES",
@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "'all' or 'none' (default zstd,brotli,rans)")
     pk = sub.add_parser("pack", help="re-encode an artifact with another codec (verified bit-exact) and report bytes")
     pk.add_argument("artifact")
-    pk.add_argument("--codec", required=True, help="zlib|zstd|lzma|brotli, each optionally +shuffle, or rans")
+    pk.add_argument("--codec", required=True, help="zlib|zstd|lzma|brotli, each optionally +shuffle, rans or rans-ctx")
     pk.add_argument("--out", help="write the re-encoded artifact here (default: report only)")
     pk.add_argument("--codecs", help="per-tensor report codecs, as for info (default rans + the target's compressor)")
     sub.add_parser("presets", help="list presets and every configuration field")
