@@ -9,7 +9,11 @@ recipe's codec hint (--codec to force one), decode, load into a fresh GPT, score
 "quant s" is quantize + encode wall time without the calibration forwards (reported apart); "peak MB" is the peak
 resident memory above the pre-quantize level, sampled every 5 ms. Writes OUT/quant_bench.md, .json and a PNG of
 val_bpb vs model bytes (matplotlib Agg).
-"""
+
+Equal bytes (issue 3's comparison): `--equal-bytes sdclip-rtn --codec rans` first quantizes the reference recipe
+as is, then fits every recipe to the reference's model bytes with the budget fitter (pack/fit.py: per-tensor bits/σ
+chosen by measured bytes and Hessian-weighted error) and scores each; "quant s" is then the whole fit.
+
 
 from __future__ import annotations
 
@@ -60,6 +64,8 @@ def main(argv=None) -> int:
     p.add_argument("--calib-source", default="", help="override every recipe's calibration source")
     p.add_argument("--codec", default="", help="force one codec (default: each recipe's codec_hint)")
     p.add_argument("--out", default="", help="output directory (default RUN_DIR/quant_bench)")
+    p.add_argument("--equal-bytes", default="", metavar="RECIPE",
+                   help="fit every recipe to the model bytes of RECIPE (quantized as is) and compare at equal bytes")
     args = p.parse_args(argv)
 
     import torch
@@ -92,7 +98,11 @@ def main(argv=None) -> int:
     code = measure_code_bytes()
     names = [n for n in args.recipes.split(",") if n] or list(RECIPES)
     rows = []
-    for name in names:
+    target = None
+    if args.equal_bytes:
+        names = [args.equal_bytes] + names
+    for i, name in enumerate(names):
+        fitting = bool(args.equal_bytes) and i > 0
         recipe = get_recipe(name)
         q = dataclasses.replace(cfg.quant, recipe=name, calib_seqs=args.calib_seqs,
                                 calib_source=args.calib_source or cfg.quant.calib_source)
@@ -103,13 +113,22 @@ def main(argv=None) -> int:
         codec = args.codec or recipe.codec_hint or cfg.pack.codec
         with PeakRSS() as mem:
             t0 = time.perf_counter()
-            qs, _ = quantize_state_dict(weights, recipe, hessians=hessians)
-            blob = encode_artifact(qs, {"model": asdict(cfg.model), "recipe": name, "codec": codec,
-                                        "looping_active": looping}, codec)
+            manifest = {"model": asdict(cfg.model), "recipe": name, "codec": codec, "looping_active": looping}
+            if fitting:
+                from pgolf.pack.fit import fit_to_budget
+
+                fit = fit_to_budget(weights, recipe, target_model_bytes=target, codec=codec, manifest=manifest,
+                                    hessians=hessians)
+                blob = fit.blob
+            else:
+                qs, _ = quantize_state_dict(weights, recipe, hessians=hessians)
+                blob = encode_artifact(qs, manifest, codec)
             secs = time.perf_counter() - t0
+        if args.equal_bytes and i == 0:
+            target = len(blob)
         rt_model, _ = load_model_from_artifact(blob)
         rt = score(rt_model, data, cfg, dev).val_bpb
-        row = {"recipe": name, "codec": codec, "model_bytes": len(blob), "total_bytes": len(blob) + code,
+        row = {"recipe": name + (" (fit)" if fitting else ""), "codec": codec, "model_bytes": len(blob), "total_bytes": len(blob) + code,
                "val_bpb": rt, "gap": rt - pre, "quant_s": secs, "peak_mb": mem.delta,
                "calib": f"{cal['source']} {cal['seqs']}×{cal['seq_len']} {cal['seconds']:.1f}s" if cal else "—"}
         rows.append(row)
@@ -123,6 +142,11 @@ def main(argv=None) -> int:
     for r in rows:
         lines.append(f"| {r['recipe']} | {r['codec']} | {r['model_bytes']:,} | {r['val_bpb']:.5f} | {r['gap']:+.5f} "
                      f"| {r['quant_s']:.2f} | {r['peak_mb']:.0f} | {r['calib']} |")
+    if args.equal_bytes and len(rows) > 1:
+        ref, best = rows[0], min(rows[1:], key=lambda r: r["gap"])
+        lines += ["", f"equal bytes ({ref['model_bytes']:,} model bytes, {ref['recipe']} as is): best "
+                  f"{best['recipe']} gap {best['gap']:+.5f} = {best['gap'] / ref['gap']:.2f} × the reference's "
+                  f"{ref['gap']:+.5f} (target ≤ 0.5)"]
     md = "\n".join(lines) + "\n"
     (out / "quant_bench.md").write_text(md)
     (out / "quant_bench.json").write_text(json.dumps({"prequant_bpb": pre, "rows": rows}, indent=2))

@@ -165,3 +165,20 @@ def test_quantize_verb_fits_a_budget_and_scores_the_round_trip(tiny_dataset, tmp
     assert report["bytes"]["total"] <= budget and report["bytes"]["model_bytes"] == out.stat().st_size
     assert report["fit"]["slack"] == budget - report["bytes"]["total"]
     assert f"fit: budget {budget:,}" in text and "final_roundtrip" in text
+
+
+def test_batched_sdclip_gptq_equals_separate_runs():
+    from pgolf.pack.fit import batched_sdclip_gptq
+    from pgolf.quant.apply import METHODS
+
+    gen = torch.Generator().manual_seed(1)
+    W = torch.randn(48, 64, generator=gen) * 0.02
+    X = torch.randn(256, 64, generator=gen) * torch.rand(64, generator=gen) * 3
+    H = X.T @ X / 256
+    sigmas = [6.0, 12.85, 20.0]
+    for params in ({}, {"hessian_lambda": 0.175}):
+        batched = batched_sdclip_gptq(W, H, 5, sigmas, params)
+        for s, (qt, info) in zip(sigmas, batched):
+            ref, _ = METHODS["sdclip_gptq"](W, bits=5, hessian=H, clip_sigma=s, **params)
+            assert torch.equal(qt.q, ref.q) and torch.equal(qt.scale, ref.scale)
+            assert qt.method == "sdclip_gptq" and info["sigma"] == s

@@ -48,7 +48,8 @@ from pgolf.pack.container import encode_artifact
 from pgolf.pack.entropy import encode_codes
 from pgolf.quant.allocate import prune_ones_to_budget
 from pgolf.quant.apply import METHODS, QuantizedState, quantize_state_dict
-from pgolf.quant.gptq import output_error
+from pgolf.quant.clip import hessian_sdclip_scale, sdclip_scale
+from pgolf.quant.gptq import gptq_quantize, output_error
 from pgolf.quant.lqer import apply_lqer, select_lqer_tensors
 from pgolf.quant.primitives import QuantizedTensor
 from pgolf.quant.recipes import QuantRecipe, get_recipe
@@ -119,18 +120,49 @@ def candidate_grid(method: str, bits: int, sigma: float | None, sigma_multiplier
     return [(b, sigma) for b in bit_range]
 
 
+def batched_sdclip_gptq(w: Tensor, H: Tensor, bits: int, sigmas: Sequence[float],
+                        params: Mapping[str, Any]) -> list[tuple[QuantizedTensor, dict[str, Any]]]:
+    """`sdclip_gptq` at several σ in one GPTQ sweep: the candidates' rows are stacked.
+
+    GPTQ treats rows independently (each row's error feedback uses only its own residual and the shared H⁻¹), so
+    quantizing [W; W; …] with the stacked per-row scales is K separate GPTQ runs at the cost of one Python column
+    loop — the loop, not the arithmetic, dominates GPTQ on CPU. Codes can differ from separate calls only where a
+    BLAS reduction order flips a rounding tie (tests/pack/test_fit.py checks they agree).
+    """
+    lam = float(params.get("hessian_lambda", 0.0))
+    scales = [hessian_sdclip_scale(w, H, s, bits, lam=lam) if lam else sdclip_scale(w, s, bits) for s in sigmas]
+    rows = w.shape[0]
+    stacked = w.detach().float().repeat(len(sigmas), 1)
+    kw = {k: params[k] for k in ("damp", "block_size", "act_order") if k in params}
+    qt, info = gptq_quantize(stacked, H, bits, torch.cat([sc.reshape(rows) for sc in scales]), **kw)
+    out = []
+    for i, s in enumerate(sigmas):
+        part = QuantizedTensor(q=qt.q[i * rows:(i + 1) * rows].contiguous(),
+                               scale=qt.scale[i * rows:(i + 1) * rows].contiguous(), bits=bits, method="sdclip_gptq")
+        out.append((part, {**info, "sigma": s}))
+    return out
+
+
 def tensor_options(w: Tensor, method: str, params: Mapping[str, Any], grid: Sequence[tuple[int, float | None]],
                    H: Tensor | None) -> list[Option]:
     """Quantize `w` at every grid point with the recipe's own method; Pareto front of (rate, distortion)."""
-    fn = METHODS[method]
-    opts = []
-    for b, s in grid:
-        p = dict(params)
-        if s is not None:
-            p["clip_sigma"] = s
-        qt, info = fn(w, bits=b, hessian=H, **p)
-        opts.append(Option(b, s, code_rate(qt), tensor_error(w, qt.dequantize(), H), qt, info))
-    return pareto(opts)
+    results: list[tuple[int, float | None, QuantizedTensor, Mapping[str, Any]]] = []
+    if method == "sdclip_gptq" and H is not None and w.dim() == 2 and all(s is not None for _, s in grid):
+        by_bits: dict[int, list[float]] = {}
+        for b, s in grid:
+            by_bits.setdefault(b, []).append(float(s))
+        for b, sigmas in by_bits.items():
+            results += [(b, s, qt, info) for s, (qt, info) in zip(sigmas, batched_sdclip_gptq(w, H, b, sigmas, params))]
+    else:
+        fn = METHODS[method]
+        for b, s in grid:
+            p = dict(params)
+            if s is not None:
+                p["clip_sigma"] = s
+            qt, info = fn(w, bits=b, hessian=H, **p)
+            results.append((b, s, qt, info))
+    return pareto([Option(b, s, code_rate(qt), tensor_error(w, qt.dequantize(), H), qt, info)
+                   for b, s, qt, info in results])
 
 
 # ------------------------------------------------------------------------------------------------ allocation
