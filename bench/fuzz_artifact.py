@@ -1,12 +1,14 @@
 """Fuzz the artifact decoder with mutated real artifacts: every outcome must be a clean decode or an ArtifactError.
 
-    python bench/fuzz_artifact.py [--artifact /tmp/runs/demo-a/model.pgolf] [-n 10000] [--max-codes 200000]
+    python bench/fuzz_artifact.py [--artifact /tmp/runs/demo/model.pgolf] [-n 10000] [--max-codes 200000]
+                                  [--codecs rans,rans-ctx]
 
 The artifact's state is trimmed (its first tensors up to --max-codes codes, all passthrough) so one decode takes
 milliseconds, then re-encoded with every container codec; each mutant is one of: flip a byte (anywhere, or inside
 the first 64 bytes where the prefix/header/stream lengths live), truncate, insert random bytes, delete a span,
 overwrite a span with random bytes, or splice the tail of another codec's blob. Counts per codec and outcome, and the
-process max-RSS growth, are printed; any other exception is a crash (the script exits 1).
+process max-RSS growth, are printed; any other exception is a crash (the script exits 1). For rans-ctx the stream
+mode each code tensor got (order-0 / context / brotli) is printed, so the mutants are known to reach every decoder.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from pgolf.pack.container import CODEC_IDS, ArtifactError, decode_artifact, encode_artifact
+from pgolf.pack.entropy import encode_codes
 from pgolf.quant.apply import QuantizedState, dequantize_state
 
 
@@ -60,14 +63,20 @@ def _mutate(blob: bytes, rng: random.Random, others: list[bytes]) -> tuple[str, 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--artifact", default="/tmp/runs/demo-a/model.pgolf")
+    p.add_argument("--artifact", default="/tmp/runs/demo/model.pgolf")
+    p.add_argument("--codecs", default=",".join(CODEC_IDS), help="container codecs to fuzz (default: all)")
     p.add_argument("-n", type=int, default=10_000, help="mutants in total (spread over the codecs)")
     p.add_argument("--max-codes", type=int, default=200_000)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     qs, manifest = decode_artifact(Path(args.artifact).read_bytes())
     qs = _trim(qs, args.max_codes)
-    blobs = {c: encode_artifact(qs, manifest, c) for c in CODEC_IDS}
+    blobs = {c: encode_artifact(qs, manifest, c) for c in args.codecs.split(",")}
+    if "rans-ctx" in blobs:
+        names = {2: "order0", 3: "order0", 4: "raw", 5: "context", 6: "brotli"}
+        modes = Counter(names.get((encode_codes(t.q.numpy(), model="best")[0] >> 2) & 7, "trivial")
+                        for t in qs.tensors.values())
+        print(f"rans-ctx stream modes of the {len(qs.tensors)} code tensors: {dict(modes)}")
     rng = random.Random(args.seed)
     counts: Counter = Counter()
     ops: Counter = Counter()

@@ -219,3 +219,35 @@ def test_brotli_mode_bounds_its_output():
     smaller = bytes([data[0], 2, 99, 60]) + data[4:]  # the payload holds more than the shape: over the limit
     with pytest.raises(EntropyDecodeError, match="brotli"):
         decode_codes(smaller)
+
+
+# -------------------------------------------------------------------------------------------------------- layouts
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("transpose,group,simsort", [(False, False, False), (True, False, False),
+                                                     (False, True, False), (True, True, True), (False, False, True)])
+def test_layouts_round_trip(bits, transpose, group, simsort):
+    from pgolf.pack.layouts import arrange, restore, role_of
+
+    m = 2 ** (bits - 1) - 1
+    codes = {f"blocks.{i}.mlp.fc.weight": column_codes(24, 16, bits=bits, k=m / 2, seed=i) for i in range(2)}
+    codes |= {f"blocks.{i}.attn.c_q.weight": column_codes(8, 16, bits=bits, k=m / 2, seed=9 + i) for i in range(2)}
+    codes |= {"empty": np.zeros((0, 5), np.int8), "const": np.full((3, 4), -m, np.int8),
+              "vec": np.arange(-m, m + 1, dtype=np.int8), "cube": column_codes(6, 12, bits=bits).reshape(6, 3, 4)}
+    blobs, perms = arrange(codes, transpose=transpose, group=group, simsort=simsort)
+    assert len(blobs) == (len({role_of(n) for n in codes}) if group else len(codes))
+    assert sum(map(len, blobs)) == sum(a.nbytes for a in codes.values())
+    back = restore(blobs, perms, {n: a.shape for n, a in codes.items()}, transpose=transpose, group=group)
+    assert list(back) == list(codes) and all(np.array_equal(back[n], a) and back[n].shape == a.shape
+                                             for n, a in codes.items())
+    if simsort:
+        for p in perms.values():
+            assert sorted(p.tolist()) == list(range(p.size)) and p[0] == 0
+
+
+def test_similarity_order_walks_to_the_nearest_row():
+    from pgolf.pack.layouts import similarity_order
+
+    q = np.array([[0, 0], [9, 9], [1, 0], [8, 9], [2, 1]], np.int8)
+    assert similarity_order(q).tolist() == [0, 2, 4, 3, 1]

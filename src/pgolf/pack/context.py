@@ -30,6 +30,8 @@ GRID: tuple[tuple[int, int], ...] = ((1, 2), (1, 4), (1, 8), (2, 1), (4, 1), (8,
                                      (2, 8), (8, 2), (4, 8), (8, 4), (8, 8), (16, 1), (1, 16), (16, 4), (4, 16))
 """(row clusters, column clusters) tried per tensor."""
 _ITERS = 6
+FIT_CELLS = 1 << 18
+"""Codes the cluster fit looks at before its full-data refinement round (bounds encode time on big matrices)."""
 
 
 def symbol_matrix(codes: np.ndarray) -> tuple[np.ndarray, int, int]:
@@ -58,33 +60,59 @@ def _initial(stat: np.ndarray, n: int) -> np.ndarray:
     return np.searchsorted(edges, stat, side="right").astype(np.int64)
 
 
-def fit_clusters(sym: np.ndarray, k: int, br: int, bc: int, iters: int = _ITERS) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column cluster ids (int64) minimising the static context code length, by alternating assignment:
-    each column moves to the column cluster whose histograms (given the row clusters) code it in the fewest bits,
-    then each row likewise; stops when nothing moves or after `iters` rounds."""
-    r, c = sym.shape
-    br, bc = min(br, r), min(bc, c)
+def _col_step(sym: np.ndarray, k: int, rows: np.ndarray, br: int, cols: np.ndarray, bc: int) -> np.ndarray:
+    """Each column's best column cluster given the row clusters and the current contexts' histograms."""
+    per_col = _joint(sym, k, rows, br, np.arange(sym.shape[1]), sym.shape[1])  # br × c × k
+    joint = np.stack([per_col[:, cols == b].sum(1) for b in range(bc)], 1)  # br × bc × k
+    return np.einsum("acs,abs->cb", per_col, _neg_log2_probs(joint)).argmin(1)
+
+
+def _row_step(sym: np.ndarray, k: int, nl: np.ndarray, cols: np.ndarray, bc: int) -> np.ndarray:
+    """Each row's best row cluster given the column clusters and -log2 probabilities nl (br × bc × k)."""
+    per_row = _joint(sym, k, np.arange(sym.shape[0]), sym.shape[0], cols, bc)  # r × bc × k
+    return np.einsum("rbs,abs->ra", per_row, nl).argmin(1)
+
+
+def _fit(sym: np.ndarray, k: int, br: int, bc: int, iters: int) -> tuple[np.ndarray, np.ndarray]:
     centre = np.argmax(np.bincount(sym.reshape(-1), minlength=k))
     mag = np.abs(sym - centre)
     rows = _initial(mag.mean(1), br)
     cols = _initial(mag.mean(0), bc)
-    ident_r, ident_c = np.arange(r), np.arange(c)
     for _ in range(iters):
         changed = False
         if bc > 1:
-            per_col = _joint(sym, k, rows, br, ident_c, c)  # br × c × k
-            joint = np.stack([per_col[:, cols == b].sum(1) for b in range(bc)], 1)  # br × bc × k
-            new = np.einsum("acs,abs->cb", per_col, _neg_log2_probs(joint)).argmin(1)
+            new = _col_step(sym, k, rows, br, cols, bc)
             changed |= bool(np.any(new != cols))
             cols = new
         if br > 1:
-            per_row = _joint(sym, k, ident_r, r, cols, bc)  # r × bc × k
-            joint = np.stack([per_row[rows == a].sum(0) for a in range(br)], 0)
-            new = np.einsum("rbs,abs->ra", per_row, _neg_log2_probs(joint)).argmin(1)
+            nl = _neg_log2_probs(_joint(sym, k, rows, br, cols, bc))
+            new = _row_step(sym, k, nl, cols, bc)
             changed |= bool(np.any(new != rows))
             rows = new
         if not changed:
             break
+    return rows, cols
+
+
+def fit_clusters(sym: np.ndarray, k: int, br: int, bc: int, iters: int = _ITERS) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column cluster ids (int64) minimising the static context code length, by alternating assignment:
+    each column moves to the column cluster whose histograms (given the row clusters) code it in the fewest bits,
+    then each row likewise; stops when nothing moves or after `iters` rounds. Matrices over FIT_CELLS codes are
+    fitted on evenly spaced rows, then every row is assigned and one full-data round refines both."""
+    r, c = sym.shape
+    br, bc = min(br, r), min(bc, c)
+    if r * c <= FIT_CELLS or r <= 2 * br:
+        rows, cols = _fit(sym, k, br, bc, iters)
+        return _compact(rows), _compact(cols)
+    step = -(-r * c // FIT_CELLS)
+    sub = sym[::step]
+    rows_s, cols = _fit(sub, k, br, bc, iters)
+    nl = _neg_log2_probs(_joint(sub, k, rows_s, br, cols, bc))
+    rows = _row_step(sym, k, nl, cols, bc) if br > 1 else np.zeros(r, dtype=np.int64)
+    if bc > 1:
+        cols = _col_step(sym, k, rows, br, cols, bc)
+    if br > 1:
+        rows = _row_step(sym, k, _neg_log2_probs(_joint(sym, k, rows, br, cols, bc)), cols, bc)
     return _compact(rows), _compact(cols)
 
 
