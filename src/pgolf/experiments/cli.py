@@ -24,7 +24,8 @@ from pgolf.experiments.stats import RECORD_ALPHA, RECORD_MARGIN_NATS, margin_tes
 
 def add_experiment_parsers(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("compare", help="Welch t-test and record-margin test of two sets of per-seed runs")
-    c.add_argument("a", nargs="?", help="candidate runs: comma-separated run dirs / run.json files / globs")
+    c.add_argument("a", nargs="?", help="candidate runs: comma-separated run dirs / run.json files / globs / "
+                   "a <name>-seeds.json")
     c.add_argument("b", nargs="?", help="baseline runs, same form")
     c.add_argument("--a-values", help="candidate per-seed val_loss in nats, comma-separated (instead of A)")
     c.add_argument("--b-values", help="baseline per-seed val_loss in nats, comma-separated (instead of B)")
@@ -119,7 +120,9 @@ def _side(label: str, spec: str | None,
     from pgolf.experiments.report import load_runs, run_name
     from pgolf.experiments.stats import tokens_per_byte
 
-    runs = load_runs(_expand(spec))
+    from pgolf.experiments.seeds import expand_runs
+
+    runs = load_runs(expand_runs([spec]))
     missing = [r["_path"] for r in runs if (r.get("roundtrip") or {}).get("val_loss") is None]
     if missing:
         raise ValueError(f"no round-trip score in {', '.join(missing)} (train-only or unfinished run?)")

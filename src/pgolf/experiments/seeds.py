@@ -185,3 +185,18 @@ def seeds_file_runs(path: str | Path) -> list[str]:
     if not isinstance(rec, dict) or rec.get("format") != "pgolf-seeds-v1":
         raise ValueError(f"{path}: not a pgolf seeds.json (format pgolf-seeds-v1)")
     return [r["run_dir"] for r in rec["runs"]]
+
+
+def expand_runs(specs: Sequence[str]) -> list[str]:
+    """Comma-separated run dirs / run.json files / globs / `<name>-seeds.json` files → run paths, each once."""
+    from pgolf.experiments.cli import _expand
+
+    out: list[str] = []
+    for spec in specs:
+        for item in _expand(spec):
+            if item.endswith(SEEDS_SUFFIX) and Path(item).is_file():
+                out += seeds_file_runs(item)
+            else:
+                out.append(item)
+    seen: set[str] = set()
+    return [p for p in out if not (str(Path(p).resolve()) in seen or seen.add(str(Path(p).resolve())))]

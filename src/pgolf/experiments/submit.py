@@ -46,21 +46,6 @@ _ALWAYS_LISTED = (*_VARYING, ("run", "out_dir"))
 
 # ------------------------------------------------------------------------------------------------ inputs
 
-def expand_runs(specs: Sequence[str]) -> list[str]:
-    """Comma-separated run dirs / run.json files / globs / `-seeds.json` files → run paths."""
-    from pgolf.experiments.cli import _expand
-    from pgolf.experiments.seeds import seeds_file_runs
-
-    out: list[str] = []
-    for spec in specs:
-        for item in _expand(spec):
-            if item.endswith(".json") and Path(item).is_file() and not item.endswith("run.json"):
-                out += seeds_file_runs(item)
-            else:
-                out.append(item)
-    return out
-
-
 def _config_without(cfg: dict) -> dict:
     return {s: {k: v for k, v in fields.items() if (s, k) not in _VARYING} for s, fields in cfg.items()}
 
@@ -68,6 +53,7 @@ def _config_without(cfg: dict) -> dict:
 def load_seed_runs(specs: Sequence[str]) -> list[dict]:
     """Finished runs of one configuration, sorted by seed; errors name the offending run and field."""
     from pgolf.experiments.report import load_runs
+    from pgolf.experiments.seeds import expand_runs
 
     runs = load_runs(expand_runs(specs))
     for r in runs:
