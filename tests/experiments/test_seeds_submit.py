@@ -131,3 +131,26 @@ def test_seeds_with_nproc_launches_torchrun_per_seed(tiny_dataset, tmp_path, cap
     run = json.loads((out / "tr-s5" / "run.json").read_text())
     assert run["config"]["train"]["seed"] == 5 and run["world_size"] == 1 and run["roundtrip"]["val_bpb"] > 0
     assert json.loads((out / "tr-seeds.json").read_text())["nproc_per_node"] == 1
+
+
+def test_seeds_json_feeds_compare_and_submit_refuses_mixed_configs(tmp_path, capsys):
+    from pgolf.experiments.seeds import expand_runs, summarize_runs
+    from pgolf.experiments.submit import load_seed_runs
+    from tests.experiments.test_report import make_run, write_run
+
+    dirs = [write_run(tmp_path, make_run(s, val_loss=v, name=f"c-s{s}")) for s, v in ((1, 1.8828), (2, 1.8816),
+                                                                                        (3, 1.8822))]
+    base = [write_run(tmp_path, make_run(s, val_loss=v, name=f"b-s{s}")) for s, v in ((1, 1.8898), (2, 1.8911),
+                                                                                       (3, 1.8892))]
+    from pgolf.experiments.report import load_runs
+
+    seeds_file = tmp_path / "c-seeds.json"
+    seeds_file.write_text(json.dumps({"format": "pgolf-seeds-v1", **summarize_runs(load_runs(dirs))}))
+    assert expand_runs([str(seeds_file)]) == [str(d) for d in dirs]
+    assert len(expand_runs([str(seeds_file), str(tmp_path / "c-s*")])) == 3  # the same runs twice: listed once
+    assert main(["compare", str(seeds_file), ",".join(map(str, base))]) == 0
+    assert "(n=3; 3 runs: c-s1, c-s2, c-s3)" in capsys.readouterr().out
+    other = make_run(4, name="c-s4")
+    other["config"]["train"]["matrix_lr"] = 0.5
+    with pytest.raises(ValueError, match="differs .* beyond train.seed/run.name: train.matrix_lr"):
+        load_seed_runs([str(seeds_file), str(write_run(tmp_path, other))])

@@ -65,8 +65,9 @@ def load_seed_runs(specs: Sequence[str]) -> list[dict]:
     ref = _config_without(runs[0]["config"])
     for r in runs[1:]:
         other = _config_without(r["config"])
-        diff = [f"{s}.{k}: {ref[s].get(k)!r} vs {other.get(s, {}).get(k)!r}" for s in ref for k in ref[s]
-                if ref[s].get(k) != other.get(s, {}).get(k)]
+        keys = sorted({(s, k) for c in (ref, other) for s, fields in c.items() for k in fields})
+        diff = [f"{s}.{k}: {ref.get(s, {}).get(k)!r} vs {other.get(s, {}).get(k)!r}" for s, k in keys
+                if ref.get(s, {}).get(k) != other.get(s, {}).get(k)]
         if diff or r.get("preset") != runs[0].get("preset"):
             raise ValueError(f"{r['_path']} differs from {runs[0]['_path']} beyond train.seed/run.name: "
                              + ("; ".join(diff) or f"preset {r.get('preset')!r} vs {runs[0].get('preset')!r}"))
