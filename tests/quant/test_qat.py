@@ -191,7 +191,9 @@ def _train(model, qat, run_dir, iterations=6, resume=False):
     return result, [k for k, _ in log.events]
 
 
-@pytest.mark.parametrize("recipe,cfg", [(SDCLIP_RTN, CFG), (EXACT_ALL, EXTRAS)], ids=["sdclip-rtn", "exact-all"])
+@pytest.mark.parametrize("recipe,cfg", [(SDCLIP_RTN, CFG), (EXACT_ALL, EXTRAS),
+                                        (EXACT_ALL, {**EXTRAS, "tie_embeddings": False})],
+                         ids=["sdclip-rtn", "exact-all", "exact-all-untied"])
 def test_qat_forward_equals_the_exported_artifact_model(tmp_path, recipe, cfg):
     torch.set_num_threads(1)
     model, x = _model(**cfg), _x()
@@ -201,6 +203,7 @@ def test_qat_forward_equals_the_exported_artifact_model(tmp_path, recipe, cfg):
     assert all(qat.tensors.values()) and not qat.uncovered
     if recipe is EXACT_ALL:  # every tensor kind is covered: tables and gates through the weight property
         hooked = {n for n, s in qat.specs.items() if s.hook == "property"}
+        assert ("lm_head.weight" in qat.specs) == (not cfg.get("tie_embeddings", True))
         assert {"tok_emb.weight", "bigram.embed.weight", "ve_shared.embed.weight",
                 "blocks.0.attn.gate.weight"} <= hooked  # (the 1×8 SmearGate is below the gate size window)
     qs, _ = quantize_state_dict(model.state_dict(), recipe)

@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from pgolf.model.layers import CastedLinear
 from pgolf.quant.apply import cross_tensor_overrides, route_tensors
 from pgolf.quant.primitives import INT8_CLIP_PERCENTILE, row_quantile
-from pgolf.quant.recipes import QuantRecipe, get_recipe
+from pgolf.quant.recipes import QuantRecipe, get_recipe, tensor_role
 
 _FP16_MIN = 2.0 ** -24  # smallest positive fp16 (primitives.quantize_rtn floors every scale here)
 EXACT_METHODS = frozenset({"sdclip_rtn", "rtn", "int8_percentile", "gate_int8_row"})
@@ -236,7 +236,8 @@ class QAT:
         """True when the recipe picks σ / bits per tensor from Hessians and some hooked tensor is affected."""
         r = self.recipe
         return bool(r is not None and (r.adaptive_clip or r.mixed_precision)
-                    and any(s.method == "sdclip_gptq" for s in self.specs.values()))
+                    and any(s.method == "sdclip_gptq" and tensor_role(n) in ("mlp", "attn")
+                            for n, s in self.specs.items()))
 
     def enable(self, on: bool = True) -> None:
         self.flag.fill_(1.0 if on else 0.0)
