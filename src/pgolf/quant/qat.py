@@ -37,6 +37,10 @@ The exporter recomputes Hessians and sensitivities on the *final* weights after 
 differ from the QAT-time ones (σ is continuous in the sensitivity; a bit width can flip near a rank boundary).
 `qat.summary()` (run.json train.qat) records the σ / bits QAT used so the two can be compared with the quantize
 report; the exporter does not reuse them (that would change `quantize_state_dict`, which QAT does not own).
+
+Not followed: `pack.budget` (pack/fit.py) re-picks σ / bits per tensor at export to meet a byte budget, after
+training; QAT trains on the recipe's own grid. With `train.ema_decay` the exporter quantizes the EMA average of the
+weights QAT trained (the fake-quant rule applied to those final weights is still the artifact's, as tested).
 """
 
 from __future__ import annotations
