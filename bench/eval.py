@@ -24,9 +24,15 @@ def main() -> None:
     p.add_argument("--modes", default="standard,sliding,doc,ttt-sgd,ttt-lora,ttt-phased")
     p.add_argument("--val-max-tokens", type=int, default=0)
     p.add_argument("--set", action="append", default=[], help="section.field=value override")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0 = torch's default). On a loaded machine 1 can be much faster: "
+                        "spinning OpenMP workers that share cores with other jobs slow the many small TTT kernels")
     args = p.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from pgolf.config import build_config, parse_overrides
     from pgolf.eval.modes import evaluate

@@ -67,6 +67,11 @@ def _worker(rank: int, world: int, init_file: str, out_file: str) -> None:
                 out[f"timeout-{mode}"] = "finished"
             except EvalTimeout as e:
                 out[f"timeout-{mode}"] = str(e)
+        try:  # 3 warm-start chains cannot be split over 2 ranks: every rank refuses before any collective
+            _run("ttt-lora-warm", ttt_lora_lanes=3)
+            out["lanes-3"] = "finished"
+        except ValueError as e:
+            out["lanes-3"] = str(e)
         torch.save(out, f"{out_file}.{rank}")
     finally:
         dist.destroy_process_group()
@@ -117,3 +122,8 @@ def test_wallclock_cap_stops_every_rank(two_ranks):
     for res in two_ranks:
         for mode in ("sliding", "ttt-sgd", "ttt-lora"):
             assert "exceeds max_seconds=1e-06s" in res[f"timeout-{mode}"], res[f"timeout-{mode}"]
+
+
+def test_lanes_must_divide_over_ranks(two_ranks):
+    for res in two_ranks:
+        assert res["lanes-3"] == "eval.ttt_lora_lanes=3 must be a multiple of the world size 2"
