@@ -4,7 +4,8 @@ variant with global SGD over already-scored documents (R0414/R0427 `eval_val_ttt
     res = evaluate(model, val_tokens, lut, EvalConfig(mode="ttt-lora"), seq_len=2048, device="cuda", bos_id=1)
 
 Documents are the BOS-delimited spans of eval/modes.py `document_spans` (a document owns the targets up to the
-next BOS). Batches of ttt_lora_batch_docs consecutive documents each get one adapter slot per document:
+next BOS). Batches of ttt_lora_batch_docs documents (consecutive, or by length: below) get one adapter slot per
+document:
 * LoRA (`BatchedLoRA`: A (bsz, r, in) ~ U(±1/√in), B (bsz, out, r) = 0, output (x Aᵀ) Bᵀ · alpha/r) on Q, K, V
   (input: the normalized block input n), O (n → added to the attention output), MLP (its normalized input →
   added to its output) for every virtual layer slot, and on the LM head (final hidden → added to the pre-softcap
@@ -20,7 +21,9 @@ next BOS). Batches of ttt_lora_batch_docs consecutive documents each get one ada
 
 Adapter start state: slot initial A values come from a seeded pool of ttt_lora_batch_docs draws and document d
 (stream index) starts from pool entry d mod ttt_lora_batch_docs, so its start state depends on its stream position
-alone, never on which other documents share its batch.
+alone, never on which other documents share its batch. (The records draw A per slot; with a length-sorted queue a
+later BOS then re-sorts the queue, moves an earlier document to another slot and changes its scores, which
+check_legal catches.)
 
 Document order (cfg.lora_order):
 * "stream" (default): batches of consecutive documents in stream order. Every mode and option is strictly causal.
