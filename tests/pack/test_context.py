@@ -18,7 +18,7 @@ from pgolf.pack.entropy import EntropyDecodeError, decode_codes, encode_codes, o
 from pgolf.quant.apply import QuantizedState
 from pgolf.quant.primitives import QuantizedTensor
 
-CONTEXT, BROTLI = 5, 6
+CONTEXT, BROTLI, BROTLI_T = 5, 6, 7
 
 
 def mode(data: bytes) -> int:
@@ -65,6 +65,8 @@ def test_every_bit_width_round_trips_and_uses_the_context_model(bits):
         np.array([[1, -1]], np.int8),
         np.arange(-128, 128, dtype=np.int8).reshape(16, 16),
         np.tile(np.arange(-128, 128, dtype=np.int8), (40, 1)),  # repeated rows: brotli's case
+        np.repeat(np.random.default_rng(5).integers(-30, 30, (100, 7)), 20, axis=1).astype(np.int8),  # column-major
+        np.repeat(np.random.default_rng(6).integers(-30, 30, (10, 7)), 20, axis=1).astype(np.int8).reshape(10, 20, 7),
         np.random.default_rng(1).integers(-32768, 32768, (50, 100)).astype(np.int16),
         np.random.default_rng(2).integers(0, 65536, (100, 50)).astype(np.uint16),
         (np.random.default_rng(3).standard_normal((64, 300)) * 40).round().astype(np.int16),
@@ -85,12 +87,15 @@ def test_edge_cases_round_trip(x):
 def test_best_is_never_larger_than_order0_or_brotli():
     rng = np.random.default_rng(5)
     cases = [column_codes(200, 300, seed=1), column_codes(200, 300, spread=0.0, seed=2),
-             np.tile(column_codes(1, 512, seed=3), (64, 1)), rng.integers(-31, 32, (128, 128)).astype(np.int8)]
+             np.tile(column_codes(1, 512, seed=3), (64, 1)), rng.integers(-31, 32, (128, 128)).astype(np.int8),
+             np.repeat(rng.integers(-30, 30, (100, 7)), 20, axis=1).astype(np.int8)]
     for x in cases:
         data = roundtrip(x)
         assert len(data) <= len(encode_codes(x))
         assert len(data) <= len(brotli.compress(x.tobytes(), quality=11)) + 8  # + the header bytes
+        assert len(data) <= len(brotli.compress(np.ascontiguousarray(x.T).tobytes(), quality=11)) + 8
     assert mode(encode_codes(cases[2], model="best")) == BROTLI  # identical rows: no per-symbol model competes
+    assert mode(encode_codes(cases[4], model="best")) == BROTLI_T  # repeated columns: column-major wins
 
 
 def test_context_model_approaches_the_conditional_entropy():
@@ -140,6 +145,7 @@ def test_torch_and_container_use_the_best_model():
 def _valid() -> list[bytes]:
     out = [encode_codes(column_codes(64, 96, seed=s, bits=b), model="best") for s, b in ((10, 6), (11, 3), (12, 8))]
     out.append(encode_codes(np.tile(column_codes(1, 300, seed=13), (30, 1)), model="best"))
+    out.append(encode_codes(np.repeat(column_codes(60, 7, seed=17), 20, axis=1), model="best"))
     x = np.zeros((200, 60), np.int8)  # constant contexts next to coded ones
     x[:, :30] = column_codes(200, 30, seed=14)
     out.append(encode_codes(x, model="best"))
@@ -149,8 +155,8 @@ def _valid() -> list[bytes]:
 VALID = _valid()
 
 
-def test_valid_streams_cover_both_new_modes():
-    assert {CONTEXT, BROTLI} <= {mode(d) for d in VALID}
+def test_valid_streams_cover_the_new_modes():
+    assert {CONTEXT, BROTLI, BROTLI_T} <= {mode(d) for d in VALID}
 
 
 def _decode_or_reject(data: bytes, max_symbols: int = 1 << 20) -> None:
@@ -251,3 +257,13 @@ def test_similarity_order_walks_to_the_nearest_row():
 
     q = np.array([[0, 0], [9, 9], [1, 0], [8, 9], [2, 1]], np.int8)
     assert similarity_order(q).tolist() == [0, 2, 4, 3, 1]
+
+
+def test_column_major_brotli_needs_a_matrix():
+    x = np.repeat(np.random.default_rng(18).integers(-30, 30, (10, 7)), 20, axis=1).astype(np.int8)  # 10 × 140
+    data = encode_codes(x, model="best")
+    assert mode(data) == BROTLI_T and list(data[1:5]) == [2, 10, 0x8C, 0x01]
+    flat = bytes([data[0], 1, 0xF8, 0x0A]) + data[5:]  # the same 1,400 codes declared as a vector
+    with pytest.raises(EntropyDecodeError, match="ndim"):
+        decode_codes(flat)
+    assert np.array_equal(decode_codes(data), x)

@@ -18,6 +18,8 @@ Stream layout (version 1; every integer is a LEB128 varint, signed ones zigzag-m
                                               and one weight table per (row cluster, column cluster) context
     mode 6 BROTLI    (model="best" only)      brotli-11 of the little-endian element bytes (wins on tensors
                                               with repeated rows, which no per-symbol model sees)
+    mode 7 BROTLI_T  (model="best" only)      the same of the array viewed as (shape[0], rest) and transposed
+                                              (column-major, as R0427 stored codes; ndim >= 2)
 
 The weight table holds span + 1 slots (symbols lo..hi); a present symbol has weight >= 1, a run of r absent
 symbols is written as 0, r - 1. In COUNTS mode the weights are the exact counts (they sum to the size, and the
@@ -26,8 +28,9 @@ total, with p chosen per tensor to minimise table bytes + cross-entropy bits. Th
 little-endian uint32 words with the zero high bytes of the last word dropped.
 
 encode_codes(x) writes modes 0-4 only (order-0, the "rans" artifact codec); encode_codes(x, model="best") also
-tries the context model (2-D and larger arrays) and brotli-11, and keeps the smallest (the "rans-ctx" codec).
-Modes 5 and 6 were added inside format version 1: older readers reject them with a clean "unknown mode" error.
+tries the context model (2-D and larger arrays) and brotli-11 (row- and column-major), and keeps the smallest
+(the "rans-ctx" codec). Modes 5-7 were added inside format version 1: older readers reject them with a clean
+"unknown mode" error.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ FORMAT_VERSION = 1
 MAX_SYMBOLS = 2**31
 """Default cap on the element count decode_codes accepts (the header is checked against it before allocating)."""
 
-_EMPTY, _CONSTANT, _COUNTS, _WEIGHTS, _RAW, _CONTEXT, _BROTLI = 0, 1, 2, 3, 4, 5, 6
+_EMPTY, _CONSTANT, _COUNTS, _WEIGHTS, _RAW, _CONTEXT, _BROTLI, _BROTLI_T = 0, 1, 2, 3, 4, 5, 6, 7
 MODELS = ("order0", "best")
 _CONTEXT_MIN_SIZE = 4096  # smaller arrays cannot repay the cluster ids and extra tables
 _CONTEXT_MAX_ALPHABET = 256  # int8-like codes; wider alphabets would need too many counts per context
@@ -224,8 +227,8 @@ def encode_codes(codes: np.ndarray, *, model: str = "order0") -> bytes:
     model="order0" (default, the "rans" codec): the order-0 histogram of the array itself, stored in the header; see
     the module docstring for the layout. Cost: a few bytes of header, the histogram (~20-60 bytes for int6-like
     codes) and ~0.01 % over the order-0 entropy. model="best" (the "rans-ctx" codec): the smallest of that, the
-    row/column context model (pgolf.pack.context) and brotli-11 of the raw bytes, so it is never larger than either
-    of the three. Accepts anything np.asarray accepts (e.g. CPU torch tensors).
+    row/column context model (pgolf.pack.context) and brotli-11 of the raw bytes in row- and column-major order, so
+    it is never larger than any of them (plus a header of a few bytes). Accepts anything np.asarray accepts (e.g. CPU torch tensors).
     """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; valid: {', '.join(MODELS)}")
@@ -242,6 +245,8 @@ def encode_codes(codes: np.ndarray, *, model: str = "order0") -> bytes:
     if model == "order0" or best[0] >> 2 & 7 in (_EMPTY, _CONSTANT):
         return best
     candidates = [best, _encode_brotli(arr)]
+    if arr.ndim >= 2 and arr.shape[0] > 1:
+        candidates.append(_encode_brotli(arr, transpose=True))
     if arr.ndim >= 2 and arr.size >= _CONTEXT_MIN_SIZE and arr.shape[0] > 1:
         ctx = _encode_context(arr)
         if ctx is not None:
@@ -301,13 +306,16 @@ def _encode_order0(arr: np.ndarray) -> bytes:
     return coded
 
 
-def _encode_brotli(arr: np.ndarray) -> bytes:
+def _encode_brotli(arr: np.ndarray, transpose: bool = False) -> bytes:
     from pgolf.pack.codecs import compress
 
-    return bytes(_header(arr, _BROTLI)) + compress(arr.astype(arr.dtype.newbyteorder("<")).tobytes(), "brotli")
+    le = arr.astype(arr.dtype.newbyteorder("<"))
+    if transpose:
+        le = np.ascontiguousarray(le.reshape(arr.shape[0], -1).T)
+    return bytes(_header(arr, _BROTLI_T if transpose else _BROTLI)) + compress(le.tobytes(), "brotli")
 
 
-def _table_bytes(counts: np.ndarray) -> tuple[int, int, np.ndarray]:
+def _table_bytes(counts: np.ndarray) -> tuple[int, np.ndarray, bytes]:
     """(offset of the first present symbol, weight table over first..last present symbol, its serialized bytes)."""
     nz = np.flatnonzero(counts)
     sub = counts[nz[0] : nz[-1] + 1]
@@ -424,7 +432,7 @@ def _min_bits(weights: np.ndarray, n: int) -> float:
     return -n * math.log2(q_max)
 
 
-def _decode_brotli(blob: bytes, shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
+def _decode_brotli(blob: bytes, shape: tuple[int, ...], dt: np.dtype, transpose: bool) -> np.ndarray:
     from pgolf.pack.codecs import CodecError, decompress
 
     n = math.prod(shape) * dt.itemsize
@@ -434,7 +442,13 @@ def _decode_brotli(blob: bytes, shape: tuple[int, ...], dt: np.dtype) -> np.ndar
         raise EntropyDecodeError(f"brotli payload: {e}") from None
     if len(raw) != n:
         raise EntropyDecodeError(f"brotli payload holds {len(raw)} bytes, the shape {shape} needs {n}")
-    return np.frombuffer(raw, dtype=dt.newbyteorder("<")).astype(dt).reshape(shape)
+    flat = np.frombuffer(raw, dtype=dt.newbyteorder("<")).astype(dt)
+    if not transpose:
+        return flat.reshape(shape)
+    if len(shape) < 2:
+        raise EntropyDecodeError(f"column-major brotli mode needs ndim >= 2, got shape {shape}")
+    rows = shape[0]
+    return np.ascontiguousarray(flat.reshape(-1, rows).T).reshape(shape) if n else flat.reshape(shape)
 
 
 def _read_ids(r: _Reader, data: bytes, length: int, clusters: int, what: str) -> np.ndarray:
@@ -519,7 +533,7 @@ def _decode(data: bytes, max_symbols: int) -> np.ndarray:
     if b0 >> 5 != FORMAT_VERSION:
         raise EntropyDecodeError(f"unknown format version {b0 >> 5} (expected {FORMAT_VERSION})")
     mode, dt = (b0 >> 2) & 7, _DTYPES[b0 & 3]
-    if mode > _BROTLI:
+    if mode > _BROTLI_T:
         raise EntropyDecodeError(f"unknown mode {mode}")
     ndim = r.uvarint("ndim", _MAX_NDIM)
     shape = tuple(r.uvarint("dimension", max_symbols) for _ in range(ndim))
@@ -543,8 +557,8 @@ def _decode(data: bytes, max_symbols: int) -> np.ndarray:
         if r.pos != len(data):
             raise EntropyDecodeError("trailing bytes after a constant array")
         return np.full(shape, value, dtype=dt)
-    if mode == _BROTLI:
-        return _decode_brotli(data[r.pos :], shape, dt)
+    if mode in (_BROTLI, _BROTLI_T):
+        return _decode_brotli(data[r.pos :], shape, dt, transpose=mode == _BROTLI_T)
     if mode == _CONTEXT:
         return _decode_context(r, data, shape, dt, max_symbols)
 
