@@ -73,7 +73,7 @@ def main() -> int:
     qs = _trim(qs, args.max_codes)
     blobs = {c: encode_artifact(qs, manifest, c) for c in args.codecs.split(",")}
     if "rans-ctx" in blobs:
-        names = {2: "order0", 3: "order0", 4: "raw", 5: "context", 6: "brotli"}
+        names = {2: "order0", 3: "order0", 4: "raw", 5: "context", 6: "brotli", 7: "brotli-T"}
         modes = Counter(names.get((encode_codes(t.q.numpy(), model="best")[0] >> 2) & 7, "trivial")
                         for t in qs.tensors.values())
         print(f"rans-ctx stream modes of the {len(qs.tensors)} code tensors: {dict(modes)}")

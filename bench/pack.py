@@ -8,8 +8,9 @@ quantized with int6 SDClip RTN (q = clamp(round(W/s), -31, 31), s = 12.85·std(r
 elements; the rest kept as fp16 passthrough); (c) a synthetic 27M-parameter int6 state with the record-11l shapes
 (pgolf.model.gpt.GPT, random-init weights through the same rule) for whole-artifact decode time.
 Per state: the weight codes with each tensor compressed alone (rans = order-0 rANS, rans-ctx = per tensor the
-smallest of order-0 rANS, row/column context rANS and brotli-11); the records' general-codec layouts of the same
-codes (transposed, role-grouped, rows similarity-sorted as R0427; pgolf.pack.layouts); whole artifacts per codec.
+smallest of order-0 rANS, row/column context rANS and brotli-11 of the row- or column-major codes); the records'
+general-codec layouts of the same codes (transposed, role-grouped, rows similarity-sorted as R0427;
+pgolf.pack.layouts); whole artifacts per codec.
 Targets: default codec's weight-code bytes ≤ 1.005 × order-0 entropy and ≤ 0.96 × best of zstd-22/lzma-9/brotli-11;
 whole artifact decode < 5 s on 2 cores at 27M parameters.
 """
@@ -49,7 +50,7 @@ def int6_sdclip(weights: dict[str, torch.Tensor], k: float = 12.85, bits: int = 
     return qs
 
 
-MODE_NAMES = {2: "order0", 3: "order0", 4: "raw", 5: "context", 6: "brotli"}
+MODE_NAMES = {2: "order0", 3: "order0", 4: "raw", 5: "context", 6: "brotli", 7: "brotli-T"}
 LAYOUTS = {  # name: arrange() flags
     "per tensor, row-major": {},
     "per tensor, transposed": {"transpose": True},
