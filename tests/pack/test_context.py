@@ -95,6 +95,12 @@ def test_best_is_never_larger_than_order0_or_brotli():
         assert len(data) <= len(brotli.compress(x.tobytes(), quality=11)) + 8  # + the header bytes
         assert len(data) <= len(brotli.compress(np.ascontiguousarray(x.T).tobytes(), quality=11)) + 8
     assert mode(encode_codes(cases[2], model="best")) == BROTLI  # identical rows: no per-symbol model competes
+    for x in cases:  # the quick-sizing model skips the brotli trials and is never below "best"
+        quick = encode_codes(x, model="context")
+        assert mode(quick) not in (BROTLI, BROTLI_T) and np.array_equal(decode_codes(quick), x)
+        assert len(encode_codes(x, model="best")) <= len(quick) <= len(encode_codes(x))
+    with pytest.raises(ValueError, match="unknown model"):
+        encode_codes(cases[0], model="ctx")
     assert mode(encode_codes(cases[4], model="best")) == BROTLI_T  # repeated columns: column-major wins
 
 
