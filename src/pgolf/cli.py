@@ -376,7 +376,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
             and qt.extras.keys() == bt.extras.keys() and all(_same_tensor(v, bt.extras[k]) for k, v in qt.extras.items())
     if not same:
         raise RuntimeError("re-encoded artifact does not round-trip bit-exactly (please report this bug)")
-    codecs = _report_codecs(args.codecs) if args.codecs is not None else sorted({"rans", args.codec.split("+")[0]})
+    target = args.codec.split("+")[0] if args.codec != "rans-ctx" else "rans"  # the byte report knows order-0 rans
+    codecs = _report_codecs(args.codecs) if args.codecs is not None else sorted({"rans", target})
     if codecs:
         print(format_byte_report(tensor_byte_report(qs, codecs)))
     print(f"{path}: {old_codec} {len(blob):,} bytes → {args.codec} {len(new):,} bytes "
