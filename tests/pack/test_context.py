@@ -273,3 +273,20 @@ def test_column_major_brotli_needs_a_matrix():
     with pytest.raises(EntropyDecodeError, match="ndim"):
         decode_codes(flat)
     assert np.array_equal(decode_codes(data), x)
+
+
+def test_pack_cli_writes_rans_ctx(tmp_path, capsys):
+    from pgolf.cli import main
+    from pgolf.pack.container import artifact_codec, write_artifact
+
+    qs = QuantizedState()
+    qs.tensors["w"] = QuantizedTensor(q=torch.from_numpy(column_codes(128, 192, seed=19)),
+                                      scale=torch.ones(128, dtype=torch.float16), bits=6, method="rtn")
+    qs.dtypes["w"] = "float32"
+    src, out = tmp_path / "a.pgolf", tmp_path / "b.pgolf"
+    write_artifact(src, encode_artifact(qs, {"codec": "zlib"}, "zlib"))
+    assert main(["pack", str(src), "--codec", "rans-ctx", "--out", str(out)]) == 0
+    assert "round trip bit-exact" in capsys.readouterr().out
+    blob = out.read_bytes()
+    assert artifact_codec(blob) == "rans-ctx" and len(blob) < len(encode_artifact(qs, {"codec": "rans"}, "rans"))
+    assert torch.equal(decode_artifact(blob)[0].tensors["w"].q, qs.tensors["w"].q)
