@@ -13,6 +13,7 @@ val_bpb vs model bytes (matplotlib Agg).
 Equal bytes (issue 3's comparison): `--equal-bytes sdclip-rtn --codec rans` first quantizes the reference recipe
 as is, then fits every recipe to the reference's model bytes with the budget fitter (pack/fit.py: per-tensor bits/σ
 chosen by measured bytes and Hessian-weighted error) and scores each; "quant s" is then the whole fit.
+"""
 
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def main(argv=None) -> int:
     p.add_argument("--calib-source", default="", help="override every recipe's calibration source")
     p.add_argument("--codec", default="", help="force one codec (default: each recipe's codec_hint)")
     p.add_argument("--out", default="", help="output directory (default RUN_DIR/quant_bench)")
+    p.add_argument("--stride", type=int, default=None, help="eval stride (default: the run's eval.stride)")
     p.add_argument("--equal-bytes", default="", metavar="RECIPE",
                    help="fit every recipe to the model bytes of RECIPE (quantized as is) and compare at equal bytes")
     args = p.parse_args(argv)
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
     model = GPT(cfg.model)
     model.load_state_dict(weights, strict=True)
     model.set_looping(looping)
-    pre = score(model.eval(), data, cfg, dev).val_bpb
+    pre = score(model.eval(), data, cfg, dev, stride=args.stride).val_bpb
     print(f"pre-quant val_bpb {pre:.5f} on {val.numel() - 1:,} val tokens", file=sys.stderr)
     code = measure_code_bytes()
     names = [n for n in args.recipes.split(",") if n] or list(RECIPES)
@@ -127,7 +129,7 @@ def main(argv=None) -> int:
         if args.equal_bytes and i == 0:
             target = len(blob)
         rt_model, _ = load_model_from_artifact(blob)
-        rt = score(rt_model, data, cfg, dev).val_bpb
+        rt = score(rt_model, data, cfg, dev, stride=args.stride).val_bpb
         row = {"recipe": name + (" (fit)" if fitting else ""), "codec": codec, "model_bytes": len(blob), "total_bytes": len(blob) + code,
                "val_bpb": rt, "gap": rt - pre, "quant_s": secs, "peak_mb": mem.delta,
                "calib": f"{cal['source']} {cal['seqs']}×{cal['seq_len']} {cal['seconds']:.1f}s" if cal else "—"}
