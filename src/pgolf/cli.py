@@ -340,7 +340,7 @@ def _report_codecs(spec: str | None) -> list[str]:
     if spec in ("", "none"):
         return []
     if spec == "all":
-        return [*CODECS, "rans"]
+        return [*CODECS, "rans", "rans-ctx"]
     return [c.strip() for c in spec.split(",") if c.strip()]
 
 
@@ -376,7 +376,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
             and qt.extras.keys() == bt.extras.keys() and all(_same_tensor(v, bt.extras[k]) for k, v in qt.extras.items())
     if not same:
         raise RuntimeError("re-encoded artifact does not round-trip bit-exactly (please report this bug)")
-    target = args.codec.split("+")[0] if args.codec != "rans-ctx" else "rans"  # the byte report knows order-0 rans
+    target = args.codec.split("+")[0]
     codecs = _report_codecs(args.codecs) if args.codecs is not None else sorted({"rans", target})
     if codecs:
         print(format_byte_report(tensor_byte_report(qs, codecs)))
@@ -449,8 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     i = sub.add_parser("info", help="print an artifact's manifest, tensors and byte report")
     i.add_argument("artifact")
-    i.add_argument("--codecs", help="per-tensor byte report codecs, comma-separated (zlib,zstd,lzma,brotli,rans), "
-                   "'all' or 'none' (default zstd,brotli,rans)")
+    i.add_argument("--codecs", help="per-tensor byte report codecs, comma-separated (zlib,zstd,lzma,brotli,rans,rans-ctx), "
+                   "'all' or 'none' (default zstd,brotli,rans,rans-ctx)")
     pk = sub.add_parser("pack", help="re-encode an artifact with another codec (verified bit-exact) and report bytes")
     pk.add_argument("artifact")
     pk.add_argument("--codec", required=True, help="zlib|zstd|lzma|brotli, each optionally +shuffle, rans or rans-ctx")

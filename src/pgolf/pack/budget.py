@@ -82,14 +82,16 @@ def check_budget(report: ByteReport, allow_over: bool) -> bool:
 
 # ------------------------------------------------------------------------------------------------ per-tensor bytes
 
-REPORT_CODECS: tuple[str, ...] = ("zstd", "brotli", "rans")
+REPORT_CODECS: tuple[str, ...] = ("zstd", "brotli", "rans", "rans-ctx")
+ENTROPY_MODELS = {"rans": "order0", "rans-ctx": "best"}  # byte-report name → pgolf.pack.entropy.encode_codes model
 """Default codecs of `tensor_byte_report` (each tensor's codes compressed alone); zlib and lzma are slower/larger."""
 
 
 def tensor_byte_report(qs, codecs: tuple[str, ...] | list[str] = REPORT_CODECS) -> list[dict]:
     """One row per quantized tensor: raw code bytes (int8 storage), order-0 entropy bytes of the codes, the bytes
-    each codec spends on the codes compressed alone ("rans" = pgolf.pack.entropy.encode_codes, others = the general
-    compressor; "X+shuffle" equals "X" on int8 codes), and the gap to the entropy as a ratio - 1.
+    each codec spends on the codes compressed alone ("rans" = order-0 `pgolf.pack.entropy.encode_codes`, "rans-ctx" =
+    its `model="best"` stream, exactly what the rans-ctx container writes; others = the general compressor;
+    "X+shuffle" equals "X" on int8 codes), and the gap to the entropy as a ratio - 1.
 
     Rows: {name, bits, shape, numel, raw_bytes, entropy_bytes, bytes: {codec: n}, gap: {codec: ratio - 1 or None}}.
     """
@@ -97,14 +99,16 @@ def tensor_byte_report(qs, codecs: tuple[str, ...] | list[str] = REPORT_CODECS) 
     from pgolf.pack.entropy import encode_codes, order0_entropy_bytes
 
     for c in codecs:
-        if c != "rans" and c.split("+")[0] not in CODECS:
-            raise ValueError(f"unknown codec {c!r} for the byte report; valid: rans, {', '.join(CODECS)}")
+        if c not in ENTROPY_MODELS and c.split("+")[0] not in CODECS:
+            raise ValueError(f"unknown codec {c!r} for the byte report; valid: {', '.join(ENTROPY_MODELS)}, "
+                             f"{', '.join(CODECS)}")
     rows = []
     for name, qt in qs.tensors.items():
         arr = qt.q.detach().cpu().contiguous().numpy()
         raw = arr.tobytes()
         h = order0_entropy_bytes(arr)
-        sizes = {c: len(encode_codes(arr)) if c == "rans" else len(compress(raw, c.split("+")[0])) for c in codecs}
+        sizes = {c: len(encode_codes(arr, model=ENTROPY_MODELS[c])) if c in ENTROPY_MODELS
+                 else len(compress(raw, c.split("+")[0])) for c in codecs}
         rows.append({"name": name, "bits": qt.bits, "shape": list(arr.shape), "numel": int(arr.size),
                      "raw_bytes": len(raw), "entropy_bytes": h, "bytes": sizes,
                      "gap": {c: (n / h - 1 if h > 0 else None) for c, n in sizes.items()}})

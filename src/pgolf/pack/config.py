@@ -11,11 +11,13 @@ CHALLENGE_BYTE_LIMIT = 16_000_000  # code + compressed model, decimal bytes (par
 @dataclass(frozen=True)
 class PackConfig:
     codec: Literal["zlib", "zstd", "lzma", "brotli", "zlib+shuffle", "zstd+shuffle", "lzma+shuffle", "brotli+shuffle",
-                   "rans", "rans-ctx"] = "zlib"
+                   "rans", "rans-ctx"] = "rans-ctx"
     """Compressor of the artifact payload: zlib-9 (BASE), zstd-22 (R0322), lzma-9 extreme (R0325), brotli-11; "+shuffle"
     stores 16/32-bit tensors as byte planes first (the records' `_byte_shuffle`, R0331+); "rans" entropy-codes each
-    tensor's int8 codes with its own order-0 rANS model (within ~0.01 % of the entropy) and the rest with
-    brotli-11 + shuffle — the smallest (pgolf.pack.container)."""
+    tensor's int8 codes with its own order-0 rANS model (within ~0.01 % of the entropy); "rans-ctx" (the default, the
+    smallest) codes each tensor with the best of order-0 rANS, row × column cluster context rANS and brotli-11 in
+    either order, so it is never larger than brotli on any tensor. Both code the rest with brotli-11 + shuffle
+    (pgolf.pack.container, pgolf.pack.context; bench/pack.py)."""
     byte_limit: int = CHALLENGE_BYTE_LIMIT
     allow_over_limit: bool = False
     """Write the artifact even when code + model bytes exceed byte_limit (the run is then not a valid submission)."""
