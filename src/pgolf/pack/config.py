@@ -25,7 +25,7 @@ class PackConfig:
     """Fit the quantization to this many total bytes (code + model, decimal; e.g. 16000000): per-tensor bits and clip
     σ are chosen by measured bytes and Hessian-weighted error so the artifact lands within 0.1 % under it
     (pack/fit.py). 0 = off: the recipe's fixed choices."""
-    fit_sigma_multipliers: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9, 1.0, 1.12, 1.25, 1.4, 1.6, 1.8)
+    fit_sigma_multipliers: tuple[float, ...] = (0.7, 0.8, 0.9, 1.0, 1.12, 1.25, 1.4)
     """Multipliers of the recipe's SDClip σ tried per tensor when fitting a budget."""
     fit_bits_delta: int = 1
     """Bit widths tried per tensor when fitting: the recipe's bits ± this (within 2..8)."""

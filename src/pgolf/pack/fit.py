@@ -56,7 +56,8 @@ from pgolf.quant.recipes import QuantRecipe, get_recipe
 
 SIGMA_METHODS = frozenset({"sdclip_rtn", "sdclip_gptq"})
 BITS_METHODS = frozenset({"rtn", "gptq_lite", "gptq_clip_search", *SIGMA_METHODS})
-DEFAULT_SIGMA_MULTIPLIERS = (0.6, 0.7, 0.8, 0.9, 1.0, 1.12, 1.25, 1.4, 1.6, 1.8)
+# σ × [0.7, 1.4] moves the step by ±0.5 bit around the recipe's; bits ± 1 cover the rest of the rate range
+DEFAULT_SIGMA_MULTIPLIERS = (0.7, 0.8, 0.9, 1.0, 1.12, 1.25, 1.4)
 DEFAULT_TOLERANCE = 0.001  # issue 4: land within 0.1 % under the budget
 
 
