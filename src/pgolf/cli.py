@@ -2,13 +2,18 @@
 
     pgolf run      [--preset cpu-demo] [--config FILE] [--from-env] [--resume] [--section.field VALUE ...]
     pgolf train    (same options; stops after training and writes checkpoint.pt)
-    pgolf quantize RUN_OR_CHECKPOINT [--recipe NAME] [--codec C] [--out PATH]
-    pgolf eval     ARTIFACT [--stride N] [--seq-len N] [--data-dir DIR] [--val-max-tokens N]
+    pgolf quantize RUN_OR_CHECKPOINT [--recipe NAME] [--codec C] [--out PATH] [--budget BYTES] [--eval]
+    pgolf eval     ARTIFACT [--mode M] [--stride N] [--seq-len N] [--data-dir DIR] [--val-max-tokens N] [--eval.*]
+    pgolf check-legal [--mode M]   (the causality checker on the eval modes)
     pgolf info     ARTIFACT
+    pgolf pack     ARTIFACT --codec C [--out PATH]   (re-encode, per-tensor bytes vs entropy)
     pgolf data     prepare|fineweb|tokenizer|convert ...
     pgolf presets  (list presets and every config field)
     pgolf compare  A B   (Welch t-test and the record margin test, in nats and bpb)
     pgolf report   RUN_DIR... [--out DIR]   (PNG plots + report.md)
+    pgolf seeds    42,1337,2024|N [--nproc-per-node K] [--dry-run] [run options]   (per-seed table, mean ± std)
+    pgolf submit   RUNS --name NAME [--out DIR] [--baseline RUNS]   (records folder + single-file train_gpt.py)
+    pgolf bundle   [--out DIR]   (the single-file train_gpt.py and its readable form, sizes)
 
 Overrides are dotted `--section.field value` (or `--section.field=value`); `pgolf presets` lists the fields.
 """
