@@ -62,6 +62,8 @@ def main(argv=None) -> int:
     p.add_argument("--recipes", default="", help="comma-separated recipe names (default: all registered)")
     p.add_argument("--val-tokens", type=int, default=0, help="score on the first N val tokens (0 = all)")
     p.add_argument("--calib-seqs", type=int, default=0, help="calibration sequences (0 = recipe default)")
+    p.add_argument("--calib-seq-len", type=int, default=0,
+                   help="calibration sequence length (0 = the recipe's: selfgen 2048, else train_seq_len)")
     p.add_argument("--calib-source", default="", help="override every recipe's calibration source")
     p.add_argument("--codec", default="", help="force one codec (default: each recipe's codec_hint)")
     p.add_argument("--out", default="", help="output directory (default RUN_DIR/quant_bench)")
@@ -106,7 +108,7 @@ def main(argv=None) -> int:
     for i, name in enumerate(names):
         fitting = bool(args.equal_bytes) and i > 0
         recipe = get_recipe(name)
-        q = dataclasses.replace(cfg.quant, recipe=name, calib_seqs=args.calib_seqs,
+        q = dataclasses.replace(cfg.quant, recipe=name, calib_seqs=args.calib_seqs, calib_seq_len=args.calib_seq_len,
                                 calib_source=args.calib_source or cfg.quant.calib_source)
         rcfg = build_config([("run", {**cfg.to_dict(), "quant": asdict(q)})])
         hessians, cal = None, None
