@@ -160,19 +160,25 @@ def _dist_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
         dist.destroy_process_group()
 
 
-def test_two_gloo_ranks_match_one_process(tmp_path):
+def run_ranks(worker, nprocs: int, *args, timeout: float) -> None:
+    """Run worker(rank, nprocs, *args) in `nprocs` forked processes; a hung child fails the test, not the suite.
+
+    fork: the children need not re-import torch (seconds on 2 cores).
+    """
     import torch.multiprocessing as mp
 
-    out = tmp_path / "res.pt"
-    # fork: the children need not re-import torch (seconds on 2 cores); a hung child fails the test, not the suite
-    ctx = mp.start_processes(_dist_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=False,
-                             start_method="fork")
-    deadline = time.monotonic() + 60
+    ctx = mp.start_processes(worker, args=(nprocs, *args), nprocs=nprocs, join=False, start_method="fork")
+    deadline = time.monotonic() + timeout
     while not ctx.join(timeout=1):
         if time.monotonic() > deadline:
             for p in ctx.processes:
                 p.kill()
-            pytest.fail("distributed evaluation did not finish within 60 s")
+            pytest.fail(f"distributed evaluation did not finish within {timeout:.0f} s")
+
+
+def test_two_gloo_ranks_match_one_process(tmp_path):
+    out = tmp_path / "res.pt"
+    run_ranks(_dist_worker, 2, str(tmp_path / "init"), str(out), timeout=60)
     loss, bpb, n_tok, n_bytes = torch.load(out)
     ref = evaluate_bpb(TinyCausalLM(), tokens_of(301, seed=5), make_lut(), seq_len=32, stride=8, batch_seqs=2)
     assert (n_tok, n_bytes) == (ref.num_tokens, ref.num_bytes) == (300, brute_bytes(make_lut(), tokens_of(301, 5)))

@@ -11,14 +11,13 @@ so 1e-7 leaves a margin while any real difference in batching or normalisation (
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
 
 from pgolf.eval.config import EvalConfig
 from pgolf.eval.modes import EvalTimeout, evaluate
-from tests.eval.test_bpb import make_lut
+from tests.eval.test_bpb import make_lut, run_ranks
 from tests.eval.test_modes import BOS, V, stream, tiny_model
 
 pytestmark = pytest.mark.slow
@@ -79,19 +78,9 @@ def _worker(rank: int, world: int, init_file: str, out_file: str) -> None:
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    import torch.multiprocessing as mp
-
     tmp = tmp_path_factory.mktemp("dist")
     out = tmp / "res"
-    # fork: the children need not re-import torch (seconds on 2 cores); a hung child fails the test, not the suite
-    ctx = mp.start_processes(_worker, args=(2, str(tmp / "init"), str(out)), nprocs=2, join=False,
-                             start_method="fork")
-    deadline = time.monotonic() + 120
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail("distributed evaluation did not finish within 120 s")
+    run_ranks(_worker, 2, str(tmp / "init"), str(out), timeout=120)
     return [torch.load(f"{out}.{r}") for r in range(2)]
 
 

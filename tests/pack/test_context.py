@@ -17,6 +17,7 @@ from pgolf.pack.container import decode_artifact, encode_artifact
 from pgolf.pack.entropy import EntropyDecodeError, decode_codes, encode_codes, order0_entropy_bytes
 from pgolf.quant.apply import QuantizedState
 from pgolf.quant.primitives import QuantizedTensor
+from tests.pack.test_entropy import mutate
 
 CONTEXT, BROTLI, BROTLI_T = 5, 6, 7
 
@@ -182,16 +183,7 @@ def _decode_or_reject(data: bytes, max_symbols: int = 1 << 20) -> None:
     insert=st.booleans(),
 )
 def test_fuzz_mutated_streams(which, edits, cut, insert):
-    data = bytearray(VALID[which])
-    for where, value in edits:  # mostly in the header, ids and tables (the first 30 %)
-        i = int(where * len(data))
-        if insert:
-            data.insert(i, value)
-        else:
-            data[i] = value
-    if cut is not None:
-        data = data[: int(cut * len(data))]
-    _decode_or_reject(bytes(data))
+    _decode_or_reject(mutate(VALID[which], edits, cut, insert))  # edits mostly in the header, ids and tables
 
 
 def test_forged_context_headers_are_rejected():

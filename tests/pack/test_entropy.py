@@ -173,6 +173,20 @@ def test_encodings_cover_every_mode():
     assert sorted({(d[0] >> 2) & 7 for d in VALID}) == [0, 1, 2, 3, 4]
 
 
+def mutate(data: bytes, edits, cut: float | None, insert: bool) -> bytes:
+    """`data` with bytes inserted or overwritten at the fractional positions of `edits`, then cut at `cut`."""
+    out = bytearray(data)
+    for where, value in edits:
+        i = int(where * len(out))
+        if insert:
+            out.insert(i, value)
+        else:
+            out[i] = value
+    if cut is not None:
+        out = out[: int(cut * len(out))]
+    return bytes(out)
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     which=st.integers(0, len(VALID) - 1),
@@ -181,16 +195,7 @@ def test_encodings_cover_every_mode():
     insert=st.booleans(),
 )
 def test_fuzz_mutated_encodings(which, edits, cut, insert):
-    data = bytearray(VALID[which])
-    for where, value in edits:
-        i = int(where * len(data))
-        if insert:
-            data.insert(i, value)
-        else:
-            data[i] = value
-    if cut is not None:
-        data = data[: int(cut * len(data))]
-    _decode_or_reject(bytes(data))
+    _decode_or_reject(mutate(VALID[which], edits, cut, insert))
 
 
 @settings(max_examples=150, deadline=None)
