@@ -14,7 +14,6 @@ This is the study behind the rans-ctx codec (BENCHMARKS.md "Packing"); it takes 
 """
 import math
 import sys
-import time
 from pathlib import Path
 
 import brotli
@@ -124,7 +123,6 @@ def study(name, q, scale):
     if R <= 4096:
         qf = q.astype(np.float32)
         ref = np.zeros_like(q)
-        t0 = time.time()
         for i in range(1, R):
             d = np.abs(qf[:i] - qf[i]).sum(1)
             ref[i] = q[int(d.argmin())]

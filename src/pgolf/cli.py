@@ -210,7 +210,6 @@ def _print_tensor_table(rows: list[dict]) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from pgolf.config import config_from_dict
     from pgolf.eval.modes import EvalTimeout
     from pgolf.log import RunLogger
     from pgolf.pack.container import decode_artifact

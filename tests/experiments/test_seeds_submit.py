@@ -9,7 +9,6 @@ import json
 import math
 import shlex
 import statistics
-from pathlib import Path
 
 import pytest
 
