@@ -172,17 +172,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     print(packed.bytes_report.format())
     print(f"artifact: {out}\nreport: {report_path}")
     if args.eval:  # round trip: read the artifact back from disk, rebuild, score (the measured val_bpb)
-        from pgolf.run import data_stage, roundtrip_stage
-        from pgolf.train.distributed import init_distributed, shutdown_distributed
-
-        dist_info = init_distributed("auto")
-        try:
-            data = data_stage(cfg, dist_info, logger)
-            res = roundtrip_stage(out, cfg, data, dist_info.device, logger, progress=sys.stderr.isatty())
-        finally:
-            shutdown_distributed()
-        logger.event("final_roundtrip", mode=res.mode, val_loss=f"{res.val_loss:.8f}", val_bpb=f"{res.val_bpb:.8f}",
-                     tokens=res.num_tokens, bytes=res.num_bytes, eval_s=round(res.seconds, 2))
+        _score_artifact(out, cfg, "auto")
     return 0
 
 
@@ -211,10 +201,7 @@ def _print_tensor_table(rows: list[dict]) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from pgolf.eval.modes import EvalTimeout
-    from pgolf.log import RunLogger
     from pgolf.pack.container import decode_artifact
-    from pgolf.run import data_stage, roundtrip_stage
-    from pgolf.train.distributed import init_distributed, shutdown_distributed
 
     blob = Path(args.artifact).read_bytes()
     _, manifest = decode_artifact(blob)
@@ -232,15 +219,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if getattr(args, "overrides", None):  # dotted --eval.field value (TTT settings, lora_order, ...)
         layers.append(("overrides", parse_overrides(_split_overrides(args.overrides))))
     cfg = build_config(layers)
-    dist_info = init_distributed(args.device)
-    logger = RunLogger(None, enabled=dist_info.is_main)
-    data = data_stage(cfg, dist_info, logger)
     try:
-        res = roundtrip_stage(Path(args.artifact), cfg, data, dist_info.device, logger,
-                              progress=logger.bar_mode)
+        _score_artifact(Path(args.artifact), cfg, args.device)
     except EvalTimeout as e:  # the --max-seconds projection: one clear line, exit status 1
         print(f"pgolf eval: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _score_artifact(path: Path, cfg: Any, device: str) -> None:
+    """Read the artifact back, rebuild the model, score it with cfg's data and eval settings, print the result
+    (`final_roundtrip` and, for modes that time their stages, `eval_timing`). Used by `eval` and `quantize --eval`."""
+    from pgolf.log import RunLogger
+    from pgolf.run import data_stage, roundtrip_stage
+    from pgolf.train.distributed import init_distributed, shutdown_distributed
+
+    dist_info = init_distributed(device)
+    logger = RunLogger(None, enabled=dist_info.is_main)
+    try:
+        data = data_stage(cfg, dist_info, logger)
+        res = roundtrip_stage(path, cfg, data, dist_info.device, logger, progress=logger.bar_mode)
     finally:
         shutdown_distributed()
     logger.event("final_roundtrip", mode=res.mode, val_loss=f"{res.val_loss:.8f}", val_bpb=f"{res.val_bpb:.8f}",
@@ -248,7 +246,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
                  tokens_per_s=round(res.num_tokens / max(res.seconds, 1e-9), 1))
     if getattr(res, "timing", None):
         logger.event("eval_timing", **{k: round(v, 3) for k, v in res.timing.items()})
-    return 0
 
 
 def cmd_check_legal(args: argparse.Namespace) -> int:

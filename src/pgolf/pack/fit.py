@@ -47,10 +47,9 @@ from torch import Tensor
 from pgolf.pack.container import encode_artifact
 from pgolf.pack.entropy import encode_codes
 from pgolf.quant.allocate import prune_ones_to_budget
-from pgolf.quant.apply import METHODS, QuantizedState, quantize_state_dict
+from pgolf.quant.apply import METHODS, QuantizedState, lqer_step, quantize_state_dict
 from pgolf.quant.clip import hessian_sdclip_scale, sdclip_scale
 from pgolf.quant.gptq import gptq_quantize, output_error
-from pgolf.quant.lqer import apply_lqer, select_lqer_tensors
 from pgolf.quant.primitives import QuantizedTensor
 from pgolf.quant.recipes import QuantRecipe, get_recipe
 
@@ -231,22 +230,6 @@ def allocate(fronts: Mapping[str, Sequence[Option]], target: int) -> tuple[dict[
 
 # ------------------------------------------------------------------------------------------------ the fit
 
-def _apply_lqer(tensors: dict[str, QuantizedTensor], weights: Mapping[str, Tensor], recipe: QuantRecipe,
-                hessians: Mapping[str, Tensor]) -> tuple[dict[str, QuantizedTensor], dict[str, str]]:
-    """The recipe's LQER step (R0427) on an allocation, as `quantize_state_dict` applies it."""
-    if not recipe.lqer_top_k:
-        return tensors, {}
-    out, applied = dict(tensors), {}
-    cands = {n: weights[n].float() - qt.dequantize() for n, qt in tensors.items()
-             if qt.method != "gate_int8_row" and qt.q.dim() == 2}
-    for n in select_lqer_tensors(cands, k=recipe.lqer_top_k):
-        qt2, info = apply_lqer(tensors[n], weights[n], rank=recipe.lqer_rank, mode=recipe.lqer_mode)
-        if info["applied"]:
-            out[n] = qt2
-            applied[n] = f"{info['mode']} r{info['rank']}"
-    return out, applied
-
-
 def fit_to_budget(state_dict: Mapping[str, Tensor], recipe: QuantRecipe | str, *, target_model_bytes: int,
                   codec: str, manifest: Mapping[str, Any], hessians: Mapping[str, Tensor] | None = None,
                   sigma_multipliers: Sequence[float] = DEFAULT_SIGMA_MULTIPLIERS, bits_delta: int = 1,
@@ -292,7 +275,7 @@ def fit_to_budget(state_dict: Mapping[str, Tensor], recipe: QuantRecipe | str, *
     def build(pick: Mapping[str, int]) -> tuple[dict[str, QuantizedTensor], dict[str, str], bytes]:
         tensors = dict(qs0.tensors)
         tensors.update({n: fronts[n][i].qt for n, i in pick.items()})
-        tensors, lqer = _apply_lqer(tensors, weights, recipe, hessians)
+        tensors, lqer = lqer_step(tensors, weights, recipe)
         qs = QuantizedState(tensors=tensors, passthrough=qs0.passthrough, dtypes=qs0.dtypes)
         return tensors, lqer, encode_artifact(qs, dict(manifest), codec)
 

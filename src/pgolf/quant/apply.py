@@ -244,19 +244,33 @@ def quantize_state_dict(
                           info=info, hessian_err=_herr(t, qt, H))
 
     # LQER (R0427): top-k tensors by ‖W − Ŵ‖_F get a packed rank-r correction
-    if recipe.lqer_top_k:
-        cands = {n: tensors[n].float() - qt.dequantize() for n, qt in qs.tensors.items()
-                 if qt.method != "gate_int8_row" and qt.q.dim() == 2}
-        for n in select_lqer_tensors(cands, k=recipe.lqer_top_k):
-            qt2, info = apply_lqer(qs.tensors[n], tensors[n], rank=recipe.lqer_rank, mode=recipe.lqer_mode)
-            if info["applied"]:
-                qs.tensors[n] = qt2
-                t = tensors[n]
-                rows[n].update(lqer=f"{info['mode']} r{info['rank']}", mse=_mse(t, qt2.dequantize(t.dtype)),
-                               hessian_err=_herr(t, qt2, hessians.get(n)))
+    qs.tensors, lqer = lqer_step(qs.tensors, tensors, recipe)
+    for n, label in lqer.items():
+        t, qt2 = tensors[n], qs.tensors[n]
+        rows[n].update(lqer=label, mse=_mse(t, qt2.dequantize(t.dtype)), hessian_err=_herr(t, qt2, hessians.get(n)))
     for n, qt in qs.tensors.items():
         rows[n]["zlib_bytes"] = len(zlib.compress(qt.q.numpy().tobytes(), 9))
     return qs, [rows[n] for n in tensors]
+
+
+def lqer_step(qts: Mapping[str, QuantizedTensor], weights: Mapping[str, Tensor],
+              recipe: QuantRecipe) -> tuple[dict[str, QuantizedTensor], dict[str, str]]:
+    """The recipe's LQER step (R0427): the top-k tensors by ‖W − Ŵ‖_F get a packed rank-r correction.
+
+    Returns (the tensors with the corrections applied, name → "asym r4"-style label of each corrected tensor).
+    Shared by `quantize_state_dict` and the budget fit (pack/fit.py), which re-applies it to every allocation.
+    """
+    out, applied = dict(qts), {}
+    if not recipe.lqer_top_k:
+        return out, applied
+    cands = {n: weights[n].float() - qt.dequantize() for n, qt in qts.items()
+             if qt.method != "gate_int8_row" and qt.q.dim() == 2}
+    for n in select_lqer_tensors(cands, k=recipe.lqer_top_k):
+        qt2, info = apply_lqer(qts[n], weights[n], rank=recipe.lqer_rank, mode=recipe.lqer_mode)
+        if info["applied"]:
+            out[n] = qt2
+            applied[n] = f"{info['mode']} r{info['rank']}"
+    return out, applied
 
 
 def _herr(t: Tensor, qt: QuantizedTensor, H: Tensor | None) -> float | None:
