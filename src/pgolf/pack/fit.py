@@ -272,15 +272,25 @@ def fit_to_budget(state_dict: Mapping[str, Tensor], recipe: QuantRecipe | str, *
         fronts[n] = tensor_options(weights[n], qt0.method, rule.params, grid, hessians.get(n) if use_h else None)
     t_cand = time.perf_counter() - t0
 
+    def assemble(pick: Mapping[str, int]) -> tuple[dict[str, QuantizedTensor], dict[str, str]]:
+        """The allocation's tensors with the recipe's LQER step applied, and the LQER labels."""
+        return lqer_step({**qs0.tensors, **{n: fronts[n][i].qt for n, i in pick.items()}}, weights, recipe)
+
+    def encode(tensors: Mapping[str, QuantizedTensor]) -> bytes:
+        return encode_artifact(QuantizedState(dict(tensors), qs0.passthrough, qs0.dtypes), dict(manifest), codec)
+
+    encoded: dict[tuple[int, ...], tuple[dict[str, QuantizedTensor], dict[str, str], bytes]] = {}
+
     def build(pick: Mapping[str, int]) -> tuple[dict[str, QuantizedTensor], dict[str, str], bytes]:
-        tensors = dict(qs0.tensors)
-        tensors.update({n: fronts[n][i].qt for n, i in pick.items()})
-        tensors, lqer = lqer_step(tensors, weights, recipe)
-        qs = QuantizedState(tensors=tensors, passthrough=qs0.passthrough, dtypes=qs0.dtypes)
-        return tensors, lqer, encode_artifact(qs, dict(manifest), codec)
+        """Assemble and encode an allocation; a pick seen in an earlier round is not encoded again."""
+        key = tuple(pick[n] for n in fronts)
+        if key not in encoded:
+            tensors, lqer = assemble(pick)
+            encoded[key] = (tensors, lqer, encode(tensors))
+        return encoded[key]
 
     # the recipe's own choice: its bytes give the first estimate of what the rest of the artifact costs
-    blob0 = encode_artifact(qs0, dict(manifest), codec)
+    blob0 = encode(qs0.tensors)
     base_rates = {n: code_rate(qs0.tensors[n]) for n in fronts}
     base_err = sum(tensor_error(weights[n], qs0.tensors[n].dequantize(), hessians.get(n) if use_h else None)
                    for n in fronts)
@@ -307,16 +317,13 @@ def fit_to_budget(state_dict: Mapping[str, Tensor], recipe: QuantRecipe | str, *
     pruned = 0
     if best is None:  # even the smallest allocation is over: R0325 selective ±1 pruning with the real encoder
         pick = {n: 0 for n in fronts}
-        tensors, lqer, _ = build(pick)
-
-        def size_fn(ts: dict[str, QuantizedTensor]) -> int:
-            return len(encode_artifact(QuantizedState(ts, qs0.passthrough, qs0.dtypes), dict(manifest), codec))
+        tensors, lqer = assemble(pick)
         try:
-            tensors, pruned = prune_ones_to_budget(tensors, size_fn, target_model_bytes)
+            tensors, pruned = prune_ones_to_budget(tensors, lambda ts: len(encode(ts)), target_model_bytes)
         except ValueError as e:
             raise FitError(f"cannot fit {target_model_bytes:,} model bytes with recipe {recipe.name!r} and codec "
                            f"{codec!r}: {e}") from None
-        blob = encode_artifact(QuantizedState(tensors, qs0.passthrough, qs0.dtypes), dict(manifest), codec)
+        blob = encode(tensors)
         best = (len(blob), pick, tensors, lqer, blob, None)
     actual, pick, tensors, lqer, blob, lam = best
 
