@@ -85,7 +85,6 @@ def check_budget(report: ByteReport, allow_over: bool) -> bool:
 REPORT_CODECS: tuple[str, ...] = ("zstd", "brotli", "rans", "rans-ctx")
 """Default codecs of `tensor_byte_report` (each tensor's codes compressed alone); zlib and lzma are slower/larger.
 rans-ctx (the default artifact codec) tries brotli-11 twice per tensor: about 3 s per million codes."""
-ENTROPY_MODELS = {"rans": "order0", "rans-ctx": "best"}  # byte-report name → pgolf.pack.entropy.encode_codes model
 
 
 def tensor_byte_report(qs, codecs: tuple[str, ...] | list[str] = REPORT_CODECS) -> list[dict]:
@@ -97,6 +96,7 @@ def tensor_byte_report(qs, codecs: tuple[str, ...] | list[str] = REPORT_CODECS) 
     Rows: {name, bits, shape, numel, raw_bytes, entropy_bytes, bytes: {codec: n}, gap: {codec: ratio - 1 or None}}.
     """
     from pgolf.pack.codecs import CODECS
+    from pgolf.pack.container import ENTROPY_CODECS as ENTROPY_MODELS  # codec name → encode_codes model
     from pgolf.pack.entropy import encode_codes, order0_entropy_bytes
 
     for c in codecs:
