@@ -29,8 +29,8 @@ little-endian uint32 words with the zero high bytes of the last word dropped.
 
 encode_codes(x) writes modes 0-4 only (order-0, the "rans" artifact codec); encode_codes(x, model="best") also
 tries the context model (2-D and larger arrays) and brotli-11 (row- and column-major), and keeps the smallest
-(the "rans-ctx" codec); model="context" skips the brotli trials (quick sizing). Modes 5-7 were added inside format version 1: older readers reject them with a clean
-"unknown mode" error.
+(the "rans-ctx" codec); model="context" skips the brotli trials (quick sizing). Modes 5-7 were added inside
+format version 1: older readers reject them with a clean "unknown mode" error.
 """
 
 from __future__ import annotations
@@ -229,7 +229,8 @@ def encode_codes(codes: np.ndarray, *, model: str = "order0") -> bytes:
     codes) and ~0.01 % over the order-0 entropy. model="best" (the "rans-ctx" codec): the smallest of that, the
     row/column context model (pgolf.pack.context) and brotli-11 of the raw bytes in row- and column-major order, so
     it is never larger than any of them (plus a header of a few bytes). model="context": the smaller of order-0
-    and context rANS only (no brotli trials: ~10x faster to encode, for quick sizing; "best" is never larger). Accepts anything np.asarray accepts (e.g. CPU torch tensors).
+    and context rANS only (no brotli trials: ~10x faster to encode, for quick sizing; "best" is never larger).
+    Accepts anything np.asarray accepts (e.g. CPU torch tensors).
     """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; valid: {', '.join(MODELS)}")
