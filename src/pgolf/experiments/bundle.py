@@ -319,20 +319,10 @@ def wrap_counted(payload: bytes, codec: str) -> str:
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` to a temporary file next to `path`, then rename it over `path`."""
-    import os
-    import tempfile
+    """Write `text` as UTF-8 (no newline translation) to a temporary file next to `path`, then rename it over."""
+    from pgolf.experiments.report import save_atomic  # lazy: measuring code bytes need not import the reports
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return save_atomic(Path(path), lambda f: f.write(text.encode("utf-8")))
 
 
 _COUNTED_CACHE: dict[tuple[str, str], str] = {}

@@ -52,7 +52,8 @@ def load_runs(paths: Sequence[str | Path]) -> list[dict]:
     return runs
 
 
-def _get(d: Any, dotted: str, default: Any = None) -> Any:
+def dotted_get(d: Any, dotted: str, default: Any = None) -> Any:
+    """d["a"]["b"] for "a.b"; `default` when a key is missing or None on the way."""
     for key in dotted.split("."):
         if not isinstance(d, dict) or key not in d or d[key] is None:
             return default
@@ -61,24 +62,24 @@ def _get(d: Any, dotted: str, default: Any = None) -> Any:
 
 
 def run_name(run: dict) -> str:
-    return _get(run, "config.run.name") or Path(run.get("_path", "run/run.json")).parent.name or "run"
+    return dotted_get(run, "config.run.name") or Path(run.get("_path", "run/run.json")).parent.name or "run"
 
 
 def run_recipe(run: dict) -> str:
-    return _get(run, "quant.recipe") or _get(run, "config.quant.recipe") or "?"
+    return dotted_get(run, "quant.recipe") or dotted_get(run, "config.quant.recipe") or "?"
 
 
 # ------------------------------------------------------------------------------------------------ seeds table
 
 _COLUMNS: list[tuple[str, Callable[[dict], Any], str]] = [
-    ("seed", lambda r: _get(r, "config.train.seed"), "d"),
-    ("steps", lambda r: _get(r, "train.steps"), "d"),
-    ("pre-quant val_bpb", lambda r: _get(r, "prequant.val_bpb"), ".8f"),
-    ("round-trip val_bpb", lambda r: _get(r, "roundtrip.val_bpb"), ".8f"),
-    ("val_loss (nats)", lambda r: _get(r, "roundtrip.val_loss"), ".8f"),
-    ("artifact bytes", lambda r: _get(r, "bytes.total"), ",d"),
-    ("train s", lambda r: _get(r, "train.train_seconds"), ".1f"),
-    ("eval s", lambda r: _get(r, "roundtrip.seconds"), ".1f"),
+    ("seed", lambda r: dotted_get(r, "config.train.seed"), "d"),
+    ("steps", lambda r: dotted_get(r, "train.steps"), "d"),
+    ("pre-quant val_bpb", lambda r: dotted_get(r, "prequant.val_bpb"), ".8f"),
+    ("round-trip val_bpb", lambda r: dotted_get(r, "roundtrip.val_bpb"), ".8f"),
+    ("val_loss (nats)", lambda r: dotted_get(r, "roundtrip.val_loss"), ".8f"),
+    ("artifact bytes", lambda r: dotted_get(r, "bytes.total"), ",d"),
+    ("train s", lambda r: dotted_get(r, "train.train_seconds"), ".1f"),
+    ("eval s", lambda r: dotted_get(r, "roundtrip.seconds"), ".1f"),
 ]
 
 
@@ -119,7 +120,8 @@ def _new_figure(w: float, h: float):
     return fig
 
 
-def _save_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
+def save_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Call write(f) on a temporary file next to `path`, then rename it over `path` (nothing half-written)."""
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
@@ -133,12 +135,12 @@ def _save_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
 
 def _save_figure(fig, path: Path) -> Path:
     fig.tight_layout()
-    return _save_atomic(path, lambda f: fig.savefig(f, format="png"))
+    return save_atomic(path, lambda f: fig.savefig(f, format="png"))
 
 
 def plot_training(runs: Sequence[dict], path: Path) -> Path | None:
     """Loss (left axis) and LR multiplier (right axis, dashed) against elapsed training seconds."""
-    runs = [r for r in runs if _get(r, "train.history")][:8]
+    runs = [r for r in runs if dotted_get(r, "train.history")][:8]
     if not runs:
         return None
     fig = _new_figure(8, 4.5)
@@ -163,14 +165,14 @@ def plot_training(runs: Sequence[dict], path: Path) -> Path | None:
               Line2D([], [], color="gray", ls="--", lw=1.1, label="LR multiplier (right)")]
     ax.legend(handles=ax.get_legend_handles_labels()[0] + styles, loc="upper right", fontsize=8,
               ncol=2 if len(runs) > 3 else 1)
-    steps = _get(runs[0], "train.steps", "?")
+    steps = dotted_get(runs[0], "train.steps", "?")
     ax.set_title(f"Training loss and LR schedule ({run_name(runs[0])}: {steps} steps)")
     return _save_figure(fig, path)
 
 
 def plot_score_vs_bytes(runs: Sequence[dict], path: Path, byte_limit: int = 16_000_000) -> Path | None:
     """One point per run: round-trip val_bpb (filled) and pre-quant (hollow) at the artifact's total bytes."""
-    pts = [r for r in runs if _get(r, "bytes.total") and _get(r, "roundtrip.val_bpb") is not None]
+    pts = [r for r in runs if dotted_get(r, "bytes.total") and dotted_get(r, "roundtrip.val_bpb") is not None]
     if not pts:
         return None
     from matplotlib.lines import Line2D
@@ -181,7 +183,7 @@ def plot_score_vs_bytes(runs: Sequence[dict], path: Path, byte_limit: int = 16_0
     for r in pts:
         x = r["bytes"]["total"] / 1e6
         color = f"C{recipes.index(run_recipe(r)) % 10}"
-        rt, pre = r["roundtrip"]["val_bpb"], _get(r, "prequant.val_bpb")
+        rt, pre = r["roundtrip"]["val_bpb"], dotted_get(r, "prequant.val_bpb")
         if pre is not None:
             ax.plot([x, x], [pre, rt], color=color, lw=0.8, alpha=0.6)
             ax.scatter([x], [pre], s=110, facecolors="none", edgecolors=color, linewidths=1.5, zorder=3)
@@ -212,7 +214,7 @@ def _bits_label(row: dict) -> str:
 
 def plot_quant_tensors(run: dict, path: Path) -> Path | None:
     """Heat map (layers × tensor kind; colour = log10 MSE, text = stored bits) plus bars for non-block tensors."""
-    rows = _get(run, "quant.tensors") or []
+    rows = dotted_get(run, "quant.tensors") or []
     if not rows:
         return None
     import numpy as np
@@ -289,7 +291,7 @@ def _cmap_with_gray():
 # ------------------------------------------------------------------------------------------------ report.md
 
 def _quant_summary(run: dict) -> list[str]:
-    rows = _get(run, "quant.tensors") or []
+    rows = dotted_get(run, "quant.tensors") or []
     if not rows:
         return []
     q = [r for r in rows if r.get("method") != "passthrough"]
@@ -298,7 +300,7 @@ def _quant_summary(run: dict) -> list[str]:
     worst = sorted(q, key=lambda r: -(r.get("mse") or 0))[:5]
     out = [f"- {len(q)} quantized tensors ({sum(r['numel'] for r in q):,} values), {len(rows) - len(q)} passthrough "
            f"({n_all - sum(r['numel'] for r in q):,} values); {avg_bits:.2f} stored bits per value before entropy "
-           f"coding; quantize {_get(run, 'quant.seconds', math.nan):.2f} s"]
+           f"coding; quantize {dotted_get(run, 'quant.seconds', math.nan):.2f} s"]
     if worst:
         out.append("- largest MSE: " + ", ".join(f"`{r['name']}` {_bits_label(r)} {r['mse']:.2e}" for r in worst))
     return out
@@ -306,7 +308,7 @@ def _quant_summary(run: dict) -> list[str]:
 
 def _markdown(runs: Sequence[dict], images: dict[str, Path | None]) -> str:
     r = runs[0]
-    g = lambda k, d=None: _get(r, k, d)  # noqa: E731
+    g = lambda k, d=None: dotted_get(r, k, d)  # noqa: E731
     L = [f"# Run report: {run_name(r)}", "", f"Record: `{r.get('_path')}` (preset {g('preset', '—')}).", ""]
     L += ["## Score", "", "| | val_bpb | val_loss (nats/token) | tokens | bytes | mode | eval s |",
           "|---|---:|---:|---:|---:|---|---:|"]
@@ -375,5 +377,5 @@ def write_report(run_dir: str | Path | Sequence[str | Path], out_dir: str | Path
     images = {"training": plot_training(runs, out / "training.png"),
               "score_vs_bytes": plot_score_vs_bytes(runs, out / "score_vs_bytes.png"),
               "quant_tensors": plot_quant_tensors(runs[0], out / "quant_tensors.png")}
-    md = _save_atomic(out / "report.md", lambda f: f.write(_markdown(runs, images)), mode="w")
+    md = save_atomic(out / "report.md", lambda f: f.write(_markdown(runs, images)), mode="w")
     return [p for p in images.values() if p] + [md]

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from pgolf.experiments.report import dotted_get
+
 RECORD_SEEDS = (42, 1337, 2024)
 """The seeds most record submissions report (e.g. R0325, R0414)."""
 SEEDS_SUFFIX = "-seeds.json"
@@ -93,13 +95,6 @@ def seed_command(args: argparse.Namespace, run_extra: list[str], nproc: int | No
     return [*launcher, "--standalone", f"--nproc_per_node={nproc}", "-m", "pgolf.cli", *tail]
 
 
-def _get(d: Any, dotted: str) -> Any:
-    for key in dotted.split("."):
-        if not isinstance(d, dict) or d.get(key) is None:
-            return None
-        d = d[key]
-    return d
-
 
 def summarize_runs(runs: Sequence[dict]) -> dict[str, Any]:
     """Per-seed figures and {field: {mean, std}} over the runs (std = sample std, ddof=1; null for one run)."""
@@ -109,8 +104,8 @@ def summarize_runs(runs: Sequence[dict]) -> dict[str, Any]:
 
     rows = []
     for r in runs:
-        row = {"seed": _get(r, "config.train.seed"), "run_dir": str(Path(r["_path"]).parent)}
-        row.update({k: _get(r, path) for k, path in FIELDS})
+        row = {"seed": dotted_get(r, "config.train.seed"), "run_dir": str(Path(r["_path"]).parent)}
+        row.update({k: dotted_get(r, path) for k, path in FIELDS})
         rows.append(row)
     stats: dict[str, dict[str, float | None]] = {}
     for k, _ in FIELDS:
@@ -142,7 +137,7 @@ def cmd_seeds(args: argparse.Namespace, extra: Sequence[str]) -> int:
     for i, (seed, name, run_extra) in enumerate(plan):
         run_dir = out_dir / name
         run_dirs.append(run_dir)
-        if args.skip_existing and _get(_read(run_dir / RUN_RECORD), "roundtrip.val_bpb") is not None:
+        if args.skip_existing and dotted_get(_read(run_dir / RUN_RECORD), "roundtrip.val_bpb") is not None:
             print(f"seeds: seed {seed} ({i + 1}/{len(plan)}) already done in {run_dir}; skipped", flush=True)
             continue
         print(f"seeds: seed {seed} ({i + 1}/{len(plan)}) → {run_dir}", flush=True)
@@ -157,7 +152,7 @@ def cmd_seeds(args: argparse.Namespace, extra: Sequence[str]) -> int:
         if rc != 0:
             raise RuntimeError(f"seed {seed} failed (exit status {rc}); finished runs stay in {out_dir}")
     runs = load_runs(run_dirs)
-    missing = [str(d) for d, r in zip(run_dirs, runs) if _get(r, "roundtrip.val_bpb") is None]
+    missing = [str(d) for d, r in zip(run_dirs, runs) if dotted_get(r, "roundtrip.val_bpb") is None]
     if missing:
         raise ValueError(f"no round-trip score in {', '.join(missing)}")
     print(seeds_table(runs), end="")

@@ -33,6 +33,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
+from pgolf.experiments.report import dotted_get
+
 RUNTIME_REQUIREMENTS = ("torch", "numpy", "sentencepiece", "zstandard", "brotli", "tqdm", "constriction", "scipy",
                         "matplotlib", "huggingface_hub")
 """pyproject [project] dependencies (tomli only below Python 3.11)."""
@@ -121,13 +123,6 @@ def run_command(run: dict, script: str = SCRIPT_NAME) -> str:
 
 # ------------------------------------------------------------------------------------------------ summary
 
-def _get(d: Any, dotted: str, default: Any = None) -> Any:
-    for key in dotted.split("."):
-        if not isinstance(d, dict) or d.get(key) is None:
-            return default
-        d = d[key]
-    return d
-
 
 def hardware(run: dict) -> str:
     env = run.get("env") or {}
@@ -203,29 +198,29 @@ def build_submission(runs: Sequence[dict], *, name: str, code_bytes: int, author
     from pgolf.experiments.stats import summarize
 
     def ms(key: str) -> tuple[float, float | None]:
-        m, s = summarize([float(_get(r, key)) for r in runs])
+        m, s = summarize([float(dotted_get(r, key)) for r in runs])
         return m, (None if s != s else s)
 
     seeds = [r["config"]["train"]["seed"] for r in runs]
     seed_results: dict[str, Any] = {}
     for r in runs:
-        steps = _get(r, "train.steps", 0)
+        steps = dotted_get(r, "train.steps", 0)
         seed_results[str(r["config"]["train"]["seed"])] = {
             "val_loss": r["roundtrip"]["val_loss"], "val_bpb": r["roundtrip"]["val_bpb"],
-            "prequant_val_loss": _get(r, "prequant.val_loss"), "prequant_val_bpb": _get(r, "prequant.val_bpb"),
+            "prequant_val_loss": dotted_get(r, "prequant.val_loss"), "prequant_val_bpb": dotted_get(r, "prequant.val_bpb"),
             "quant_gap_bpb": r.get("quant_gap_bpb"),
             "artifact_bytes": r["bytes"]["model_bytes"] + code_bytes, "model_bytes": r["bytes"]["model_bytes"],
             "code_bytes_at_run": r["bytes"]["code_bytes"], "steps": steps,
-            "step_avg_ms": 1000 * _get(r, "train.train_seconds", 0.0) / steps if steps else None,
-            "train_time_s": _get(r, "train.train_seconds"), "eval_time_s": _get(r, "roundtrip.seconds"),
-            "tokens_seen": _get(r, "train.tokens_seen"), "run_dir": str(Path(r["_path"]).parent),
+            "step_avg_ms": 1000 * dotted_get(r, "train.train_seconds", 0.0) / steps if steps else None,
+            "train_time_s": dotted_get(r, "train.train_seconds"), "eval_time_s": dotted_get(r, "roundtrip.seconds"),
+            "tokens_seen": dotted_get(r, "train.tokens_seen"), "run_dir": str(Path(r["_path"]).parent),
         }
     (vl, vls), (vb, vbs), (pb, _) = ms("roundtrip.val_loss"), ms("roundtrip.val_bpb"), ms("prequant.val_bpb")
     model_bytes = [r["bytes"]["model_bytes"] for r in runs]
     totals = [b + code_bytes for b in model_bytes]
     limit = runs[0]["bytes"].get("limit", 16_000_000)
     env = runs[0].get("env") or {}
-    calibration = [_get(r, "quant.calibration") for r in runs]
+    calibration = [dotted_get(r, "quant.calibration") for r in runs]
     e = runs[0]["config"]["eval"]
     sub: dict[str, Any] = {
         "author": author, "github_id": github_id, "name": name, "blurb": blurb, "date": date, "track": track,
@@ -234,7 +229,7 @@ def build_submission(runs: Sequence[dict], *, name: str, code_bytes: int, author
         "seeds": seeds, "seed_results": seed_results,
         "bytes_total": max(totals), "bytes_code": code_bytes, "bytes_model_max": max(model_bytes),
         "artifact_bytes_mean": sum(totals) / len(totals), "artifact_bytes_max": max(totals),
-        "train_steps_mean": sum(_get(r, "train.steps", 0) for r in runs) / len(runs),
+        "train_steps_mean": sum(dotted_get(r, "train.steps", 0) for r in runs) / len(runs),
         "step_avg_ms_mean": (sum(v["step_avg_ms"] or 0 for v in seed_results.values()) / len(runs)),
         "t_statistic": sig["t_statistic"] if sig else None, "welch_df": sig["welch_df"] if sig else None,
         "hardware": hardware(runs[0]), "pytorch_version": env.get("torch"), "cuda_version": env.get("cuda"),
@@ -243,8 +238,8 @@ def build_submission(runs: Sequence[dict], *, name: str, code_bytes: int, author
         "technique_summary": technique_summary(runs[0]),
         "compliance": {
             "artifact_under_16mb": all(t <= limit for t in totals),
-            "train_under_600s": all(_get(r, "train.train_seconds", 1e9) <= 600 for r in runs),
-            "eval_under_600s": all(_get(r, "roundtrip.seconds", 1e9) <= 600 for r in runs),
+            "train_under_600s": all(dotted_get(r, "train.train_seconds", 1e9) <= 600 for r in runs),
+            "eval_under_600s": all(dotted_get(r, "roundtrip.seconds", 1e9) <= 600 for r in runs),
             "three_seeds": len(runs) >= 3,
             "roundtrip_from_disk": True,
             "eval_mode": e["mode"],
@@ -306,7 +301,7 @@ def readme_text(runs: Sequence[dict], sub: dict[str, Any], sizes: dict[str, int]
     if at_run != {sub["bytes_code"]}:
         lines += [f"Note: the runs measured {', '.join(map(_fmt_bytes, sorted(at_run)))} code bytes; the source "
                   "changed between the runs and this folder, and the totals above use this folder's script.", ""]
-    data_dir = _get(runs[0], "data.dir")
+    data_dir = dotted_get(runs[0], "data.dir")
     lines += ["## Reproduction", "", "```bash", "pip install -r requirements.txt",
               *[f"{c}" for c in commands], "```", "",
               f"`{SCRIPT_NAME}` runs standalone (no pgolf install needed; `{READABLE_NAME}` is the same code, "
