@@ -245,8 +245,11 @@ def quantize_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], run_dir:
     code_bytes = measure_code_bytes()
     fit_info = None
     if cfg.pack.budget:  # fit per-tensor bits/σ to the byte budget with the real encoder (pack/fit.py)
-        from pgolf.pack.fit import fit_to_budget
+        from pgolf.pack.fit import FitError, fit_to_budget
 
+        if cfg.pack.budget <= code_bytes:
+            raise FitError(f"pack.budget={cfg.pack.budget:,} bytes does not even hold the {code_bytes:,} code bytes "
+                           "(the counted single-file script); nothing is left for the model")
         fit = fit_to_budget(state_dict, recipe, target_model_bytes=cfg.pack.budget - code_bytes,
                             codec=cfg.pack.codec, manifest=manifest, hessians=hessians,
                             sigma_multipliers=cfg.pack.fit_sigma_multipliers, bits_delta=cfg.pack.fit_bits_delta,
