@@ -297,3 +297,18 @@ def test_hooks_see_every_casted_linear_including_the_untied_head(make_model):
         model(torch.randint(0, 64, (1, 8)))
     assert seen == {n for n, m in model.named_modules() if isinstance(m, CastedLinear)}
     assert "lm_head" in seen and "bigram.proj" in seen and "ve_shared.proj" in seen
+
+
+def test_training_forward_after_an_inference_mode_forward(make_model):
+    """generate() and the records' scoring run under torch.inference_mode; the rotary cache must not leak into the
+    next training step (it raised "Inference tensors cannot be saved for backward")."""
+    model = make_model(**ALL_ON)
+    idx = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        ref = model(idx)
+    model.train()
+    loss = model(idx[:, :-1], idx[:, 1:])
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.eval()
+    torch.testing.assert_close(model(idx), ref, rtol=0, atol=0)

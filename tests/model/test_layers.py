@@ -87,3 +87,14 @@ def test_bigram_hash_formula_and_bos_fix():
     no_fix = BigramHash(buckets=32, bigram_dim=4, dim=8, bos_id=None)
     assert no_fix.hash(idx)[0, 2].item() == (36313 * 1 ^ 27191 * 9) % 31
     assert not big(idx).any()  # zero-init table
+
+
+def test_rotary_cache_filled_under_inference_mode_serves_a_training_forward():
+    rot = Rotary(rope_dims=4, base=10000.0)
+    with torch.inference_mode():
+        cos_inf, _ = rot(6, torch.device("cpu"))
+    cos, sin = rot(6, torch.device("cpu"))  # same length: served from the cache
+    assert cos is cos_inf and not cos.is_inference()
+    x = torch.randn(1, 6, 1, 4, requires_grad=True)
+    apply_rotary(x, cos, sin).square().sum().backward()  # raised "Inference tensors cannot be saved for backward"
+    assert x.grad is not None and torch.isfinite(x.grad).all()

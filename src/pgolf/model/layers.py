@@ -81,10 +81,13 @@ class Rotary(nn.Module):
         rd, base = self.rope_dims, self.base
         if self.ntk_seq_len and seq_len > self.ntk_seq_len:
             base = base * (seq_len / self.ntk_seq_len) ** (rd / (rd - 2))
-        inv_freq = 1.0 / base ** (torch.arange(0, rd, 2, dtype=torch.float32, device=device) / rd)  # (rd/2,)
-        t = torch.arange(seq_len, device=device, dtype=torch.float32)
-        freqs = torch.outer(t, inv_freq)  # (T, rd/2)
-        cos, sin = freqs.cos()[None, :, None, :], freqs.sin()[None, :, None, :]  # (1, T, 1, rd/2)
+        # Ordinary tensors even when called under torch.inference_mode (generate(), scoring): a cached inference
+        # tensor cannot be saved for backward, so the next training forward would fail.
+        with torch.inference_mode(False), torch.no_grad():
+            inv_freq = 1.0 / base ** (torch.arange(0, rd, 2, dtype=torch.float32, device=device) / rd)  # (rd/2,)
+            t = torch.arange(seq_len, device=device, dtype=torch.float32)
+            freqs = torch.outer(t, inv_freq)  # (T, rd/2)
+            cos, sin = freqs.cos()[None, :, None, :], freqs.sin()[None, :, None, :]  # (1, T, 1, rd/2)
         self._cache = (seq_len, device, cos, sin)
         return cos, sin
 
