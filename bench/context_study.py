@@ -135,7 +135,7 @@ def study(name, q, scale):
         res["nnrow x |prev| adapt"] = ab + R * math.log2(max(R, 2))
     # k-means row x column clusters (static, honest side info: ids via encode_codes, tables via entropy tables)
     from pgolf.pack import context as cx
-    from pgolf.pack.entropy import _choose_weights, _put_table
+    from pgolf.pack.rans_core import _choose_weights, _put_table
     sym, lo, k = cx.symbol_matrix(q)
     best = None
     for br, bc in ((1, 1),) + cx.GRID:
