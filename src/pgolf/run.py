@@ -147,8 +147,10 @@ def train_stage(cfg: RunConfig, data: DataBundle, run_dir: Path, dist_info: Dist
                 batch_size=min(cfg.quant.calib_batch_size, seqs)).batches
 
         qat = install_qat(model, recipe, calib_batches=qat_batches)
+    # End of training: raw vs EMA weights scored exactly as the pre-quant score (train.ema_select, issue 18).
+    select_fn = (lambda m: score(m, data, cfg, dist_info.device)) if cfg.train.ema_decay > 0 else None
     result = train(cfg.train, model, loader, logger=logger, run_dir=run_dir, device=dist_info.device,
-                   resume=resume, val_fn=val_fn, config_dict=cfg.to_dict(), qat=qat)
+                   resume=resume, val_fn=val_fn, config_dict=cfg.to_dict(), qat=qat, select_fn=select_fn)
     if qat is not None:
         qat.remove(model)  # the trained fp32 weights go to the quantizer; the forward is plain again
     return model, result
@@ -306,9 +308,12 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, dist_info: DistInfo, logger: Run
     record["params"] = model.parameter_counts()
     record["train"] = result.to_dict()
     t0 = time.perf_counter()
-    pre = score(model, data, cfg, dist_info.device, progress=logger.bar_mode)
+    chosen = (result.weights or {}).get((result.weights or {}).get("chosen", ""))
+    # The weight selection already scored the chosen weights with this same scorer: reuse it.
+    pre = EvalResult(**chosen) if chosen else score(model, data, cfg, dist_info.device, progress=logger.bar_mode)
     logger.event("prequant", val_loss=round(pre.val_loss, 6), val_bpb=round(pre.val_bpb, 6),
-                 eval_s=round(time.perf_counter() - t0, 2))
+                 eval_s=round(time.perf_counter() - t0 if not chosen else pre.seconds, 2),
+                 weights=(result.weights or {}).get("chosen", "raw"))
     record["prequant"] = asdict(pre)
     if dist_info.is_main:
         packed = quantize_stage(cfg, model.state_dict(), run_dir, logger, tokenizer_sha256=data.tokenizer_sha256,
@@ -336,8 +341,11 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, dist_info: DistInfo, logger: Run
     return record
 
 
-def load_run_or_checkpoint(path: Path) -> tuple[RunConfig, dict[str, torch.Tensor], Path, bool]:
-    """A run directory (with checkpoint.pt) or a checkpoint file → (config, weights, run dir, looping active)."""
+def load_run_or_checkpoint(path: Path, weights: str | None = None) -> tuple[RunConfig, dict[str, torch.Tensor],
+                                                                           Path, bool]:
+    """A run directory (with checkpoint.pt) or a checkpoint file → (config, weights, run dir, looping active).
+
+    weights: "ema" | "raw" | None (the run's choice, train.ema_select; checkpoint.trained_weights)."""
     path = Path(path)
     ckpt = path / CHECKPOINT_NAME if path.is_dir() else path
     if not ckpt.is_file():
@@ -345,4 +353,5 @@ def load_run_or_checkpoint(path: Path) -> tuple[RunConfig, dict[str, torch.Tenso
     state = load_checkpoint(ckpt)
     if not state.get("config"):
         raise ValueError(f"checkpoint {ckpt} carries no configuration")
-    return config_from_dict(state["config"]), trained_weights(state), ckpt.parent, bool(state.get("looping_active"))
+    return (config_from_dict(state["config"]), trained_weights(state, weights), ckpt.parent,
+            bool(state.get("looping_active")))

@@ -56,15 +56,39 @@ def test_orthogonalisation_keeps_singular_vectors_and_shape():
     assert off.abs().max() < 1e-4
 
 
-def test_polar_express_repeats_last_tuple_beyond_five_steps():
-    G = _randn(32, 48, seed=3)
-    X7 = zeropower_via_newtonschulz(G, 7, "polar_express")
-    X = zeropower_via_newtonschulz(G, 5, "polar_express")
-    a, b, c = POLAR_EXPRESS_COEFFS[-1]
-    for _ in range(2):
-        A = X @ X.T
-        X = a * X + (b * A + c * A @ A) @ X
-    torch.testing.assert_close(X7, X, rtol=1e-5, atol=1e-6)
+def _record_polar_express(G: torch.Tensor, steps: int) -> torch.Tensor:
+    """R0427's iteration as written there (`for a, b, c in _PE_COEFFS[:steps]`), in fp32 as pgolf runs it on CPU."""
+    X = G.float()
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    transposed = G.size(-2) > G.size(-1)
+    if transposed:
+        X = X.mT
+    for a, b, c in POLAR_EXPRESS_COEFFS[:steps]:
+        A = X @ X.mT
+        B = b * A + c * (A @ A)
+        X = a * X + B @ X
+    return X.mT if transposed else X
+
+
+@pytest.mark.parametrize("shape", [(32, 48), (48, 32), (3, 16, 40)])
+@pytest.mark.parametrize("steps", [1, 3, 5])
+def test_polar_express_is_bit_identical_to_the_record_formula(shape, steps):
+    G = _randn(*shape, seed=3)
+    assert torch.equal(zeropower_via_newtonschulz(G, steps, "polar_express"), _record_polar_express(G, steps))
+
+
+def test_polar_express_refuses_more_steps_than_tuples():
+    """R0427 stops after its 5 tuples; repeating the last one (pgolf before) differed by up to 0.078. Refuse."""
+    with pytest.raises(ValueError, match=r"muon_backend_steps=7 .* 5 coefficient tuples"):
+        Muon([torch.nn.Parameter(torch.zeros(4, 4))], lr=0.1, backend_steps=7, coeffs="polar_express")
+    with pytest.raises(ValueError, match="5 coefficient tuples"):
+        zeropower_via_newtonschulz(_randn(8, 8), 6, "polar_express")
+    with pytest.raises(ValueError, match="≥ 1"):
+        zeropower_via_newtonschulz(_randn(8, 8), 0, "classic")
+    zeropower_via_newtonschulz(_randn(8, 8), 7, "classic")  # the classic quintic has no such limit
+    from pgolf.train.config import TrainConfig
+    with pytest.raises(ValueError, match="train.muon_backend_steps=6"):
+        TrainConfig(muon_backend_steps=6, muon_coeffs="polar_express")
 
 
 @pytest.mark.parametrize("coeffs", ["classic", "polar_express"])

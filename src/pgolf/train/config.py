@@ -59,6 +59,13 @@ class TrainConfig:
     (adaptive_clip / mixed_precision); 0 = the exporter's count (quant.calib_seqs, else the recipe's calib_seqs)."""
     ema_decay: float = 0.0
     """EMA of weights, loaded before quantization (0.997 R0322–R0405, 0.9965 R0414+); 0 = off."""
+    ema_warmup: bool = True
+    """Decay min(ema_decay, (1+t)/(10+t)) at update t (TensorFlow ExponentialMovingAverage `num_updates`), so short
+    runs do not average in the initial weights. The records use a constant decay from the initial weights: the
+    record presets set false, which reproduces them bit for bit (train/ema.py)."""
+    ema_select: Literal["best", "ema"] = "best"
+    """End of training, with an EMA: score raw and EMA weights on validation and keep the better ("best"), or always
+    keep the EMA as the records do ("ema"). Both scores are logged and recorded in run.json either way."""
     enable_looping_at: float = 0.0
     """Fraction of training after which depth recurrence switches on (0.5 R0405, 0.35 R0414+)."""
     # Engineering
@@ -73,6 +80,9 @@ class TrainConfig:
     """Steps between atomic checkpoints (0 = only at the end of training)."""
 
     def __post_init__(self) -> None:
+        from pgolf.train.muon import check_coeff_steps  # lazy: keeps this module torch-free at import
+
+        check_coeff_steps(self.muon_coeffs, self.muon_backend_steps)
         if self.train_batch_tokens % (self.train_seq_len * self.grad_accum_steps):
             raise ValueError(
                 f"train.train_batch_tokens={self.train_batch_tokens} must be a multiple of "
@@ -84,6 +94,8 @@ class TrainConfig:
             raise ValueError(f"train.qat_calib_seqs={self.qat_calib_seqs} must be ≥ 0 (0 = the exporter's count)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay={self.ema_decay} must be in [0, 1)")
+        if self.ema_select not in ("best", "ema"):
+            raise ValueError(f"train.ema_select={self.ema_select!r}: expected 'best' or 'ema'")
         if self.calib_reserve_seconds < 0 or (
             self.max_wallclock_seconds and self.calib_reserve_seconds >= self.max_wallclock_seconds
         ):

@@ -36,16 +36,28 @@ POLAR_EXPRESS_COEFFS: tuple[tuple[float, float, float], ...] = (
     (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
 )
 """Polar Express (Amsel et al. 2025): one minimax-optimal (a, b, c) per step; PR #1344 → #1787, R0427 `_PE_COEFFS`.
-Steps beyond the fifth reuse the last tuple."""
+The records iterate `for a, b, c in _PE_COEFFS[:steps]`, so asking them for more than 5 steps silently runs 5; pgolf
+refuses more steps than tuples instead (`check_coeff_steps`), and runs exactly the record's iteration otherwise."""
+
+
+def check_coeff_steps(coeffs: str, steps: int, field: str = "train.muon_backend_steps") -> None:
+    """Raise ValueError unless `steps` Newton–Schulz iterations exist for the `coeffs` schedule."""
+    if coeffs not in ("classic", "polar_express"):
+        raise ValueError(f"unknown Newton–Schulz coeffs {coeffs!r}; choose 'classic' or 'polar_express'")
+    if steps < 1:
+        raise ValueError(f"{field}={steps} must be ≥ 1")
+    if coeffs == "polar_express" and steps > len(POLAR_EXPRESS_COEFFS):
+        raise ValueError(
+            f"{field}={steps} but the Polar Express schedule has {len(POLAR_EXPRESS_COEFFS)} coefficient tuples "
+            f"(R0427 `_PE_COEFFS`, which stops after them); use ≤ {len(POLAR_EXPRESS_COEFFS)} steps or "
+            "muon_coeffs='classic'")
 
 
 def _coeff_schedule(coeffs: str, steps: int) -> list[tuple[float, float, float]]:
+    check_coeff_steps(coeffs, steps, field="steps")
     if coeffs == "classic":
         return [CLASSIC_COEFFS] * steps
-    if coeffs == "polar_express":
-        last = len(POLAR_EXPRESS_COEFFS) - 1
-        return [POLAR_EXPRESS_COEFFS[min(k, last)] for k in range(steps)]
-    raise ValueError(f"unknown Newton–Schulz coeffs {coeffs!r}; choose 'classic' or 'polar_express'")
+    return list(POLAR_EXPRESS_COEFFS[:steps])
 
 
 def zeropower_via_newtonschulz(G: Tensor, steps: int = 5, coeffs: str = "classic") -> Tensor:
@@ -80,7 +92,7 @@ class Muon(torch.optim.Optimizer):
         if lr < 0 or not 0.0 <= momentum < 1.0 or weight_decay < 0:
             raise ValueError(f"Muon needs lr ≥ 0, 0 ≤ momentum < 1, weight_decay ≥ 0 "
                              f"(got lr={lr}, momentum={momentum}, weight_decay={weight_decay})")
-        _coeff_schedule(coeffs, 1)  # validate the name early
+        check_coeff_steps(coeffs, backend_steps)  # a bad name or too many Polar Express steps fails at construction
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, backend_steps=backend_steps, coeffs=coeffs,
                         row_normalize=row_normalize, weight_decay=weight_decay)
         super().__init__(params, defaults)
