@@ -2,7 +2,7 @@
 
     pgolf run      [--preset cpu-demo] [--config FILE] [--from-env] [--resume] [--section.field VALUE ...]
     pgolf train    (same options; stops after training and writes checkpoint.pt)
-    pgolf quantize RUN_OR_CHECKPOINT [--recipe NAME] [--codec C] [--out PATH] [--budget BYTES] [--eval]
+    pgolf quantize RUN_OR_CHECKPOINT [--recipe NAME] [--codec C] [--out PATH] [--budget BYTES] [--eval] [--weights W]
     pgolf eval     ARTIFACT [--mode M] [--stride N] [--seq-len N] [--data-dir DIR] [--val-max-tokens N] [--eval.*]
     pgolf check-legal [--mode M]   (the causality checker on the eval modes)
     pgolf info     ARTIFACT
@@ -129,7 +129,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from pgolf.run import ARTIFACT_NAME, load_run_or_checkpoint, quantize_stage, sha256_file, write_json_atomic
     from pgolf.data.corpus import resolve_dataset
 
-    cfg, weights, run_dir, looping_active = load_run_or_checkpoint(Path(args.source))
+    cfg, weights, run_dir, looping_active = load_run_or_checkpoint(Path(args.source), args.weights)
     changes: dict[str, dict[str, Any]] = {}
     if args.recipe:
         changes["quant"] = {"recipe": args.recipe}
@@ -429,6 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--budget", type=_byte_count, metavar="BYTES",
                    help="fit per-tensor bits/σ so code + model bytes land within 0.1%% under BYTES (e.g. 16e6)")
     q.add_argument("--eval", action="store_true", help="then read the artifact back and score its round-trip val_bpb")
+    q.add_argument("--weights", choices=("ema", "raw"),
+                   help="which trained weights to quantize (default: the run's choice, train.ema_select)")
     e = sub.add_parser("eval", help="round-trip val_bpb of an artifact",
                        epilog="Other settings as dotted overrides, e.g. --eval.ttt_lora_rank 64 "
                               "--eval.lora_order length --eval.ttt_lora_warm_start_a false (pgolf presets lists them).")

@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from pgolf.data.loader import DistributedTokenLoader, load_validation_tokens
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.eval.bpb import EvalResult, evaluate_bpb
 from pgolf.eval.roundtrip import load_model_from_artifact
+from pgolf.io import atomic_write_json
 from pgolf.log import RunLogger
 from pgolf.model.gpt import GPT, format_parameter_counts
 from pgolf.pack.budget import ByteReport, check_budget, measure_code_bytes
@@ -70,12 +70,7 @@ def environment_info() -> dict[str, Any]:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, obj)  # the one atomic write (pgolf.io)
 
 
 def sha256_file(path: Path) -> str:
@@ -307,6 +302,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, dist_info: DistInfo, logger: Run
     model, result = train_stage(cfg, data, run_dir, dist_info, logger, resume=resume)
     record["params"] = model.parameter_counts()
     record["train"] = result.to_dict()
+    record["weights"] = result.weights  # raw vs EMA val scores and the choice (train.ema_select)
     t0 = time.perf_counter()
     chosen = (result.weights or {}).get((result.weights or {}).get("chosen", ""))
     # The weight selection already scored the chosen weights with this same scorer: reuse it.

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 
@@ -89,15 +87,19 @@ def _shards_to_jsonl(paths: list[Path], sp, out: Path) -> int:
     if not starts or starts[0] != 0:
         starts = [0] + starts
     bounds = starts + [len(tokens)]
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent if str(out.parent) else ".")
+    from pgolf.io import atomic_write
+
     n = 0
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+
+    def write(f) -> None:
+        nonlocal n
         for a, b in zip(bounds[:-1], bounds[1:]):
             ids = [int(t) for t in tokens[a:b] if t != bos]
             if ids:
-                f.write(json.dumps({"text": sp.decode(ids)}, ensure_ascii=False) + "\n")
+                f.write((json.dumps({"text": sp.decode(ids)}, ensure_ascii=False) + "\n").encode("utf-8"))
                 n += 1
-    os.replace(tmp, out)
+
+    atomic_write(out, write)
     return n
 
 

@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from pgolf.data.corpus import DatasetInfo
 from pgolf.data.shards import ShardError, read_shard
 from pgolf.data.tokenizer import load_tokenizer
+from pgolf.io import atomic_write_json
 
 REMOTE_ROOT = "datasets"
 DEFAULT_REPO_IDS = {
@@ -89,10 +90,7 @@ def _ensure_manifest(hub: _Hub, local: Path, dataset_name: str) -> Path:
         manifest[key] = [e for e in manifest.get(key, []) if e.get("name") not in new] + list(new.values())
     for key, value in remote.items():
         manifest.setdefault(key, value)
-    local.parent.mkdir(parents=True, exist_ok=True)
-    tmp = local.parent / f".{local.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, local)
+    atomic_write_json(local, manifest)
     return local
 
 

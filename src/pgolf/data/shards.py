@@ -5,7 +5,7 @@ followed by that many little-endian uint16 token ids. This is byte-for-byte the 
 `fineweb_{train,val}_%06d.bin` files (`write_datafile` / `load_data_shard` in openai/parameter-golf), so
 shards written here load in the challenge's train_gpt.py and the challenge's shards load here.
 
-    write_shard(path, tokens)      # atomic: temp file + os.replace
+    write_shard(path, tokens)      # atomic: pgolf.io.atomic_write
     read_shard(path) -> np.memmap  # read-only, dtype '<u2', validated against the header and the file size
     shard_num_tokens(path) -> int  # header only
 """
@@ -13,10 +13,11 @@ shards written here load in the challenge's train_gpt.py and the challenge's sha
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 import numpy as np
+
+from pgolf.io import atomic_write
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
@@ -45,16 +46,8 @@ def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> None:
             raise ShardError(f"{path}: token ids must be in [0, 65536) for uint16 storage, got min {lo} max {hi}")
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, arr.size
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"  # open(x) keeps the umask
-    try:
-        with open(tmp, "xb") as f:
-            f.write(header.tobytes())
-            f.write(arr.astype(TOKEN_DTYPE, copy=False).tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    body = arr.astype(TOKEN_DTYPE, copy=False)
+    atomic_write(path, lambda f: (f.write(header.tobytes()), f.write(body.tobytes())))
 
 
 def _read_header(path: Path) -> np.ndarray:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -95,15 +94,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, model_path: str | os.
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from pgolf.io import atomic_write
+
+    atomic_write(path, data)
 
 
 def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -122,15 +120,21 @@ def _new_figure(w: float, h: float):
 
 def save_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
     """Call write(f) on a temporary file next to `path`, then rename it over `path` (nothing half-written)."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from pgolf.io import atomic_write
+
+    if "b" in mode:
+        return atomic_write(path, write)
+    return atomic_write(path, lambda f: write(_Text(f)))
+
+
+class _Text:
+    """Text view of a binary file for `save_atomic(..., mode="w")` writers: str is written as UTF-8."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+
+    def write(self, s: str) -> int:
+        return self._f.write(s.encode("utf-8"))
 
 
 def _save_figure(fig, path: Path) -> Path:

@@ -44,7 +44,6 @@ import math
 import os
 import struct
 import sys
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pgolf.io import atomic_write
 from pgolf.pack.codecs import CODECS, CodecError, byte_shuffle, byte_unshuffle, compress, decompress
 from pgolf.pack.entropy import EntropyDecodeError, decode_codes, encode_codes
 from pgolf.quant.apply import QuantizedState, dtype_name
@@ -232,19 +232,8 @@ def _dtype_table(qs: QuantizedState) -> dict[str, str]:
 
 
 def write_artifact(path: str | os.PathLike, data: bytes) -> None:
-    """Write atomically (temp file in the same directory, fsync, rename): readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write atomically (`pgolf.io.atomic_write`): readers never see a partial file."""
+    atomic_write(path, data)
 
 
 # ------------------------------------------------------------------------------------------------ decode
