@@ -133,3 +133,50 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["step"] == 4
     assert torch.isfinite(state["model"]["w"]).all()
+
+
+def test_fifty_step_run_reports_weights_no_worse_than_raw(tiny_dataset, tmp_path):
+    """Issue 18: a short run's EMA (0.99, no warm-up: 0.99⁵⁰ = 60 % initial weights) must not silently win."""
+    import json
+
+    from pgolf.train.checkpoint import trained_weights
+
+    common = ["--train.max_wallclock_seconds", "0", "--train.iterations", "50", "--train.ema_decay", "0.99",
+              "--train.ema_warmup", "false"]
+    res = _pgolf("run", *smoke_args(tiny_dataset.data_dir, tmp_path, "short", *common))
+    assert res.returncode == 0, res.stdout + res.stderr
+    record = json.loads((tmp_path / "short" / "run.json").read_text())
+    w = record["weights"]
+    raw, ema = w["raw"]["val_bpb"], w["ema"]["val_bpb"]
+    assert w["rule"] == "best" and w["updates"] == 50
+    assert record["prequant"]["val_bpb"] == min(raw, ema) <= raw
+    assert w["chosen"] == ("raw" if raw < ema else "ema")
+    assert raw < ema  # 60 % of the initialisation: the unwarmed EMA is the worse one here
+    assert "weights chosen:raw rule:best" in res.stdout and f"raw_val_bpb:{raw:.6g} ema_val_bpb:{ema:.6g}" in res.stdout
+    state = load_checkpoint(tmp_path / "short" / "checkpoint.pt")
+    assert state["weights"]["chosen"] == w["chosen"]
+    chosen = trained_weights(state)
+    assert all(torch.equal(chosen[k], state["model"][k]) for k in chosen)  # raw was chosen
+    ema_w = trained_weights(state, "ema")
+    assert any(not torch.equal(ema_w[k], state["model"][k]) for k in ema_w)
+    # pgolf quantize --weights: ema and raw give different artifacts; the default is the run's choice (raw).
+    outs = {}
+    for which in ("ema", "raw", None):
+        out = tmp_path / f"q-{which}.pgolf"
+        q = _pgolf("quantize", str(tmp_path / "short"), "--out", str(out), *(["--weights", which] if which else []))
+        assert q.returncode == 0, q.stdout + q.stderr
+        outs[which] = out.read_bytes()
+    assert outs["ema"] != outs["raw"] and outs[None] == outs["raw"]
+
+
+def test_records_rule_keeps_the_ema_and_still_scores_both(tiny_dataset, tmp_path):
+    common = ["--train.max_wallclock_seconds", "0", "--train.iterations", "12", "--train.ema_decay", "0.9",
+              "--train.ema_select", "ema"]
+    res = _pgolf("run", *smoke_args(tiny_dataset.data_dir, tmp_path, "rule", *common))
+    assert res.returncode == 0, res.stdout + res.stderr
+    import json
+
+    record = json.loads((tmp_path / "rule" / "run.json").read_text())
+    w = record["weights"]
+    assert w["chosen"] == "ema" and w["warmup"] is True
+    assert record["prequant"]["val_bpb"] == w["ema"]["val_bpb"] and w["raw"]["val_bpb"] > 0

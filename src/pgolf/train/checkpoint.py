@@ -48,10 +48,17 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def trained_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The weights to quantize: the EMA weights when the run kept an EMA (as the records do), else the model's."""
+def trained_weights(state: dict[str, Any], which: str | None = None) -> dict[str, torch.Tensor]:
+    """The weights to quantize: `which` = "ema" | "raw"; None = the run's choice (state["weights"]["chosen"], made
+    by train.ema_select), else the EMA weights when the run kept an EMA (as the records do), else the model's."""
     ema = state.get("ema")
     model = state["model"]
-    if ema:
+    if which not in (None, "ema", "raw"):
+        raise ValueError(f"weights={which!r}: expected 'ema' or 'raw'")
+    if which == "ema" and not ema:
+        raise ValueError("weights='ema': this checkpoint kept no EMA (train.ema_decay = 0); use 'raw'")
+    if which is None:
+        which = (state.get("weights") or {}).get("chosen", "ema")
+    if ema and which == "ema":
         return {k: ema[k].to(model[k].dtype) if k in ema else v for k, v in model.items()}
     return model

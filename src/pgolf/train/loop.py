@@ -45,6 +45,9 @@ class TrainResult:
     """One row per logged step: step, loss, lr_mult, momentum, elapsed_s, tokens_per_s."""
     qat: dict[str, Any] | None = None
     """Late QAT record (quant.qat.QAT.summary plus step / lr_mult at switch-on); None when QAT was not installed."""
+    weights: dict[str, Any] | None = None
+    """With an EMA: {"chosen": "ema"|"raw", "rule": ema_select, "warmup": bool, "raw": score, "ema": score} where a
+    score is the select_fn's result as a dict (None when no select_fn was given); None without an EMA."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -92,8 +95,14 @@ def train(
     val_fn: Callable[[torch.nn.Module], Any] | None = None,
     config_dict: dict[str, Any] | None = None,
     qat: Any = None,
+    select_fn: Callable[[torch.nn.Module], Any] | None = None,
 ) -> TrainResult:
-    """Train `model` in place; on return the model holds the EMA weights when cfg.ema_decay > 0.
+    """Train `model` in place; on return the model holds the weights the run reports (`TrainResult.weights`).
+
+    With cfg.ema_decay > 0 those are the EMA weights, or, with cfg.ema_select = "best" and a `select_fn` (model →
+    EvalResult on validation, excluded from the wallclock), whichever of raw and EMA weights scores the lower
+    val_bpb; both scores are logged (event "weights") either way. The final checkpoint keeps the raw weights and
+    the EMA, and records the choice under "weights".
 
     loader: a pgolf.data.loader.DistributedTokenLoader (next_batch, state_dict, load_state_dict).
     val_fn: optional model → EvalResult, called every cfg.val_every steps (excluded from the wallclock).
@@ -105,7 +114,7 @@ def train(
     ckpt_path = Path(run_dir) / CHECKPOINT_NAME
     with qat.unhooked(model) if qat is not None else contextlib.nullcontext():
         optimizers = build_optimizers(model, cfg)  # groups parameters by id(module.weight): plain attributes
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    ema = EMA(model, cfg.ema_decay, warmup=cfg.ema_warmup) if cfg.ema_decay > 0 else None
     params = [p for p in model.parameters() if p.requires_grad]
     step, elapsed, tokens_seen, resumed_from = 0, 0.0, 0, 0
     history: list[dict[str, float]] = []
@@ -128,14 +137,17 @@ def train(
             qat.load_state_dict(state["qat"]["state"])
             qat_record = dict(state["qat"].get("record", {}))
         resumed_from = step
+        if ema is not None:
+            ema.num_updates = step  # one EMA update per optimizer step (the warm-up schedule continues)
         logger.event("resume", step=step, elapsed_s=round(elapsed, 2), checkpoint=str(ckpt_path))
     elif resume:
         logger.event("resume", note=f"no checkpoint at {ckpt_path}; starting from step 0")
 
-    def checkpoint() -> None:
+    def checkpoint(weights: dict[str, Any] | None = None) -> None:
         if rank == 0:
             save_checkpoint(ckpt_path, {
                 "model": model.state_dict(),
+                "weights": weights,
                 "optimizers": [o.state_dict() for o in optimizers],
                 "ema": ema.state_dict() if ema is not None else None,
                 "loader": loader.state_dict(),
@@ -230,13 +242,41 @@ def train(
             model.train()
             logger.event("val", step=step, val_loss=round(res.val_loss, 6), val_bpb=round(res.val_bpb, 6))
     logger.close_bar()
-    checkpoint()
     logger.event("train_done", steps=step, train_s=round(elapsed, 2), stopped_by=stopped_by,
                  tokens=tokens_seen, loss=round(last_loss, 5))
-    if ema is not None:
+    weights = _choose_weights(cfg, model, ema, select_fn, logger) if ema is not None else None
+    checkpoint(weights)  # the model still holds the raw weights here
+    if weights is not None and weights["chosen"] == "ema":
         ema.copy_to(model)
-        logger.event("ema", note="applied EMA weights", decay=cfg.ema_decay)
     model.eval()
     return TrainResult(steps=step, train_seconds=elapsed, tokens_seen=tokens_seen, final_loss=last_loss,
                        stopped_by=stopped_by, resumed_from_step=resumed_from, history=history,
-                       qat={**qat_record, **qat.summary()} if qat is not None else None)
+                       qat={**qat_record, **qat.summary()} if qat is not None else None, weights=weights)
+
+
+def _score_dict(res: Any) -> dict[str, Any] | None:
+    if res is None:
+        return None
+    return dict(res.__dict__) if hasattr(res, "__dict__") else {"val_bpb": float(res)}
+
+
+def _choose_weights(cfg: TrainConfig, model: torch.nn.Module, ema: EMA, select_fn: Callable | None,
+                    logger: Any) -> dict[str, Any]:
+    """Score raw and EMA weights with `select_fn` and pick per cfg.ema_select; leaves the raw weights in `model`."""
+    raw_res = ema_res = None
+    if select_fn is not None:
+        raw_res = select_fn(model)
+        with ema.applied(model):
+            ema_res = select_fn(model)
+    chosen = "ema"
+    if cfg.ema_select == "best" and raw_res is not None and raw_res.val_bpb < ema_res.val_bpb:
+        chosen = "raw"
+    info = {"chosen": chosen, "rule": cfg.ema_select, "decay": cfg.ema_decay, "warmup": cfg.ema_warmup,
+            "updates": ema.num_updates, "raw": _score_dict(raw_res), "ema": _score_dict(ema_res)}
+    fields = {"chosen": chosen, "rule": cfg.ema_select, "decay": cfg.ema_decay, "warmup": cfg.ema_warmup}
+    if raw_res is not None:
+        fields.update(raw_val_bpb=round(raw_res.val_bpb, 6), ema_val_bpb=round(ema_res.val_bpb, 6))
+    else:
+        fields["note"] = "no validation scorer given: EMA weights used unscored"
+    logger.event("weights", **fields)
+    return info
