@@ -16,6 +16,15 @@ pieces and silently changes the count (issue #897), so `build_byte_lut` refuses 
 
     lut = build_byte_lut(sp, vocab_size=1024)
     n_bytes = token_bytes(lut, x, y).sum()   # x = inputs (prev), y = targets; any shape, any device
+
+Every eval mode divides by one per-position tensor, `target_bytes` (same length as the val token tensor; entry i =
+the bytes credited when token i is scored as a target; entry 0 is never a target and is 0). It comes from the LUT
+(`target_bytes_from_lut`) or, for a dataset with a byte sidecar, from the sidecar (`target_bytes_from_sidecar`):
+R0427 sums `val_bytes[raw_start + 1 : raw_end]` for the targets tokens[raw_start + 1 : raw_end], so sidecar entry i
+belongs to token i. `validation_bytes` picks one and refuses a CaseOps tokenizer without a sidecar: its operator
+pieces would be counted as 3 bytes each and val_bpb would come out ~9 % too low (issue 11).
+
+    tb, accounting = validation_bytes(dataset, sp, val_tokens, lut)     # accounting: "sidecar" or "lut"
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import sentencepiece as spm
 import torch
 
 SPACE_PIECE = "\u2581"  # "▁", SentencePiece's visible space
+BYTES_SIDECAR, BYTES_LUT = "sidecar", "lut"  # the two byte accountings (run.json "bytes", artifact manifest)
 
 
 @dataclass(frozen=True)
@@ -88,3 +98,44 @@ def token_bytes(lut: ByteLUT, prev_ids: torch.Tensor, tgt_ids: torch.Tensor) -> 
 
 def _describe(sp: spm.SentencePieceProcessor, name: str | os.PathLike) -> str:
     return str(name) if str(name) else f"<SentencePiece model, bos={sp.bos_id()} unk={sp.unk_id()}>"
+
+
+def target_bytes_from_lut(lut: ByteLUT, tokens: torch.Tensor) -> torch.Tensor:
+    """Per-position target bytes from the LUT: entry 0 = 0, entry i = token_bytes(lut, tokens[i-1], tokens[i])."""
+    if tokens.dim() != 1:
+        raise ValueError(f"tokens must be 1-D, got shape {tuple(tokens.shape)}")
+    out = torch.zeros(tokens.numel(), dtype=torch.int64, device=tokens.device)
+    if tokens.numel() > 1:
+        out[1:] = token_bytes(lut, tokens[:-1], tokens[1:])
+    return out
+
+
+def target_bytes_from_sidecar(sidecar: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Per-position target bytes from a byte sidecar aligned token for token with `tokens` (R0427); entry 0 = 0."""
+    if sidecar.shape != tokens.shape or tokens.dim() != 1:
+        raise ValueError(f"byte sidecar has shape {tuple(sidecar.shape)} but the val tokens {tuple(tokens.shape)}; "
+                         "expected one sidecar entry per val token")
+    out = sidecar.to(torch.int64).clone()
+    out[:1] = 0
+    return out
+
+
+def validation_bytes(dataset, sp: spm.SentencePieceProcessor, val_tokens: torch.Tensor,
+                     lut: ByteLUT | None) -> tuple[torch.Tensor, str]:
+    """(target_bytes, accounting) for `val_tokens` (a prefix of the dataset's val stream, as load_validation_tokens
+    returns it): the sidecar when the dataset has one, else the LUT; a CaseOps tokenizer without a sidecar raises."""
+    from pgolf.data.caseops import is_caseops_tokenizer
+    from pgolf.data.loader import load_validation_sidecar
+
+    if dataset.val_bytes_files:
+        sidecar = load_validation_sidecar(dataset.val_bytes_files, val_tokens.numel())
+        return target_bytes_from_sidecar(sidecar, val_tokens), BYTES_SIDECAR
+    if is_caseops_tokenizer(sp):
+        raise ValueError(
+            f"{dataset.tokenizer_path} is a CaseOps tokenizer (it reserves the case operators U+E001..U+E004) but "
+            f"{dataset.data_dir} has no byte sidecar (fineweb_val_bytes_NNNNNN.bin beside each fineweb_val_NNNNNN.bin): "
+            "its val_bpb would count the operators' bytes. Prepare the data with `pgolf data prepare --caseops` or "
+            "download it with `pgolf data fineweb --variant caseops`")
+    if lut is None:
+        raise ValueError("no byte sidecar and no LUT given")
+    return target_bytes_from_lut(lut, val_tokens), BYTES_LUT

@@ -20,6 +20,7 @@ exact same sequence of batches. Only this rank's rows are read from the memory-m
         for _ in range(A):
             x, y = loader.next_batch(G, L, A)    # (R, L) int64 each, on CPU
     val = load_validation_tokens(val_files, seq_len=L)   # int64, length k*L + 1
+    side = load_validation_sidecar(dataset.val_bytes_files, len(val))   # int32 byte sidecar, aligned with val
 """
 
 from __future__ import annotations
@@ -62,6 +63,22 @@ def load_validation_tokens(files: Sequence[str | os.PathLike], seq_len: int, max
                          f"need at least seq_len + 1 = {seq_len + 1}")
     usable = ((len(tokens) - 1) // seq_len) * seq_len
     return torch.from_numpy(tokens[: usable + 1].astype(np.int64))
+
+
+def load_validation_sidecar(files: Sequence[str | os.PathLike], length: int) -> torch.Tensor:
+    """The first `length` entries of the byte sidecars (sorted, concatenated), int32: the byte counts of the tokens
+    `load_validation_tokens` returned from the matching val shards (pass its length)."""
+    files = sorted(Path(f) for f in files)
+    parts, have = [], 0
+    for f in files:
+        if have >= length:
+            break
+        part = np.asarray(read_shard(f)[: length - have])
+        parts.append(part)
+        have += len(part)
+    if have < length:
+        raise ValueError(f"byte sidecars {[f.name for f in files]} hold {have} entries; the val tokens need {length}")
+    return torch.from_numpy(np.concatenate(parts).astype(np.int32)) if parts else torch.zeros(0, dtype=torch.int32)
 
 
 class DistributedTokenLoader:

@@ -61,10 +61,13 @@ def _training_sentences(texts: Iterable[str]) -> Iterator[str]:
             yield text
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, model_path: str | os.PathLike) -> Path:
+def train_tokenizer(texts: Iterable[str], vocab_size: int, model_path: str | os.PathLike, *,
+                    user_defined_symbols: Sequence[str] = ()) -> Path:
     """Train a BPE tokenizer on `texts` with the challenge's spec; writes model_path (+ .vocab) atomically.
 
-    Deterministic: the same texts in the same order give a byte-identical model.
+    Deterministic: the same texts in the same order give a byte-identical model. `user_defined_symbols` become
+    pieces right after the four specials (ids 4, 5, ...), never split: R0427's CaseOps tokenizer reserves the four
+    operators this way (pass data.caseops.OPERATORS; `pgolf data tokenizer --caseops`).
     """
     model_path = Path(model_path)
     if model_path.suffix != ".model":
@@ -83,6 +86,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, model_path: str | os.
         spm.SentencePieceTrainer.train(
             sentence_iterator=_chain(first, sentences), model_writer=proto, vocab_size=vocab_size,
             num_threads=TRAIN_THREADS, minloglevel=2, **CHALLENGE_TRAINER_SPEC,
+            **({"user_defined_symbols": list(user_defined_symbols)} if user_defined_symbols else {}),
         )
     except RuntimeError as e:
         raise ValueError(f"SentencePiece training failed for vocab_size={vocab_size}: {e}") from e
