@@ -184,3 +184,66 @@ def test_corrupt_remote_shard_is_reported_and_not_kept(tmp_path, hub, small_toke
     with pytest.raises(ShardError, match=r"fineweb_val_000000\.bin.*not a valid shard.*truncated"):
         download_fineweb("sp1024", 1, out, repo_id="golf/pg", endpoint=hub.endpoint, cache_dir=tmp_path / "c")
     assert not list((out / "datasets" / "fineweb10B_sp1024").iterdir())
+
+
+def publish_caseops(repo: Path, tokenizer: Path, n_train: int, n_val: int, manifest: bool) -> dict[str, np.ndarray]:
+    """romeerp/parameter-golf-caseops-v1's layout: shards + val byte sidecars + the CaseOps tokenizer."""
+    export = repo / "datasets"
+    name = "fineweb10B_sp8192_lossless_caps_caseops_v1_reserved"
+    tok = "tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"
+    (export / "tokenizers").mkdir(parents=True)
+    shutil.copy(tokenizer, export / tok)
+    rng = np.random.default_rng(7)
+    shards = {}
+    for split, n in (("val", n_val), ("train", n_train)):
+        for i in range(n):
+            shards[f"fineweb_{split}_{i:06d}.bin"] = tokens = rng.integers(0, 320, size=900 + 5 * i)
+            write_shard(export / "datasets" / name / f"fineweb_{split}_{i:06d}.bin", tokens)
+            if split == "val":
+                shards[f"fineweb_val_bytes_{i:06d}.bin"] = nbytes = rng.integers(0, 6, size=tokens.size)
+                write_shard(export / "datasets" / name / f"fineweb_val_bytes_{i:06d}.bin", nbytes)
+    if manifest:
+        (export / "manifest.json").write_text(json.dumps({
+            "tokenizers": [{"name": "caseops", "model_path": tok}],
+            "datasets": [{"name": name, "tokenizer_name": "caseops", "stats": {"files_train": n_train,
+                                                                               "files_val": n_val}}]}))
+    return shards
+
+
+@pytest.fixture(scope="module")
+def caseops_tokenizer(tmp_path_factory) -> Path:
+    from pgolf.data import caseops
+    from pgolf.data.tokenizer import train_tokenizer
+    from tests.data.conftest import synthetic_docs
+
+    return train_tokenizer([caseops.encode(d) for d in synthetic_docs(200)], 320,
+                           tmp_path_factory.mktemp("cotok") / "co.model", user_defined_symbols=caseops.OPERATORS)
+
+
+@pytest.mark.parametrize("manifest", [True, False])
+def test_caseops_variant_fetches_shards_sidecars_and_tokenizer(tmp_path, hub, caseops_tokenizer, manifest):
+    shards = publish_caseops(hub.root / "ro" / "co", caseops_tokenizer, n_train=3, n_val=2, manifest=manifest)
+    out = tmp_path / "data"
+    info = download_fineweb("caseops", 2, out, repo_id="ro/co", endpoint=hub.endpoint, cache_dir=tmp_path / "c")
+    data = out / "datasets" / "fineweb10B_sp8192_lossless_caps_caseops_v1_reserved"
+    assert info.data_dir == data and info.text_transform == "lossless_caps_caseops_v1"
+    assert [f.name for f in info.val_files] == ["fineweb_val_000000.bin", "fineweb_val_000001.bin"]
+    assert [f.name for f in info.val_bytes_files] == ["fineweb_val_bytes_000000.bin", "fineweb_val_bytes_000001.bin"]
+    assert [f.name for f in info.train_files] == ["fineweb_train_000000.bin", "fineweb_train_000001.bin"]
+    assert info.tokenizer_path == out / "tokenizers" / "fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"
+    for f in info.train_files + info.val_files + info.val_bytes_files:
+        np.testing.assert_array_equal(read_shard(f), shards[f.name])
+    resolved = resolve_dataset(DataConfig(data_dir=str(data)))  # usable as data.data_dir, sidecars found
+    assert resolved.val_bytes_files == info.val_bytes_files and resolved.tokenizer_path == info.tokenizer_path
+    with pytest.raises(ValueError, match="caseops .*(has 3 training shards|fewer than 5 training shards)"):
+        download_fineweb("caseops", 5, tmp_path / "more", repo_id="ro/co", endpoint=hub.endpoint,
+                         cache_dir=tmp_path / "c")
+
+
+def test_caseops_variant_refuses_a_missing_sidecar(tmp_path, hub, caseops_tokenizer):
+    publish_caseops(hub.root / "ro" / "co", caseops_tokenizer, n_train=1, n_val=1, manifest=False)
+    (hub.root / "ro" / "co" / "datasets" / "datasets" / "fineweb10B_sp8192_lossless_caps_caseops_v1_reserved"
+     / "fineweb_val_bytes_000000.bin").unlink()
+    with pytest.raises(FileNotFoundError, match="fineweb_val_bytes_000000.bin"):
+        download_fineweb("caseops", 1, tmp_path / "d", repo_id="ro/co", endpoint=hub.endpoint,
+                         cache_dir=tmp_path / "c")

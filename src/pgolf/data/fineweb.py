@@ -18,6 +18,16 @@ variant yet is merged with the repository's (sp1024 and sp8192 come from differe
 
     info = download_fineweb("sp1024", train_shards=1, out_dir=Path("data"))
     # then: pgolf run --data.data_dir data/datasets/fineweb10B_sp1024 ...
+
+Variant "caseops" is the CaseOps data R0427 (PR #1855) and PR #1962 train and score on, published by PR #1729's
+author as the dataset repository romeerp/parameter-golf-caseops-v1 in the same export layout:
+
+    datasets/datasets/fineweb10B_sp8192_lossless_caps_caseops_v1_reserved/fineweb_{train,val,val_bytes}_%06d.bin
+    datasets/tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model
+
+Every val shard comes with its byte sidecar (fineweb_val_bytes_%06d.bin), fetched and checked against it. If the
+repository's manifest.json does not describe the dataset, the val shards are found by fetching fineweb_val_000000,
+fineweb_val_000001, ... until the next one does not exist.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from pgolf.data.corpus import DatasetInfo
+from pgolf.data.corpus import DatasetInfo, find_val_sidecars
 from pgolf.data.shards import ShardError, read_shard
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.io import atomic_write_json
@@ -38,7 +48,11 @@ REMOTE_ROOT = "datasets"
 DEFAULT_REPO_IDS = {
     "sp1024": "willdepueoai/parameter-golf",  # the challenge's default (cached_challenge_fineweb.py REPO_ID)
     "sp8192": "kevclark/parameter-golf",  # MATCHED_FINEWEB_REPO_ID used by the sp8192 records (R0405+)
+    "caseops": "romeerp/parameter-golf-caseops-v1",  # R0427's CaseOps data (PR #1729)
 }
+DATASET_NAMES = {"sp1024": "fineweb10B_sp1024", "sp8192": "fineweb10B_sp8192",
+                 "caseops": "fineweb10B_sp8192_lossless_caps_caseops_v1_reserved"}
+CASEOPS_TOKENIZER = "tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"
 
 
 def download_fineweb(
@@ -57,22 +71,46 @@ def download_fineweb(
         raise ValueError(f"train_shards={train_shards} must be ≥ 0")
     hub = _Hub(repo_id or DEFAULT_REPO_IDS[variant], revision, endpoint, cache_dir)
     out_dir = Path(out_dir)
-    dataset_name = f"fineweb10B_{variant}"
-    manifest_path = _ensure_manifest(hub, out_dir / "manifest.json", dataset_name)
-    n_train, n_val, tokenizer_files = _select(manifest_path, dataset_name)
-    if train_shards > n_train:
-        raise ValueError(f"{variant} has {n_train} training shards on {hub.repo}, requested {train_shards}")
+    dataset_name = DATASET_NAMES[variant]
     shard_dir = f"datasets/{dataset_name}"
-    val_files = [hub.fetch(f"{shard_dir}/fineweb_val_{i:06d}.bin", out_dir) for i in range(n_val)]
-    train_files = [hub.fetch(f"{shard_dir}/fineweb_train_{i:06d}.bin", out_dir) for i in range(train_shards)]
+    caseops = variant == "caseops"
+    described = None
+    try:
+        manifest_path = _ensure_manifest(hub, out_dir / "manifest.json", dataset_name)
+        described = _select(manifest_path, dataset_name)
+    except (FileNotFoundError, ValueError):
+        if not caseops:  # the challenge's repositories always describe their datasets
+            raise
+    if described is not None:
+        n_train, n_val, tokenizer_files = described
+        if train_shards > n_train:
+            raise ValueError(f"{variant} has {n_train} training shards on {hub.repo}, requested {train_shards}")
+        val_files = [hub.fetch(f"{shard_dir}/fineweb_val_{i:06d}.bin", out_dir) for i in range(n_val)]
+    else:  # a CaseOps export without a manifest entry: val shards until the first missing index
+        tokenizer_files, val_files = [CASEOPS_TOKENIZER], []
+        while True:
+            try:
+                val_files.append(hub.fetch(f"{shard_dir}/fineweb_val_{len(val_files):06d}.bin", out_dir))
+            except FileNotFoundError:
+                if not val_files:
+                    raise
+                break
+    if caseops:  # the byte sidecar of every val shard (find_val_sidecars below checks them against their shards)
+        for f in val_files:
+            hub.fetch(f"{shard_dir}/{f.name.replace('_val_', '_val_bytes_', 1)}", out_dir)
+    try:
+        train_files = [hub.fetch(f"{shard_dir}/fineweb_train_{i:06d}.bin", out_dir) for i in range(train_shards)]
+    except FileNotFoundError as e:
+        raise ValueError(f"{variant} on {hub.repo} has fewer than {train_shards} training shards ({e})") from e
     tokenizer_paths = [hub.fetch(rel, out_dir) for rel in tokenizer_files]
     model = next((p for p in tokenizer_paths if p.suffix == ".model"), None)
     if model is None:
-        raise ValueError(f"{manifest_path}: the tokenizer of {dataset_name} lists no .model file: {tokenizer_files}")
+        raise ValueError(f"the tokenizer of {dataset_name} lists no .model file: {tokenizer_files}")
     n_tokens = {split: sum(int(read_shard(f).size) for f in files) for split, files in (("train", train_files),
                                                                                        ("val", val_files))}
     return DatasetInfo(out_dir / shard_dir, model, load_tokenizer(model).vocab_size(), train_files, val_files,
-                       n_tokens["train"], n_tokens["val"])
+                       n_tokens["train"], n_tokens["val"], find_val_sidecars(val_files),
+                       "lossless_caps_caseops_v1" if caseops else "")
 
 
 def _ensure_manifest(hub: _Hub, local: Path, dataset_name: str) -> Path:
