@@ -36,6 +36,7 @@ def main() -> None:
 
     from pgolf.config import build_config, parse_overrides
     from pgolf.eval.modes import evaluate
+    from pgolf.eval.score import lut_target_bytes
     from pgolf.eval.roundtrip import load_model_from_artifact
     from pgolf.log import RunLogger
     from pgolf.pack.container import decode_artifact
@@ -52,7 +53,7 @@ def main() -> None:
     for mode in args.modes.split(","):
         ecfg = dataclasses.replace(cfg.eval, mode=mode)
         t0 = time.perf_counter()
-        res = evaluate(model, data.val_tokens, data.lut, ecfg, seq_len=cfg.eval_seq_len,
+        res = evaluate(model, data.val_tokens, lut_target_bytes(data.lut, data.val_tokens), ecfg, seq_len=cfg.eval_seq_len,
                        device=torch.device("cpu"), bos_id=cfg.model.bos_id)
         sec = time.perf_counter() - t0
         base = res.val_bpb if mode == "standard" else base

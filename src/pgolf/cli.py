@@ -255,6 +255,7 @@ def cmd_check_legal(args: argparse.Namespace) -> int:
     from pgolf.config import config_from_dict
     from pgolf.eval.config import EVAL_MODES
     from pgolf.eval.legal import check_legal, mode_eval_fn
+    from pgolf.eval.score import lut_target_bytes
     from pgolf.log import RunLogger
     from pgolf.run import build_model, data_stage
     from pgolf.train.distributed import DistInfo
@@ -279,7 +280,7 @@ def cmd_check_legal(args: argparse.Namespace) -> int:
                                    ttt_chunk_tokens=max(seq_len, args.tokens // 4), ttt_lora_chunk=16,
                                    phased_prefix_docs=2, phased_num_phases=1)
         report = check_legal(mode_eval_fn(ecfg, seq_len=seq_len, bos_id=cfg.model.bos_id),
-                             lambda: copy.deepcopy(model), tokens, data.lut, seed=args.seed)
+                             lambda: copy.deepcopy(model), tokens, lut_target_bytes(data.lut, tokens), seed=args.seed)
         failed += not report.passed
         print(f"{mode:<11} {'PASS' if report.passed else 'FAIL'}  "
               + "  ".join(f"{k}:{'ok' if v else 'VIOLATED'}" for k, v in report.checks.items()))

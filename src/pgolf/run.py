@@ -14,7 +14,7 @@ import os
 import platform
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ from pgolf.data.bytes import ByteLUT, build_byte_lut
 from pgolf.data.corpus import DatasetInfo, resolve_dataset
 from pgolf.data.loader import DistributedTokenLoader, load_validation_tokens
 from pgolf.data.tokenizer import load_tokenizer
-from pgolf.eval.bpb import EvalResult, evaluate_bpb
+from pgolf.eval.modes import evaluate
+from pgolf.eval.score import EvalResult, lut_target_bytes
 from pgolf.eval.roundtrip import load_model_from_artifact
 from pgolf.io import atomic_write_json
 from pgolf.log import RunLogger
@@ -107,13 +108,17 @@ def build_model(cfg: RunConfig, device: torch.device) -> GPT:
     return GPT(cfg.model).to(device)
 
 
+def val_target_bytes(data: DataBundle) -> torch.Tensor:
+    """Bytes credited per val token (entry i: token i as a target; eval/score.py), from the tokenizer LUT."""
+    return lut_target_bytes(data.lut, data.val_tokens)
+
+
 def score(model: torch.nn.Module, data: DataBundle, cfg: RunConfig, device: torch.device, *,
           stride: int | None = None, progress: bool = False) -> EvalResult:
-    return evaluate_bpb(
-        model, data.val_tokens, data.lut, seq_len=cfg.eval_seq_len,
-        stride=cfg.eval.stride if stride is None else stride, batch_seqs=cfg.eval.batch_seqs, device=device,
-        autocast_dtype=torch.bfloat16 if device.type == "cuda" else None, progress=progress,
-    )
+    """The "standard" mode with eval.stride (or `stride`): the plain windowed val_bpb, never capped in time."""
+    ecfg = replace(cfg.eval, mode="standard", stride=cfg.eval.stride if stride is None else stride)
+    return evaluate(model, data.val_tokens, val_target_bytes(data), ecfg, seq_len=cfg.eval_seq_len, device=device,
+                    bos_id=cfg.model.bos_id, progress=progress, max_seconds=0)
 
 
 def train_stage(cfg: RunConfig, data: DataBundle, run_dir: Path, dist_info: DistInfo, logger: RunLogger,
@@ -280,12 +285,8 @@ def roundtrip_stage(artifact_path: Path, cfg: RunConfig, data: DataBundle, devic
     model, manifest = load_model_from_artifact(blob, device=device)
     if data.tokenizer_sha256 and manifest.get("tokenizer_sha256") not in (None, data.tokenizer_sha256):
         logger.event("warning", note="artifact was trained with a different tokenizer file than the one scored")
-    if cfg.eval.mode == "standard":
-        return score(model, data, cfg, device, progress=progress)
-    from pgolf.eval.modes import evaluate  # sliding / doc / score-first TTT modes
-
-    return evaluate(model, data.val_tokens, data.lut, cfg.eval, seq_len=cfg.eval_seq_len, device=device,
-                    bos_id=cfg.model.bos_id, progress=progress, max_seconds=cfg.eval.max_seconds)
+    return evaluate(model, data.val_tokens, val_target_bytes(data), cfg.eval, seq_len=cfg.eval_seq_len,
+                    device=device, bos_id=cfg.model.bos_id, progress=progress, max_seconds=cfg.eval.max_seconds)
 
 
 # ------------------------------------------------------------------------------------------------ pgolf run

@@ -1,4 +1,5 @@
-"""val_bpb: window partition, metric invariants, sliding = brute force, and distributed = single process.
+"""val_bpb (eval/score.py through the "standard" mode): window partition, metric invariants, sliding = brute force,
+target_bytes = the LUT's count, and distributed = single process.
 
     python -m pytest tests/eval/test_bpb.py -q
 """
@@ -16,7 +17,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from pgolf.data.bytes import ByteLUT
-from pgolf.eval.bpb import evaluate_bpb, sliding_windows
+from pgolf.eval.config import EvalConfig
+from pgolf.eval.modes import evaluate
+from pgolf.eval.score import lut_target_bytes, sliding_windows
 
 V = 64
 
@@ -39,6 +42,17 @@ def brute_bytes(lut: ByteLUT, tokens: torch.Tensor) -> int:
     return total
 
 
+def tbytes(tokens: torch.Tensor, lut: ByteLUT | None = None) -> torch.Tensor:
+    """target_bytes of `tokens` under `lut` (default make_lut())."""
+    return lut_target_bytes(make_lut() if lut is None else lut, tokens)
+
+
+def score_standard(model, tokens, lut, *, seq_len, stride=0, batch_seqs=32):
+    """The plain windowed val_bpb (mode "standard") on CPU."""
+    return evaluate(model, tokens, tbytes(tokens, lut), EvalConfig(mode="standard", stride=stride,
+                    batch_seqs=batch_seqs), seq_len=seq_len, device="cpu", bos_id=1)
+
+
 def tokens_of(n: int, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, V, (n,), generator=torch.Generator().manual_seed(seed))
 
@@ -46,8 +60,8 @@ def tokens_of(n: int, seed: int = 1) -> torch.Tensor:
 class UniformLM(nn.Module):
     """Predicts the uniform distribution: NLL = log V at every position."""
 
-    def per_token_loss(self, idx, targets):
-        return torch.full(targets.shape, math.log(V), dtype=torch.float32)
+    def logits(self, idx):
+        return torch.zeros(*idx.shape, V)
 
 
 class TinyCausalLM(nn.Module):
@@ -59,13 +73,16 @@ class TinyCausalLM(nn.Module):
         self.emb, self.pos = nn.Embedding(V, d), nn.Embedding(max_len, d)
         self.qkv, self.head = nn.Linear(d, 3 * d), nn.Linear(d, V)
 
-    def per_token_loss(self, idx, targets):
+    def logits(self, idx):
         B, T = idx.shape
         x = self.emb(idx) + self.pos(torch.arange(T))[None]
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         x = x + F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        logits = self.head(x).float()
-        return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), reduction="none").reshape(B, T)
+        return self.head(x).float()
+
+    def per_token_loss(self, idx, targets):
+        logits = self.logits(idx)
+        return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), reduction="none").reshape(idx.shape)
 
 
 # ------------------------------------------------------------------------------------------------ windows
@@ -101,7 +118,7 @@ def test_sliding_windows_have_full_context():
 @pytest.mark.parametrize("n, L, stride", [(257, 32, 0), (300, 32, 8), (20, 32, 4), (129, 16, 16)])
 def test_uniform_model_gives_log2v_times_tokens_per_byte(n, L, stride):
     lut, toks = make_lut(), tokens_of(n)
-    res = evaluate_bpb(UniformLM(), toks, lut, seq_len=L, stride=stride, batch_seqs=3)
+    res = score_standard(UniformLM(), toks, lut, seq_len=L, stride=stride, batch_seqs=3)
     n_bytes = brute_bytes(lut, toks)
     assert res.num_tokens == n - 1 and res.num_bytes == n_bytes
     logv32 = float(torch.tensor(math.log(V), dtype=torch.float32))  # the stub's fp32 NLL; sums are float64
@@ -112,18 +129,18 @@ def test_uniform_model_gives_log2v_times_tokens_per_byte(n, L, stride):
 
 def test_stride_equal_to_seq_len_is_non_overlapping():
     model, lut, toks = TinyCausalLM(), make_lut(), tokens_of(203)
-    a = evaluate_bpb(model, toks, lut, seq_len=32, stride=0, batch_seqs=4)
-    b = evaluate_bpb(model, toks, lut, seq_len=32, stride=32, batch_seqs=5)
+    a = score_standard(model, toks, lut, seq_len=32, stride=0, batch_seqs=4)
+    b = score_standard(model, toks, lut, seq_len=32, stride=32, batch_seqs=5)
     assert (a.val_loss, a.val_bpb, a.num_tokens, a.num_bytes) == pytest.approx(
         (b.val_loss, b.val_bpb, b.num_tokens, b.num_bytes), rel=1e-12)
-    assert a.mode.startswith("non-overlapping") and b.mode.startswith("sliding")
+    assert a.mode == "standard(seq_len=32,stride=0)" and b.mode == "standard(seq_len=32,stride=32)"
 
 
 @pytest.mark.parametrize("n, L, stride", [(150, 32, 8), (90, 32, 5), (20, 32, 8)])
 def test_sliding_equals_brute_force_per_position(n, L, stride):
     model, lut, toks = TinyCausalLM(max_len=L), make_lut(), tokens_of(n, seed=3)
     model.train()
-    res = evaluate_bpb(model, toks, lut, seq_len=L, stride=stride, batch_seqs=3)
+    res = score_standard(model, toks, lut, seq_len=L, stride=stride, batch_seqs=3)
     assert model.training  # the caller's mode is restored
     context = L - stride
     total = 0.0
@@ -140,9 +157,23 @@ def test_sliding_equals_brute_force_per_position(n, L, stride):
 
 def test_input_validation():
     with pytest.raises(ValueError, match="1-D"):
-        evaluate_bpb(UniformLM(), torch.zeros(1, dtype=torch.long), make_lut(), seq_len=4)
+        score_standard(UniformLM(), torch.zeros(1, dtype=torch.long), make_lut(), seq_len=4)
     with pytest.raises(ValueError, match="stride"):
-        evaluate_bpb(UniformLM(), tokens_of(10), make_lut(), seq_len=4, stride=8)
+        score_standard(UniformLM(), tokens_of(10), make_lut(), seq_len=4, stride=8)
+    toks, cfg = tokens_of(10), EvalConfig()
+    for bad, msg in ((make_lut(), "must be a tensor"), (tbytes(toks)[:-1], r"expected \(10,\)"),
+                     (tbytes(toks).float(), "integer"), (tbytes(toks) - 9, "negative")):
+        with pytest.raises(ValueError, match=msg):
+            evaluate(UniformLM(), toks, bad, cfg, seq_len=4, device="cpu", bos_id=1)
+
+
+def test_target_bytes_from_the_lut_match_brute_force():
+    lut, toks = make_lut(), tokens_of(200, seed=4)
+    tb = tbytes(toks, lut)
+    assert tb.shape == toks.shape and tb[0] == 0 and int(tb.sum()) == brute_bytes(lut, toks)
+    sidecar = torch.randint(0, 9, toks.shape, generator=torch.Generator().manual_seed(2))  # any per-token bytes
+    res = evaluate(UniformLM(), toks, sidecar, EvalConfig(stride=8), seq_len=32, device="cpu", bos_id=1)
+    assert res.num_bytes == int(sidecar[1:].sum())  # entry 0 is never a target
 
 
 # ------------------------------------------------------------------------------------------------ distributed
@@ -153,7 +184,7 @@ def _dist_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        res = evaluate_bpb(TinyCausalLM(), tokens_of(301, seed=5), make_lut(), seq_len=32, stride=8, batch_seqs=2)
+        res = score_standard(TinyCausalLM(), tokens_of(301, seed=5), make_lut(), seq_len=32, stride=8, batch_seqs=2)
         if rank == 0:
             torch.save([res.val_loss, res.val_bpb, res.num_tokens, res.num_bytes], out_file)
     finally:
@@ -180,6 +211,6 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     out = tmp_path / "res.pt"
     run_ranks(_dist_worker, 2, str(tmp_path / "init"), str(out), timeout=60)
     loss, bpb, n_tok, n_bytes = torch.load(out)
-    ref = evaluate_bpb(TinyCausalLM(), tokens_of(301, seed=5), make_lut(), seq_len=32, stride=8, batch_seqs=2)
+    ref = score_standard(TinyCausalLM(), tokens_of(301, seed=5), make_lut(), seq_len=32, stride=8, batch_seqs=2)
     assert (n_tok, n_bytes) == (ref.num_tokens, ref.num_bytes) == (300, brute_bytes(make_lut(), tokens_of(301, 5)))
     assert loss == pytest.approx(ref.val_loss, rel=1e-9) and bpb == pytest.approx(ref.val_bpb, rel=1e-9)

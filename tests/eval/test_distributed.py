@@ -17,7 +17,7 @@ import torch
 
 from pgolf.eval.config import EvalConfig
 from pgolf.eval.modes import EvalTimeout, evaluate
-from tests.eval.test_bpb import make_lut, run_ranks
+from tests.eval.test_bpb import run_ranks, tbytes
 from tests.eval.test_modes import BOS, V, stream, tiny_model
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,8 @@ CASES = {
 
 def _run(name: str, **extra):
     cfg = EvalConfig(**{**COMMON, **CASES[name], **extra})
-    return evaluate(tiny_model(), stream(320, starts=STARTS), make_lut(V), cfg, seq_len=32, device="cpu",
+    toks = stream(320, starts=STARTS)
+    return evaluate(tiny_model(), toks, tbytes(toks), cfg, seq_len=32, device="cpu",
                     bos_id=BOS)
 
 

@@ -11,12 +11,12 @@ import math
 import pytest
 import torch
 
-from pgolf.eval.bpb import window_table
 from pgolf.eval.config import EvalConfig
 from pgolf.eval.legal import ScoreRecorder, check_legal, mode_eval_fn
-from pgolf.eval.modes import MODES, Tally, score_windows
+from pgolf.eval.modes import MODES
+from pgolf.eval.score import Tally, score_windows, window_table
 from pgolf.eval.ttt import sgd_on_rows, trainable_parameters, training_rows
-from tests.eval.test_bpb import make_lut
+from tests.eval.test_bpb import tbytes
 from tests.eval.test_modes import BOS, V, stream, tiny_model
 
 TOY = dict(stride=8, batch_seqs=8, ttt_chunk_tokens=64, ttt_epochs=1, ttt_batch_seqs=4, ttt_lr=0.05,
@@ -37,7 +37,7 @@ def test_every_mode_is_legal(mode, extra):
     toks = stream(200, starts=(0, 40, 90, 150))
     # positions include a BOS (60 → none, 90 → removed) and the end of a TTT chunk / LoRA chunk
     report = check_legal(mode_eval_fn(EvalConfig(mode=mode, **{**TOY, **extra}), seq_len=32, bos_id=BOS),
-                         tiny_model, toks, make_lut(V), positions=[20, 90, 127])
+                         tiny_model, toks, tbytes(toks), positions=[20, 90, 127])
     assert report.passed, report.details
     assert set(report.checks) == {"causal", "normalized", "score_before_update", "single_pass"}
 
@@ -52,7 +52,7 @@ def test_length_order_is_legal_when_nothing_crosses_documents():
     cfg = EvalConfig(mode="ttt-lora", **{**TOY, "ttt_lora_lr": 5e-2}, lora_order="length",
                      ttt_lora_warm_start_a=False)
     report = check_legal(mode_eval_fn(cfg, seq_len=32, bos_id=BOS), tiny_model, stream(200, starts=LENGTH_STARTS),
-                         make_lut(V), positions=[60, 100, 170])
+                         tbytes(stream(200, starts=LENGTH_STARTS)), positions=[60, 100, 170])
     assert report.passed, report.details
 
 
@@ -62,20 +62,20 @@ def test_length_order_with_warm_start_a_is_caught():
                      ttt_lora_warm_start_a=False)
     object.__setattr__(cfg, "ttt_lora_warm_start_a", True)  # bypass the refusal
     report = check_legal(mode_eval_fn(cfg, seq_len=32, bos_id=BOS), tiny_model, stream(200, starts=LENGTH_STARTS),
-                         make_lut(V), positions=[100])
+                         tbytes(stream(200, starts=LENGTH_STARTS)), positions=[100])
     assert report.checks == {"causal": False, "normalized": True, "score_before_update": True, "single_pass": True}
     assert "perturbing token 100 changed the distribution scoring target position" in report.details[0]
     with pytest.raises(ValueError, match="ttt_lora_warm_start_a=true is refused"):
         EvalConfig(mode="ttt-lora", lora_order="length")
 
 
-def train_then_score(model, tokens, lut, recorder, chunk=64, seq_len=32, lr=0.5):
+def train_then_score(model, tokens, target_bytes, recorder, chunk=64, seq_len=32, lr=0.5):
     """ILLEGAL (issue #677 style): train on a chunk, then score that same chunk with the adapted model."""
     model = copy.deepcopy(model)
     params = trainable_parameters(model, 0)
     opt = torch.optim.SGD(params, lr=lr)
     T = tokens.numel() - 1
-    tally = Tally(lut, torch.device("cpu"), recorder)
+    tally = Tally(target_bytes, torch.device("cpu"), recorder)
     windows = window_table(T, seq_len, 8)
     for ci in range(math.ceil(T / chunk)):
         sgd_on_rows(model, tokens, training_rows(ci * chunk, min((ci + 1) * chunk, T), seq_len), opt, params,
@@ -84,7 +84,7 @@ def train_then_score(model, tokens, lut, recorder, chunk=64, seq_len=32, lr=0.5)
 
 
 def test_train_then_score_is_caught():
-    report = check_legal(train_then_score, tiny_model, stream(200, starts=(0, 90)), make_lut(V), positions=[30, 100])
+    report = check_legal(train_then_score, tiny_model, stream(200, starts=(0, 90)), tbytes(stream(200, starts=(0, 90))), positions=[30, 100])
     assert not report.passed
     assert not report.checks["score_before_update"] and not report.checks["causal"]
     assert report.checks["normalized"] and report.checks["single_pass"]
@@ -94,23 +94,23 @@ def test_train_then_score_is_caught():
 def test_lookahead_is_caught_without_self_reporting():
     """A mode that peeks at the target (a 'cache keyed on x_t') fails causality from the distributions alone."""
 
-    def peek(model, tokens, lut, recorder):
+    def peek(model, tokens, target_bytes, recorder):
         T = tokens.numel() - 1
         logp = torch.full((T, V), -math.log(V))
         logp[torch.arange(T), tokens[1:]] += 0.5  # boosts the realized token
         recorder.record_scores(torch.arange(T), torch.log_softmax(logp, -1))
 
-    report = check_legal(peek, tiny_model, stream(100), make_lut(V), positions=[10, 50])
+    report = check_legal(peek, tiny_model, stream(100), tbytes(stream(100)), positions=[10, 50])
     assert report.checks == {"causal": False, "normalized": True, "score_before_update": True, "single_pass": True}
 
 
 def test_unnormalized_and_double_scoring_are_caught():
-    def bad(model, tokens, lut, recorder):
+    def bad(model, tokens, target_bytes, recorder):
         T = tokens.numel() - 1
         recorder.record_scores(torch.arange(T), torch.full((T, V), -1.0))  # not a distribution
         recorder.record_scores(torch.tensor([3]), torch.log_softmax(torch.zeros(1, V), -1))  # rescored
 
-    report = check_legal(bad, tiny_model, stream(60), make_lut(V), positions=[5])
+    report = check_legal(bad, tiny_model, stream(60), tbytes(stream(60)), positions=[5])
     assert not report.checks["normalized"] and not report.checks["single_pass"] and report.checks["causal"]
     assert not report.passed
 

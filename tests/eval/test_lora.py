@@ -12,7 +12,7 @@ from pgolf.eval.config import EvalConfig
 from pgolf.eval.legal import ScoreRecorder
 from pgolf.eval.lora import DocumentLoRA, document_queue, phase_boundaries
 from pgolf.eval.modes import document_spans, evaluate
-from tests.eval.test_bpb import make_lut
+from tests.eval.test_bpb import tbytes
 from tests.eval.test_modes import BOS, V, run, stream, tiny_model
 
 LORA = dict(ttt_lora_rank=4, ttt_lora_alpha=8.0, ttt_lora_chunk=16, ttt_lora_batch_docs=2, phased_prefix_docs=3,
@@ -98,12 +98,12 @@ def test_document_queue_orders():
 def test_length_order_scores_every_document_as_stream_order_does():
     """Batches [2, 4], [1, 0], [3] instead of [0, 1], [2, 3], [4]: with adapters reset per batch and start states
     keyed to the stream index, every target gets the same distribution (no state crosses documents)."""
-    model, toks, lut = tiny_model(), stream(), make_lut(V)
+    model, toks = tiny_model(), stream()
     recs = {}
     for order in ("stream", "length"):
         recs[order] = ScoreRecorder()
         cfg = EvalConfig(mode="ttt-lora", lora_order=order, ttt_lora_warm_start_a=False, ttt_lora_lr=5e-2, **LORA)
-        evaluate(model, toks, lut, cfg, seq_len=128, device="cpu", bos_id=BOS, recorder=recs[order])
+        evaluate(model, toks, tbytes(toks), cfg, seq_len=128, device="cpu", bos_id=BOS, recorder=recs[order])
     assert sorted(recs["length"].log_probs) == sorted(recs["stream"].log_probs) == list(range(299))
     for p in range(299):
         torch.testing.assert_close(recs["length"].log_probs[p][0], recs["stream"].log_probs[p][0],

@@ -1,4 +1,5 @@
-"""Evaluation modes: dispatch, standard/sliding = evaluate_bpb, doc mode = per-document standalone scoring, caps.
+"""Evaluation modes: dispatch and the registry, standard/sliding windows, doc mode = per-document standalone
+scoring, caps.
 
     python -m pytest tests/eval/test_modes.py -q
 """
@@ -10,13 +11,13 @@ import dataclasses
 import pytest
 import torch
 
-from pgolf.eval.bpb import evaluate_bpb
 from pgolf.eval.config import EvalConfig
 from pgolf.eval.legal import ScoreRecorder
-from pgolf.eval.modes import MODES, EvalTimeout, document_spans, evaluate
+from pgolf.eval.modes import MODES, EvalTimeout, evaluate
+from pgolf.eval.score import document_spans
 from pgolf.model.config import GPTConfig
 from pgolf.model.gpt import GPT
-from tests.eval.test_bpb import make_lut
+from tests.eval.test_bpb import make_lut, score_standard, tbytes
 
 V, BOS = 64, 1
 DOC_STARTS = (0, 40, 90, 200, 230)  # document lengths 40, 50, 110, 30, 70
@@ -42,7 +43,7 @@ def stream(n: int = 300, starts=DOC_STARTS, seed: int = 1) -> torch.Tensor:
 
 
 def run(model, toks, mode, seq_len=32, **kw):
-    return evaluate(model, toks, make_lut(V), EvalConfig(mode=mode, **kw), seq_len=seq_len, device="cpu",
+    return evaluate(model, toks, tbytes(toks), EvalConfig(mode=mode, **kw), seq_len=seq_len, device="cpu",
                     bos_id=BOS)
 
 
@@ -52,19 +53,38 @@ def test_unknown_mode_lists_modes():
     cfg = EvalConfig()
     object.__setattr__(cfg, "mode", "nope")
     with pytest.raises(ValueError, match="standard.*sliding.*doc"):
-        evaluate(tiny_model(), stream(), make_lut(V), cfg, seq_len=32, device="cpu", bos_id=BOS)
-    assert MODES == ("standard", "sliding", "doc", "ttt-sgd", "ttt-lora", "ttt-phased")
+        evaluate(tiny_model(), stream(), tbytes(stream()), cfg, seq_len=32, device="cpu", bos_id=BOS)
+    assert tuple(MODES)[:6] == ("standard", "sliding", "doc", "ttt-sgd", "ttt-lora", "ttt-phased")
 
 
-@pytest.mark.parametrize("mode, stride", [("standard", 0), ("sliding", 8), ("sliding", 32)])
-def test_standard_and_sliding_match_evaluate_bpb(mode, stride):
-    model, toks, lut = tiny_model(), stream(), make_lut(V)
-    res = run(model, toks, mode, stride=stride, batch_seqs=3)
-    ref = evaluate_bpb(model, toks, lut, seq_len=32, stride=0 if mode == "standard" else stride, batch_seqs=5)
-    assert (res.num_tokens, res.num_bytes) == (ref.num_tokens, ref.num_bytes) == (299, res.num_bytes)
-    assert res.val_loss == pytest.approx(ref.val_loss, rel=1e-6)
-    assert res.val_bpb == pytest.approx(ref.val_bpb, rel=1e-6)
+@pytest.mark.parametrize("stride", [8, 32])
+def test_sliding_is_standard_with_a_stride(stride):
+    """One window core: "sliding" with stride S scores exactly what "standard" with stride S does (any batching);
+    "sliding" with stride 0 takes the records' 64 (clipped to seq_len)."""
+    model, toks = tiny_model(), stream()
+    res = run(model, toks, "sliding", stride=stride, batch_seqs=3)
+    ref = run(model, toks, "standard", stride=stride, batch_seqs=5)
+    assert (res.num_tokens, res.num_bytes) == (ref.num_tokens, ref.num_bytes) == (299, int(tbytes(toks)[1:].sum()))
+    assert res.val_loss == pytest.approx(ref.val_loss, rel=1e-9)
     assert {"seconds_total", "tokens_per_s", "seconds_score"} <= set(res.timing)
+    assert run(model, toks, "sliding").mode == "sliding(seq_len=32,stride=32)"
+    assert run(model, toks, "sliding").val_loss == pytest.approx(run(model, toks, "standard").val_loss, rel=1e-9)
+
+
+def test_a_registered_mode_is_reachable_by_name_and_by_path():
+    from pgolf.eval.modes import register_mode, resolve_mode, sliding_mode
+
+    register_mode("test-sliding", sliding_mode)
+    toks = stream()
+    a = run(tiny_model(), toks, "test-sliding", stride=8)
+    b = evaluate(tiny_model(), toks, tbytes(toks), EvalConfig(mode="pgolf.eval.modes:sliding_mode", stride=8),
+                 seq_len=32, device="cpu", bos_id=BOS)
+    assert a.val_loss == b.val_loss == run(tiny_model(), toks, "sliding", stride=8).val_loss
+    assert resolve_mode("ttt-sgd").__name__ == "run_ttt_sgd"  # TTT modes load on first use
+    with pytest.raises(ValueError, match="already registered"):
+        register_mode("sliding", lambda model, ctx: "x")
+    with pytest.raises(ValueError, match="cannot import 'nope'"):
+        resolve_mode("pgolf.eval.modes:nope")
 
 
 def test_document_spans_partition_targets():
@@ -82,7 +102,7 @@ def test_doc_mode_equals_standalone_documents(stride):
     res = run(model, toks, "doc", stride=stride, batch_seqs=4)
     nll = tok = byt = 0
     for s, e in document_spans(toks, BOS):  # each document alone, from its BOS, incl. the next BOS as target
-        r = evaluate_bpb(model, toks[s : e + 1], lut, seq_len=32, stride=stride)
+        r = score_standard(model, toks[s : e + 1], lut, seq_len=32, stride=stride)
         nll, tok, byt = nll + r.val_loss * r.num_tokens, tok + r.num_tokens, byt + r.num_bytes
     assert (res.num_tokens, res.num_bytes) == (tok, byt) == (299, byt)
     assert res.val_loss * res.num_tokens == pytest.approx(nll, rel=1e-6)
@@ -94,7 +114,7 @@ def test_doc_mode_has_no_context_from_previous_documents():
     b[5:39] = torch.randint(2, V, (34,), generator=torch.Generator().manual_seed(9))  # rewrite document 0
     ra, rb = ScoreRecorder(), ScoreRecorder()
     for toks, rec in ((a, ra), (b, rb)):
-        evaluate(model, toks, make_lut(V), EvalConfig(mode="doc"), seq_len=32, device="cpu", bos_id=BOS,
+        evaluate(model, toks, tbytes(toks), EvalConfig(mode="doc"), seq_len=32, device="cpu", bos_id=BOS,
                  recorder=rec)
     for p in range(40, 299):  # every later document's distributions are identical
         torch.testing.assert_close(ra.log_probs[p][0], rb.log_probs[p][0], rtol=0, atol=1e-5)
@@ -112,12 +132,12 @@ PER_PHASE = {"ttt-phased": {"phase1", "phase2"}}  # 2 prefix docs, 1 phase: the 
 def test_max_seconds_projection_stops_with_clear_error(mode):
     with pytest.raises(EvalTimeout, match=rf"eval mode {mode}: projected .*s exceeds max_seconds=1e-06s "
                                           r"\(measured .* for 2/\d+ (batches|chunks|document batches)\); lower"):
-        evaluate(tiny_model(), stream(), make_lut(V), EvalConfig(mode=mode, **SMALL), seq_len=32, device="cpu",
+        evaluate(tiny_model(), stream(), tbytes(stream()), EvalConfig(mode=mode, **SMALL), seq_len=32, device="cpu",
                  bos_id=BOS, max_seconds=1e-6)
     with pytest.raises(EvalTimeout):  # the cap defaults to eval.max_seconds
-        evaluate(tiny_model(), stream(), make_lut(V), EvalConfig(mode=mode, max_seconds=1e-6, **SMALL),
+        evaluate(tiny_model(), stream(), tbytes(stream()), EvalConfig(mode=mode, max_seconds=1e-6, **SMALL),
                  seq_len=32, device="cpu", bos_id=BOS)
-    res = evaluate(tiny_model(), stream(), make_lut(V), EvalConfig(mode=mode, max_seconds=1e-6, **SMALL),
+    res = evaluate(tiny_model(), stream(), tbytes(stream()), EvalConfig(mode=mode, max_seconds=1e-6, **SMALL),
                    seq_len=32, device="cpu", bos_id=BOS, max_seconds=0)  # explicit 0 = no cap
     assert res.num_tokens == 299 and dataclasses.is_dataclass(res)
 
@@ -138,7 +158,8 @@ def test_time_and_throughput_are_reported(mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_bf16_autocast_path(mode):
     """The CUDA code path (bf16 autocast, fp32 masters) run on CPU: same targets and bytes, near-fp32 loss."""
-    model, toks, lut = tiny_model(), stream(), make_lut(V)
+    model, toks = tiny_model(), stream()
+    lut = tbytes(toks)
     cfg = EvalConfig(mode=mode, **{**SMALL, "ttt_lora_lr": 1e-2, "ttt_lr": 0.05})
     ref = evaluate(model, toks, lut, cfg, seq_len=32, device="cpu", bos_id=BOS)
     res = evaluate(model, toks, lut, cfg, seq_len=32, device="cpu", bos_id=BOS, amp=torch.bfloat16)

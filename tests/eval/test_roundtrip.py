@@ -13,12 +13,11 @@ import torch
 
 gpt = pytest.importorskip("pgolf.model.gpt", reason="pgolf.model.gpt is not written yet (model stage)")
 
-from pgolf.eval.bpb import evaluate_bpb  # noqa: E402
 from pgolf.eval.roundtrip import load_model_from_artifact  # noqa: E402
 from pgolf.model.config import GPTConfig  # noqa: E402
 from pgolf.pack.container import ArtifactError, encode_artifact  # noqa: E402
 from pgolf.quant.apply import dequantize_state, quantize_state_dict  # noqa: E402
-from tests.eval.test_bpb import make_lut  # noqa: E402
+from tests.eval.test_bpb import make_lut, score_standard  # noqa: E402
 
 CFG = GPTConfig(vocab_size=64, num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=4.0,
                 ve_dim=16, ve_layers=(2, 3), num_loops=1, loop_start=1, loop_end=2)
@@ -62,8 +61,8 @@ def test_roundtrip_score_is_close_to_the_float_model():
     model.set_looping(True)
     loaded, _ = load_model_from_artifact(_artifact(model, codec="brotli")[0])
     toks = torch.randint(0, 64, (400,), generator=torch.Generator().manual_seed(0))
-    pre = evaluate_bpb(model, toks, make_lut(), seq_len=32, stride=8)
-    post = evaluate_bpb(loaded, toks, make_lut(), seq_len=32, stride=8)
+    pre = score_standard(model, toks, make_lut(), seq_len=32, stride=8)
+    post = score_standard(loaded, toks, make_lut(), seq_len=32, stride=8)
     assert post.num_tokens == pre.num_tokens == 399 and post.num_bytes == pre.num_bytes
     assert post.val_bpb != pre.val_bpb and abs(post.val_bpb - pre.val_bpb) < 0.01 * pre.val_bpb
 

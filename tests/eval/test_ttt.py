@@ -14,8 +14,8 @@ from pgolf.eval.config import EvalConfig
 from pgolf.eval.legal import ScoreRecorder
 from pgolf.eval.modes import evaluate
 from pgolf.eval.ttt import cosine_lr, trainable_parameters, training_rows
-from tests.eval.test_bpb import make_lut
-from tests.eval.test_modes import BOS, V, run, stream, tiny_model
+from tests.eval.test_bpb import tbytes
+from tests.eval.test_modes import BOS, run, stream, tiny_model
 
 TTT = dict(stride=8, batch_seqs=8, ttt_chunk_tokens=64, ttt_epochs=2, ttt_batch_seqs=4)
 
@@ -32,7 +32,7 @@ def test_training_changes_scores_but_not_the_callers_model():
     model, toks = tiny_model(), stream()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rec = ScoreRecorder()
-    res = evaluate(model, toks, make_lut(V), EvalConfig(mode="ttt-sgd", ttt_lr=0.1, **TTT), seq_len=32,
+    res = evaluate(model, toks, tbytes(toks), EvalConfig(mode="ttt-sgd", ttt_lr=0.1, **TTT), seq_len=32,
                    device="cpu", bos_id=BOS, recorder=rec)
     ref = run(model, toks, "sliding", stride=8)
     assert res.num_tokens == 299 and sorted(rec.log_probs) == list(range(299))

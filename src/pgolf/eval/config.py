@@ -9,6 +9,17 @@ from dataclasses import dataclass
 
 EVAL_MODES = ("standard", "sliding", "doc", "ttt-sgd", "ttt-lora", "ttt-phased")
 LORA_ORDERS = ("stream", "length")
+_REGISTERED: list[str] = []  # names added by eval/modes.py register_mode (third-party modes)
+
+
+def register_mode_name(name: str) -> None:
+    """Let EvalConfig accept a mode registered with eval/modes.py `register_mode`."""
+    if name not in EVAL_MODES and name not in _REGISTERED:
+        _REGISTERED.append(name)
+
+
+def known_modes() -> tuple[str, ...]:
+    return EVAL_MODES + tuple(_REGISTERED)
 
 
 @dataclass(frozen=True)
@@ -21,7 +32,8 @@ class EvalConfig:
     batch_seqs: int = 32
     """Windows per forward pass."""
     mode: str = "standard"
-    """standard | sliding | doc | ttt-sgd | ttt-lora | ttt-phased (eval/modes.py)."""
+    """standard | sliding | doc | ttt-sgd | ttt-lora | ttt-phased, a registered mode (eval/modes.py MODES) or
+    "package.module:function" (a third-party mode, imported when scoring)."""
     max_seconds: float = 0.0
     """Stop with a clear error when the projected evaluation time exceeds this (600 s in the challenge); 0 = off."""
 
@@ -78,8 +90,9 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.stride < 0 or self.seq_len < 0:
             raise ValueError(f"eval.stride={self.stride} and eval.seq_len={self.seq_len} must be ≥ 0")
-        if self.mode not in EVAL_MODES:
-            raise ValueError(f"eval.mode={self.mode!r} is not one of {EVAL_MODES}")
+        if self.mode not in known_modes() and ":" not in self.mode:  # "pkg.module:function" is imported
+            raise ValueError(f"eval.mode={self.mode!r} is not one of {known_modes()} (a third-party mode must be "
+                             f"registered first: pgolf.eval.modes.register_mode)")
         if self.lora_order not in LORA_ORDERS:
             raise ValueError(f"eval.lora_order={self.lora_order!r} is not one of {LORA_ORDERS}")
         if self.lora_order == "length" and self.mode in ("ttt-lora", "ttt-phased"):

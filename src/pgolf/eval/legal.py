@@ -1,10 +1,10 @@
 """Black-box legality checker for evaluation modes: the four conditions of issue #1017 (parameter-golf.md §5.1).
 
     report = check_legal(mode_eval_fn(EvalConfig(mode="ttt-sgd", ...), seq_len=64, bos_id=1),
-                         lambda: load_model(...), val_tokens, lut)
+                         lambda: load_model(...), val_tokens, target_bytes)
     assert report.passed, "\n".join(report.details)
 
-`eval_fn(model, tokens, lut, recorder)` runs a mode and reports to the `ScoreRecorder`:
+`eval_fn(model, tokens, target_bytes, recorder)` runs a mode and reports to the `ScoreRecorder`:
 * `record_scores(positions, log_probs)`: the full-vocabulary log-distributions (n, V) it scored, position p being
   the target index (the distribution that scores token p+1);
 * `record_update(positions)`: before/at each parameter update, the target indices whose tokens the update reads
@@ -27,7 +27,6 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from pgolf.data.bytes import ByteLUT
 from pgolf.eval.config import EvalConfig
 
 
@@ -56,15 +55,15 @@ class LegalReport:
     details: list[str] = field(default_factory=list)
 
 
-EvalFn = Callable[[nn.Module, Tensor, ByteLUT, ScoreRecorder], object]
+EvalFn = Callable[[nn.Module, Tensor, Tensor, ScoreRecorder], object]
 
 
 def mode_eval_fn(cfg: EvalConfig, *, seq_len: int, bos_id: int, device: torch.device | str = "cpu") -> EvalFn:
     """An eval_fn running eval/modes.py `evaluate` with cfg."""
     from pgolf.eval.modes import evaluate
 
-    def run(model: nn.Module, tokens: Tensor, lut: ByteLUT, recorder: ScoreRecorder) -> object:
-        return evaluate(model, tokens, lut, cfg, seq_len=seq_len, device=device, bos_id=bos_id, recorder=recorder)
+    def run(model: nn.Module, tokens: Tensor, target_bytes: Tensor, recorder: ScoreRecorder) -> object:
+        return evaluate(model, tokens, target_bytes, cfg, seq_len=seq_len, device=device, bos_id=bos_id, recorder=recorder)
 
     return run
 
@@ -73,7 +72,7 @@ def check_legal(
     eval_fn: EvalFn,
     model_factory: Callable[[], nn.Module],
     tokens: Tensor,
-    lut: ByteLUT,
+    target_bytes: Tensor,
     *,
     positions: Sequence[int] | None = None,
     num_positions: int = 4,
@@ -89,7 +88,7 @@ def check_legal(
     model = model_factory()
     V = vocab_size or getattr(getattr(model, "cfg", None), "vocab_size", None) or int(tokens.max()) + 1
     base = ScoreRecorder()
-    eval_fn(model, tokens.clone(), lut, base)
+    eval_fn(model, tokens.clone(), target_bytes, base)
     checks = {
         "normalized": _check_normalized(base, V, atol, details),
         "score_before_update": _check_score_first(base, details),
@@ -106,7 +105,7 @@ def check_legal(
         perturbed = tokens.clone()
         perturbed[t] = (tokens[t] + int(torch.randint(1, V, (1,), generator=g))) % V
         rec = ScoreRecorder()
-        eval_fn(model_factory(), perturbed, lut, rec)
+        eval_fn(model_factory(), perturbed, target_bytes, rec)
         worst, where = 0.0, -1
         for p in range(t):  # distributions scoring targets x_1..x_t
             if p not in base.log_probs or p not in rec.log_probs:

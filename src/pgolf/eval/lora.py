@@ -1,9 +1,10 @@
 """Per-document LoRA test-time training (R0414/R0427 `BatchedTTTLoRA`, `forward_ttt`; §5.3) and its phased
 variant with global SGD over already-scored documents (R0414/R0427 `eval_val_ttt_phased`; §5.4).
 
-    res = evaluate(model, val_tokens, lut, EvalConfig(mode="ttt-lora"), seq_len=2048, device="cuda", bos_id=1)
+    res = evaluate(model, val_tokens, target_bytes, EvalConfig(mode="ttt-lora"), seq_len=2048, device="cuda",
+                   bos_id=1)
 
-Documents are the BOS-delimited spans of eval/modes.py `document_spans` (a document owns the targets up to the
+Documents are the BOS-delimited spans of eval/score.py `document_spans` (a document owns the targets up to the
 next BOS). Batches of ttt_lora_batch_docs documents (consecutive, or by length: below) get one adapter slot per
 document:
 * LoRA (`BatchedLoRA`: A (bsz, r, in) ~ U(±1/√in), B (bsz, out, r) = 0, output (x Aᵀ) Bᵀ · alpha/r) on Q, K, V
@@ -56,15 +57,20 @@ import copy
 import dataclasses
 import math
 import time
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.eval.config import EvalConfig
-from pgolf.eval.modes import Clock, Tally, autocast, document_spans, world
+from pgolf.eval.score import Tally, autocast, document_spans
 from pgolf.eval.ttt import cosine_lr, sgd_on_rows, trainable_parameters, training_rows
 from pgolf.model.gpt import virtual_layers
+from pgolf.train.distributed import world
+
+if TYPE_CHECKING:
+    from pgolf.eval.modes import ModeContext
 
 
 class BatchedLoRA(nn.Module):
@@ -217,13 +223,13 @@ def adapt_documents(model: nn.Module, lora: DocumentLoRA, tokens: Tensor, spans:
         with torch.set_grad_enabled(bool(train.any()) and cfg.ttt_lora_lr > 0):
             with autocast(dev, amp):
                 logits = lora.logits(model, x, rows)
-            nll = tally.add(logits, x, y, mask, pos)  # scores committed here
+            nll = tally.add(logits, y, mask, pos)  # scores committed here
         if not nll.requires_grad:
             continue
         tmask = mask & train[:, None]
         loss = ((nll * tmask).sum(1) / tmask.sum(1).clamp(min=1)).sum()  # Σ_docs mean over the chunk
         if tally.recorder is not None:  # the step reads each training doc's tokens s+1..ce (targets s..ce−1)
-            tally.recorder.record_update(torch.cat([torch.arange(spans[j][0], int(c)) for j, (_, _, c), t
+            tally.record_update(torch.cat([torch.arange(spans[j][0], int(c)) for j, (_, _, c), t
                                                     in zip(active, wins, train.tolist()) if t]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -267,9 +273,18 @@ def document_queue(spans: list[tuple[int, int]], order: str) -> list[int]:
     raise ValueError(f"eval.lora_order={order!r} is not one of ('stream', 'length')")
 
 
-def run_ttt_lora(model: nn.Module, tokens: Tensor, tally: Tally, cfg: EvalConfig, *, seq_len: int, bos_id: int,
-                 clock: Clock, phased: bool = False, progress: bool = False, amp: torch.dtype | None = None) -> None:
-    """Per-document LoRA TTT (optionally phased) over the device tensor `tokens` into `tally`."""
+def run_ttt_lora(model: nn.Module, ctx: ModeContext) -> str:
+    """The "ttt-lora" mode: per-document LoRA TTT over ctx.tokens into ctx.tally; see the module doc."""
+    return _lora_modes(model, ctx, phased=False)
+
+
+def run_ttt_phased(model: nn.Module, ctx: ModeContext) -> str:
+    """The "ttt-phased" mode: LoRA TTT with global SGD phases over already-scored documents."""
+    return _lora_modes(model, ctx, phased=True)
+
+
+def _lora_modes(model: nn.Module, ctx: ModeContext, *, phased: bool) -> str:
+    cfg, seq_len, tokens, tally, clock, amp = ctx.cfg, ctx.seq_len, ctx.tokens, ctx.tally, ctx.clock, ctx.amp
     if cfg.ttt_lora_chunk > seq_len:
         raise ValueError(f"eval.ttt_lora_chunk={cfg.ttt_lora_chunk} must be ≤ seq_len={seq_len}")
     if phased and cfg.lora_order != "stream":
@@ -282,7 +297,7 @@ def run_ttt_lora(model: nn.Module, tokens: Tensor, tally: Tally, cfg: EvalConfig
     model = copy.deepcopy(model).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    spans = document_spans(tokens.cpu(), bos_id)
+    spans = document_spans(tokens.cpu(), ctx.bos_id)
     queue = document_queue(spans, cfg.lora_order)
     bsz = cfg.ttt_lora_batch_docs
     cuts = phase_boundaries(len(spans), cfg.phased_prefix_docs, cfg.phased_num_phases) if phased else []
@@ -291,7 +306,7 @@ def run_ttt_lora(model: nn.Module, tokens: Tensor, tally: Tally, cfg: EvalConfig
     batches = [[queue[a:min(a + bsz, hi)] for a in range(lo, hi, bsz)] for lo, hi in segments]
     total, done = sum(len(b) for b in batches), 0
     bar = None
-    if progress and rank == 0:
+    if ctx.progress and rank == 0:
         from tqdm import tqdm
 
         bar = tqdm(total=total, desc=f"ttt-{'phased' if phased else 'lora'}", unit="batch", dynamic_ncols=True)
@@ -327,3 +342,5 @@ def run_ttt_lora(model: nn.Module, tokens: Tensor, tally: Tally, cfg: EvalConfig
         lora.detach_hooks()
         if bar is not None:
             bar.close()
+    name = "ttt-phased" if phased else "ttt-lora"
+    return f"{name}(seq_len={seq_len},chunk={cfg.ttt_lora_chunk},rank={cfg.ttt_lora_rank})"

@@ -1,7 +1,7 @@
 """The score is the round trip (style.md rule 12): artifact bytes → decode → dequantize → fresh model → val_bpb.
 
     model, manifest = load_model_from_artifact(Path("model.pgolf").read_bytes(), device="cuda")
-    res = evaluate_bpb(model, val_tokens, lut, seq_len=2048, stride=64)
+    res = evaluate(model, val_tokens, target_bytes, EvalConfig(stride=64), seq_len=2048, device="cuda", bos_id=1)
 
 Nothing but the artifact's bytes is used to build the model: its architecture comes from manifest["model"]
 (GPTConfig fields), its weights from the decoded tensors, loaded with strict=True so a missing or extra tensor is

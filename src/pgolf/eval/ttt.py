@@ -1,6 +1,6 @@
 """Legal score-first test-time training with full-model SGD (R0323 `eval_val_sliding_ttt`, PR #461; §5.2).
 
-    res = evaluate(model, val_tokens, lut, EvalConfig(mode="ttt-sgd", stride=64), seq_len=2048, ...)
+    res = evaluate(model, val_tokens, target_bytes, EvalConfig(mode="ttt-sgd", stride=64), seq_len=2048, ...)
 
 The T targets are split into N = ⌈T / ttt_chunk_tokens⌉ chunks; each sliding window (stride cfg.stride, 64 when 0)
 belongs to the chunk holding its first scored target. For chunk ci = 0..N−1:
@@ -22,15 +22,17 @@ from __future__ import annotations
 import copy
 import math
 import time
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from pgolf.eval.config import EvalConfig
-from pgolf.eval.modes import (
-    DEFAULT_STRIDE, Clock, Tally, autocast, rank_share, score_windows, window_table, world,
-)
+from pgolf.eval.score import DEFAULT_STRIDE, autocast, rank_share, score_windows, window_table
+from pgolf.train.distributed import world
+
+if TYPE_CHECKING:
+    from pgolf.eval.modes import ModeContext
 
 
 def cosine_lr(peak: float, ci: int, num_chunks: int) -> float:
@@ -99,27 +101,27 @@ def trainable_parameters(model: nn.Module, freeze_blocks: int) -> list[nn.Parame
     return params
 
 
-def run_ttt_sgd(model: nn.Module, tokens: Tensor, tally: Tally, cfg: EvalConfig, *, seq_len: int, clock: Clock,
-                progress: bool = False, amp: torch.dtype | None = None) -> None:
-    """Score-first TTT over the device tensor `tokens` into `tally`; see the module doc."""
+def run_ttt_sgd(model: nn.Module, ctx: ModeContext) -> str:
+    """Score-first TTT over ctx.tokens into ctx.tally (the "ttt-sgd" mode); see the module doc."""
+    cfg, seq_len, tokens, clock = ctx.cfg, ctx.seq_len, ctx.tokens, ctx.clock
     model = copy.deepcopy(model)
     params = trainable_parameters(model, cfg.ttt_freeze_blocks)
     opt = torch.optim.SGD(params, lr=cfg.ttt_lr, momentum=cfg.ttt_momentum)
-    T = tokens.numel() - 1
+    T = ctx.num_targets
     stride = min(cfg.stride or DEFAULT_STRIDE, seq_len)
     windows = window_table(T, seq_len, stride)
     C = cfg.ttt_chunk_tokens
     N = math.ceil(T / C)
     chunk_of = windows[:, 2] // C  # chunk of each window's first scored target
     chunks = range(N)
-    if progress and world()[0] == 0:
+    if ctx.progress and world()[0] == 0:
         from tqdm import tqdm
 
         chunks = tqdm(chunks, desc="ttt-sgd", unit="chunk", dynamic_ncols=True)
     for ci in chunks:
         t0 = time.perf_counter()
         mine = rank_share(windows[chunk_of == ci]).to(tokens.device)
-        score_windows(model, tokens, mine, tally, seq_len=seq_len, batch_seqs=cfg.batch_seqs, amp=amp)
+        score_windows(model, tokens, mine, ctx.tally, seq_len=seq_len, batch_seqs=cfg.batch_seqs, amp=ctx.amp)
         t1 = time.perf_counter()
         clock.add("score", t1 - t0)
         if ci < N - 1 and cfg.ttt_epochs > 0:
@@ -127,6 +129,7 @@ def run_ttt_sgd(model: nn.Module, tokens: Tensor, tally: Tally, cfg: EvalConfig,
             lr = cosine_lr(cfg.ttt_lr, ci, N)
             for _ in range(cfg.ttt_epochs):
                 sgd_on_rows(model, tokens, rows, opt, params, seq_len=seq_len, batch_seqs=cfg.ttt_batch_seqs,
-                            lr=lr, grad_clip=cfg.ttt_grad_clip, recorder=tally.recorder, amp=amp)
+                            lr=lr, grad_clip=cfg.ttt_grad_clip, recorder=ctx.recorder, amp=ctx.amp)
             clock.add("train", time.perf_counter() - t1)
         clock.tick(ci + 1, N, "chunks")
+    return f"ttt-sgd(seq_len={seq_len},stride={stride})"
