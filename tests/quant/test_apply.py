@@ -10,6 +10,7 @@ import torch
 
 from pgolf.quant import primitives
 from pgolf.quant.apply import dequantize_state, quantize_state_dict
+from pgolf.quant.methods import METHODS, MethodSpec
 from pgolf.quant.recipes import QuantRecipe, TensorRule, get_recipe
 
 
@@ -65,7 +66,7 @@ def test_methods_are_dispatched_by_name_with_hessians(monkeypatch):
         seen["hessian"], seen["strength"] = hessian, strength
         return primitives.quantize_rtn(w, bits, w.abs().amax(dim=1) / primitives.qmax_for_bits(bits))
 
-    monkeypatch.setitem(primitives.QUANTIZERS, "fake", fake)
+    monkeypatch.setitem(METHODS, "fake", MethodSpec("fake", lambda w, **kw: (fake(w, **kw), {}), "test method"))
     recipe = QuantRecipe(name="t", description="", passthrough_max_numel=0, rules=(
         TensorRule(role="embed", method="passthrough"),
         TensorRule(role="*", method="fake", bits=5, params={"strength": 2.0}),

@@ -11,11 +11,9 @@ import math
 import pytest
 import torch
 
-from pgolf.quant.clip import (
-    adaptive_sigmas, clip_range, gptq_lite, hessian_sdclip_scale, hessian_sensitivity, percentile_scales,
-    sdclip_scale,
-)
-from pgolf.quant.primitives import quantize_rtn
+from pgolf.quant.clip import adaptive_sigmas, hessian_sdclip_scale, hessian_sensitivity, sdclip_scale
+from pgolf.quant.gptq_lite import gptq_lite, percentile_scales
+from pgolf.quant.primitives import qmax_for_bits, quantize_rtn
 
 
 def _w(rows: int = 32, cols: int = 256, seed: int = 0, std: float = 0.02) -> torch.Tensor:
@@ -30,10 +28,10 @@ def _h(cols: int = 256, seed: int = 1) -> torch.Tensor:
     return X.T @ X / 512
 
 
-def test_clip_range():
-    assert [clip_range(b) for b in (4, 5, 6, 7, 8)] == [7, 15, 31, 63, 127]
+def test_qmax_for_bits():
+    assert [qmax_for_bits(b) for b in (2, 4, 5, 6, 7, 8)] == [1, 7, 15, 31, 63, 127]
     with pytest.raises(ValueError):
-        clip_range(9)
+        qmax_for_bits(9)
 
 
 def test_sdclip_scale_formula():

@@ -1,8 +1,8 @@
-"""Budget fitting (pack/fit.py): the allocator's optimality properties, the fit landing within tolerance under the
+"""Budget fitting (quant/fit.py, bound to the container by pack/fit.py): the allocator's optimality properties, the fit landing within tolerance under the
 target with the real encoder, beating the recipe's own choice at equal bytes, pruning as the last resort, and the
 `pgolf quantize --budget` verb.
 
-    python -m pytest tests/pack/test_fit.py -q
+    python -m pytest tests/quant/test_fit.py -q
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ import torch
 
 from pgolf.model.gpt import GPT
 from pgolf.pack.container import decode_artifact, encode_artifact
-from pgolf.pack.fit import FitError, Option, allocate, fit_to_budget, pareto, total_bytes, total_err
+from pgolf.pack.fit import fit_to_budget
+from pgolf.quant import fit as qfit
 from pgolf.quant.apply import dequantize_state, quantize_state_dict
+from pgolf.quant.fit import FitError, Option, allocate, pareto, total_bytes, total_err
+from pgolf.quant.methods import METHODS
 from pgolf.quant.calibration import calibration_batches
 from pgolf.quant.hessian import collect_hessians
 from pgolf.quant.primitives import QuantizedTensor
@@ -168,8 +171,6 @@ def test_quantize_verb_fits_a_budget_and_scores_the_round_trip(tiny_dataset, tmp
 
 
 def test_batched_sdclip_gptq_equals_separate_runs():
-    from pgolf.pack.fit import batched_sdclip_gptq
-    from pgolf.quant.apply import METHODS
 
     gen = torch.Generator().manual_seed(1)
     W = torch.randn(48, 64, generator=gen) * 0.02
@@ -177,8 +178,30 @@ def test_batched_sdclip_gptq_equals_separate_runs():
     H = X.T @ X / 256
     sigmas = [6.0, 12.85, 20.0]
     for params in ({}, {"hessian_lambda": 0.175}):
-        batched = batched_sdclip_gptq(W, H, 5, sigmas, params)
+        batched = METHODS["sdclip_gptq"].batch(W, H, 5, sigmas, params)
         for s, (qt, info) in zip(sigmas, batched):
             ref, _ = METHODS["sdclip_gptq"](W, bits=5, hessian=H, clip_sigma=s, **params)
             assert torch.equal(qt.q, ref.q) and torch.equal(qt.scale, ref.scale)
             assert qt.method == "sdclip_gptq" and info["sigma"] == s
+
+
+def test_the_fit_takes_any_rate_and_encoder():
+    """quant/fit.py never imports the pack stage: with zlib as rate and encoder it fits a zlib budget."""
+    import zlib
+
+    torch.manual_seed(0)
+    sd = {f"blocks.{i}.mlp.fc.weight": torch.randn(64, 64) * 0.05 for i in range(3)}
+    recipe = dataclasses.replace(get_recipe("sdclip-rtn"), passthrough_max_numel=0)
+
+    def encode(qs):
+        return zlib.compress(b"".join(qt.q.numpy().tobytes() + qt.scale.numpy().tobytes()
+                                      for qt in qs.tensors.values()), 9)
+
+    def rate(qt):
+        return len(zlib.compress(qt.q.numpy().tobytes(), 9)) + 2 * qt.scale.numel()
+
+    base = len(encode(quantize_state_dict(sd, recipe)[0]))
+    fit = qfit.fit_to_budget(sd, recipe, target_model_bytes=int(base * 0.85), rate=rate, encode=encode,
+                             codec="zlib")
+    assert len(fit.blob) <= int(base * 0.85) and fit.blob == encode(fit.state)
+    assert fit.info["codec"] == "zlib" and fit.info["fitted_err"] >= fit.info["baseline_err"]

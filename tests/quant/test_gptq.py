@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pgolf.quant.clip import percentile_scales, sdclip_scale
+from pgolf.quant.clip import sdclip_scale
+from pgolf.quant.gptq_lite import percentile_scales
 from pgolf.quant.gptq import _damp_schedule, gptq_quantize, gptq_with_clip_search, output_error
 from pgolf.quant.primitives import QuantizedTensor, quantize_rtn
 

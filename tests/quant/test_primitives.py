@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pgolf.quant.primitives import (
-    INT8_CLIP_PERCENTILE, QUANTIZERS, QuantizedTensor, _quantile_1d, qmax_for_bits, quantize_int8_percentile,
+    INT8_CLIP_PERCENTILE, QuantizedTensor, _quantile_1d, qmax_for_bits, quantize_int8_percentile,
     quantize_rtn, row_quantile,
 )
 
@@ -126,13 +126,3 @@ def test_quantized_tensor_validates_its_fields():
         QuantizedTensor(q=q, scale=torch.ones(4, dtype=torch.float16), bits=8, method="x")
     with pytest.raises(ValueError, match="bits"):
         QuantizedTensor(q=q, scale=torch.ones(3, dtype=torch.float16), bits=9, method="x")
-
-
-def test_every_registered_method_has_the_uniform_signature():
-    w = _heavy_tailed(8, 128)
-    for name, fn in QUANTIZERS.items():
-        qt = fn(w, bits=8, hessian=None)
-        assert isinstance(qt, QuantizedTensor) and qt.q.shape == w.shape and qt.method == name
-        assert float((w - qt.dequantize()).pow(2).mean()) < 1e-4
-    with pytest.raises(ValueError, match="int8 only"):
-        QUANTIZERS["int8_percentile"](w, bits=6)

@@ -16,7 +16,8 @@ import torch
 
 from pgolf.model.gpt import GPT
 from pgolf.pack.container import decode_artifact, encode_artifact
-from pgolf.quant.apply import METHODS, dequantize_state, quantize_state_dict
+from pgolf.quant.apply import dequantize_state, quantize_state_dict
+from pgolf.quant.methods import METHODS
 from pgolf.quant.hessian import collect_hessians
 from pgolf.quant.qat import FakeQuantWeight, fake_quant_rule, fp16_round, install_qat, sdclip_fake
 from pgolf.quant.recipes import RECIPES, recipe_from_dict

@@ -5,36 +5,28 @@ W is (rows=out, cols=in) fp32, H is the (cols, cols) input second moment XᵀX/n
 
     s = sdclip_scale(W, k=12.85, bits=6)                 # R0405 SDClip: k·std(row)/cr
     s = hessian_sdclip_scale(W, H, k=12.85, bits=6)      # R0406 Hessian-aware SDClip (λ = 0.175)
-    qt, info = gptq_lite(W, bits=6)                      # R0322 GPTQ-lite: best of 5 clip percentiles
     sigmas, offset = adaptive_sigmas(sens, numels, base) # PR #1689/#1962 per-tensor k, log-mean preserved
 
-References are parameter-golf.md §2.3 (GPTQ-lite), §2.6 (SDClip), §2.10 (Hessian-aware SDClip) and §2.11
-(adaptive Hessian-sensitivity clip).
+GPTQ-lite (R0322's percentile clip search) lives in quant/gptq_lite.py. References are parameter-golf.md §2.6
+(SDClip), §2.10 (Hessian-aware SDClip) and §2.11 (adaptive Hessian-sensitivity clip).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Mapping
 
 import torch
 from torch import Tensor
 
-from pgolf.quant.primitives import QuantizedTensor, quantize_rtn, row_quantile
+from pgolf.quant.primitives import qmax_for_bits
 
-# R0322 `quantize_int6_per_row` (PR #414): the five clip percentiles GPTQ-lite tries.
-GPTQ_LITE_PERCENTILES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
+# R0405 MATRIX_CLIP_SIGMAS: the SDClip k of a matrix when a rule names none.
+DEFAULT_CLIP_SIGMA = 12.85
 # R0406 HESSIAN_CLIP_LAMBDA (PR #1412): 0.175 beat 0.30 ("higher λ increases entropy → worse Brotli").
 HESSIAN_CLIP_LAMBDA = 0.175
 # PR #1689 / PR #1962 ADAPTIVE_HESSIAN_CLIP: σ = clamp(exp(−0.15·log sens + offset), 6, 24).
 ADAPTIVE_ALPHA, ADAPTIVE_SIGMA_LO, ADAPTIVE_SIGMA_HI = 0.15, 6.0, 24.0
-
-
-def clip_range(bits: int) -> int:
-    """Largest code of the symmetric b-bit grid, 2^(b−1) − 1 (int6 → 31, int7 → 63, int8 → 127)."""
-    if not 2 <= bits <= 8:
-        raise ValueError(f"bits={bits} must be in 2..8 (codes are stored as int8)")
-    return 2 ** (bits - 1) - 1
 
 
 def _as_matrix(W: Tensor) -> Tensor:
@@ -50,7 +42,7 @@ def sdclip_scale(W: Tensor, k: float, bits: int) -> Tensor:
     embed 14 int7 (R0427).
     """
     W = _as_matrix(W)
-    return (k * W.std(dim=1) / clip_range(bits)).clamp_min(1e-10).to(torch.float16)
+    return (k * W.std(dim=1) / qmax_for_bits(bits)).clamp_min(1e-10).to(torch.float16)
 
 
 def hessian_sdclip_scale(W: Tensor, H: Tensor, k: float, bits: int, lam: float = HESSIAN_CLIP_LAMBDA,
@@ -71,54 +63,7 @@ def hessian_sdclip_scale(W: Tensor, H: Tensor, k: float, bits: int, lam: float =
     row_importance = (W.abs() * col_importance[None, :]).mean(dim=1)  # (rows,)
     row_importance = row_importance / row_importance.mean()
     adj = 1.0 + lam * (row_importance - 1.0)
-    return (k * W.std(dim=1) * adj / clip_range(bits)).clamp_min(1e-10).to(torch.float16)
-
-
-def percentile_scales(W: Tensor, pct: float, bits: int) -> Tensor:
-    """GPTQ-lite scale (R0322 `quantize_int6_per_row`): row_clip = quantile(|W_row|, pct), pct = 1 → row max.
-
-    s = (row_clip/cr).clamp_min(1/cr) in fp16. Note the floor 1/cr is *absolute* (as in the record): rows whose
-    clip is below 1 all get the scale 1/cr.
-    """
-    W = _as_matrix(W)
-    if not 0.0 < pct <= 1.0:
-        raise ValueError(f"percentile {pct} must be in (0, 1]")
-    cr = clip_range(bits)
-    row_clip = W.abs().amax(dim=1) if pct >= 1.0 else row_quantile(W.abs(), pct)
-    return (row_clip / cr).clamp_min(1.0 / cr).to(torch.float16)
-
-
-def gptq_lite(W: Tensor, bits: int, percentiles: Sequence[float] = GPTQ_LITE_PERCENTILES,
-              per_row: bool = False) -> tuple[QuantizedTensor, dict[str, Any]]:
-    """GPTQ-lite clip search: RTN at each candidate percentile clip, keep the one with the lowest weight MSE.
-
-    per_row=False is R0322 exactly: ONE percentile per matrix, chosen by the unweighted mean of (W − q·s)² over
-    the whole matrix (the clip value itself is per row). per_row=True picks the percentile independently for
-    each row (what the record's name promised); its MSE is never above the per-matrix choice.
-
-    info: {"percentile": chosen pct (per-matrix) or None, "percentiles": (rows,) fp32 chosen pct per row,
-    "mse": weight MSE of the result, "mse_by_percentile": {pct: per-matrix MSE}}.
-    """
-    W = _as_matrix(W)
-    if not percentiles:
-        raise ValueError("percentiles must not be empty")
-    cands = [quantize_rtn(W, bits, percentile_scales(W, p, bits)) for p in percentiles]
-    row_mse = torch.stack([(W - qt.dequantize()).pow(2).mean(dim=1) for qt in cands])  # (n_pct, rows)
-    mse_by_pct = {float(p): float(m) for p, m in zip(percentiles, row_mse.mean(dim=1))}
-    if per_row:
-        best = row_mse.argmin(dim=0)  # (rows,)
-        rows = torch.arange(W.shape[0])
-        q = torch.stack([qt.q for qt in cands])[best, rows]
-        scale = torch.stack([qt.scale for qt in cands])[best, rows]
-        chosen = torch.tensor([float(p) for p in percentiles])[best]
-        qt = QuantizedTensor(q=q.contiguous(), scale=scale.contiguous(), bits=bits, method="gptq_lite")
-        mse = float(row_mse[best, rows].mean())
-        return qt, {"percentile": None, "percentiles": chosen, "mse": mse, "mse_by_percentile": mse_by_pct}
-    i = int(row_mse.mean(dim=1).argmin())  # first minimum, as the record's strict `<`
-    qt = QuantizedTensor(q=cands[i].q, scale=cands[i].scale, bits=bits, method="gptq_lite")
-    chosen = torch.full((W.shape[0],), float(percentiles[i]))
-    return qt, {"percentile": float(percentiles[i]), "percentiles": chosen, "mse": mse_by_pct[float(percentiles[i])],
-                "mse_by_percentile": mse_by_pct}
+    return (k * W.std(dim=1) * adj / qmax_for_bits(bits)).clamp_min(1e-10).to(torch.float16)
 
 
 # ------------------------------------------------------------------------------------------------ adaptive σ

@@ -42,8 +42,8 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from pgolf.quant.clip import GPTQ_LITE_PERCENTILES, clip_range, percentile_scales
-from pgolf.quant.primitives import QuantizedTensor, quantize_rtn
+from pgolf.quant.gptq_lite import GPTQ_LITE_PERCENTILES, percentile_scales
+from pgolf.quant.primitives import QuantizedTensor, qmax_for_bits, quantize_rtn
 
 GPTQ_DAMP = 0.01  # percdamp: IST gptq default; R0325 … R0427 `0.01 * H.diag().mean()`
 GPTQ_BLOCK_SIZE = 128  # IST gptq blocksize; R0325 … R0427 block_size=128
@@ -130,7 +130,7 @@ def gptq_quantize(W: Tensor, H: Tensor, bits: int, scale: Tensor, *, damp: float
     if not bool(torch.isfinite(W).all()):
         raise ValueError("W has non-finite entries")
     H = H.detach().float().clone()
-    cr = clip_range(bits)
+    cr = qmax_for_bits(bits)
     s16 = scale.detach().to(torch.float16).clamp_min(_FP16_MIN_SUBNORMAL)
     rows, cols = W.shape
     if s16.dim() > 1 or (s16.dim() == 1 and s16.shape[0] != rows):

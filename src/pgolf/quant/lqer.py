@@ -27,14 +27,12 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from pgolf.quant.primitives import QuantizedTensor
+from pgolf.quant.primitives import ASYM_KEYS, SYM_KEYS, QuantizedTensor, has_lqer, qmax_for_bits, unpack_lqer
 
 LQER_RANK = 4  # R0427 LQER_RANK (PR #1935 sweep: top-4 rank-6 was −0.0009 bpb better, +45 KB)
 LQER_TOP_K = 3  # R0427 LQER_TOP_K
 LQER_ASYM_GROUP = 64  # R0427 LQER_ASYM_GROUP
 LQER_FACTOR_BITS = 4  # R0427 LQER_FACTOR_BITS (sym fallback `_lqer_pack`)
-ASYM_KEYS = ("lqA_a", "lqAs_a", "lqB_a", "lqBs_a")
-SYM_KEYS = ("lqA", "lqAs", "lqB", "lqBs")
 _FP16_MIN_SUBNORMAL = 2.0 ** -24  # a scale that rounds to 0 in fp16 is floored here (the records divide by 0)
 
 
@@ -83,7 +81,7 @@ def pack_lqer_sym(A: Tensor, B: Tensor, bits: int = LQER_FACTOR_BITS) -> dict[st
     """R0427 `_lqer_pack`: A and B each int-b per row, scale = rowmax/cr (fp16), codes clamped ±cr (cr = 7 for 4)."""
     if not 2 <= bits <= 8:
         raise ValueError(f"bits={bits} must be in 2..8")
-    cr = 2 ** (bits - 1) - 1
+    cr = qmax_for_bits(bits)
     sA = _fp16_scale(A.abs().amax(dim=1) / cr)
     sB = _fp16_scale(B.abs().amax(dim=1) / cr)
     qA = torch.clamp(torch.round(A / sA.float()[:, None]), -cr, cr).to(torch.int8)
@@ -105,25 +103,6 @@ def pack_lqer_asym(A: Tensor, B: Tensor, group: int = LQER_ASYM_GROUP) -> dict[s
     sB = _fp16_scale(Bg.abs().amax(dim=1) / 7.5)
     qB = torch.clamp(torch.round(Bg / sB.float()[:, None]), -8, 7).to(torch.int8).reshape(B.shape)
     return {"lqA_a": qA.contiguous(), "lqAs_a": sA, "lqB_a": qB.contiguous(), "lqBs_a": sB}
-
-
-def has_lqer(extras: Mapping[str, Tensor]) -> bool:
-    """True when `extras` hold a packed LQER correction (asym or sym)."""
-    return all(k in extras for k in ASYM_KEYS) or all(k in extras for k in SYM_KEYS)
-
-
-def unpack_lqer(extras: Mapping[str, Tensor]) -> Tensor:
-    """The fp32 correction A·B (rows, cols) from packed factors, asym or sym."""
-    if all(k in extras for k in ASYM_KEYS):
-        qA, sA, qB, sB = (extras[k] for k in ASYM_KEYS)
-        group = qB.numel() // sB.numel()
-        A = qA.float() * sA.float()
-        B = (qB.reshape(-1, group).float() * sB.float()[:, None]).reshape(qB.shape)
-        return A @ B
-    if all(k in extras for k in SYM_KEYS):
-        qA, sA, qB, sB = (extras[k] for k in SYM_KEYS)
-        return (qA.float() * sA.float()[:, None]) @ (qB.float() * sB.float()[:, None])
-    raise KeyError(f"no LQER factors in extras (keys {sorted(extras)}); expected {ASYM_KEYS} or {SYM_KEYS}")
 
 
 def _targeted_error(E: Tensor, H: Tensor | None) -> float:

@@ -8,15 +8,14 @@ dequantized weight is `q · scale` broadcast over the trailing dims, cast back t
     qt = quantize_rtn(w, bits=6, scale=s)      # generic symmetric per-row round-to-nearest on a given scale
     w_hat = qt.dequantize()                    # fp32
 
-Every method a recipe can name is registered in `QUANTIZERS` (method name → function with the uniform signature
-`fn(w, *, bits, hessian=None, **params) -> QuantizedTensor`), so GPTQ, SDClip, LQER… plug in as new entries.
+The methods a recipe can name (these primitives, GPTQ, SDClip, …) are registered as specs in quant/methods.py.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Mapping
 
 import torch
 from torch import Tensor
@@ -26,6 +25,11 @@ _QUANTILE_MAX_NUMEL = 1 << 24  # torch.quantile refuses larger inputs; rows are 
 _FP16_MIN_SUBNORMAL = 2.0 ** -24  # smallest positive fp16: a scale below it would round to 0
 
 
+# LQER factor keys in `QuantizedTensor.extras` (the records' names; quant/lqer.py packs them)
+ASYM_KEYS = ("lqA_a", "lqAs_a", "lqB_a", "lqBs_a")
+SYM_KEYS = ("lqA", "lqAs", "lqB", "lqBs")
+
+
 @dataclass(frozen=True, eq=False)
 class QuantizedTensor:
     """Integer codes plus the scale that maps them back to weights: `W ≈ q · scale` (per row or per tensor)."""
@@ -33,7 +37,7 @@ class QuantizedTensor:
     q: Tensor  # int8 codes, the weight's shape; |q| ≤ 2^(bits−1) − 1
     scale: Tensor  # (rows,) fp16 per output row, or 0-d per-tensor (fp16, or fp32 for the BASE per-tensor path)
     bits: int  # bit width of the codes (2..8), stored in int8 regardless
-    method: str  # QUANTIZERS key that produced it, e.g. "int8_percentile"
+    method: str  # methods.METHODS key that produced it, e.g. "int8_percentile"
     extras: dict[str, Tensor] = field(default_factory=dict)  # method payload (e.g. LQER factors), stored verbatim
 
     def __post_init__(self) -> None:
@@ -56,11 +60,8 @@ class QuantizedTensor:
         if self.per_row:
             s = s.view(self.q.shape[0], *([1] * (self.q.dim() - 1)))
         w = self.q.float() * s
-        if self.extras:
-            from pgolf.quant.lqer import has_lqer, unpack_lqer  # lazy: lqer imports this module
-
-            if has_lqer(self.extras):  # LQER: W = q·s + A·B (R0427 dequantize_mixed)
-                w = w + unpack_lqer(self.extras)
+        if self.extras and has_lqer(self.extras):  # LQER: W = q·s + A·B (R0427 dequantize_mixed)
+            w = w + unpack_lqer(self.extras)
         return w.to(dtype).contiguous()
 
 
@@ -139,32 +140,22 @@ def quantize_int8_percentile(w: Tensor, percentile: float = INT8_CLIP_PERCENTILE
     return QuantizedTensor(q=q.contiguous(), scale=scale, bits=8, method="int8_percentile")
 
 
-# ------------------------------------------------------------------------------------------------ method registry
-# Uniform signature: fn(w, *, bits, hessian=None, **params) -> QuantizedTensor. `hessian` is the (cols, cols) input
-# second moment collected by the calibration pass, None for data-free methods.
+# ------------------------------------------------------------------------------------------------ LQER storage
 
-Quantizer = Callable[..., QuantizedTensor]
-
-
-def _method_int8_percentile(w: Tensor, *, bits: int, hessian: Tensor | None = None,
-                            percentile: float = INT8_CLIP_PERCENTILE) -> QuantizedTensor:
-    if bits != 8:
-        raise ValueError(f"method int8_percentile is int8 only (got bits={bits})")
-    return quantize_int8_percentile(w, percentile=percentile)
+def has_lqer(extras: Mapping[str, Tensor]) -> bool:
+    """True when `extras` hold a packed LQER correction (asym or sym)."""
+    return all(k in extras for k in ASYM_KEYS) or all(k in extras for k in SYM_KEYS)
 
 
-def _method_rtn_absmax(w: Tensor, *, bits: int, hessian: Tensor | None = None) -> QuantizedTensor:
-    """Per-row RTN with scale = max|row| / qmax (no clipping): the data-free floor every method must beat."""
-    w32 = w.detach().float()
-    qmax = qmax_for_bits(bits)
-    if w32.dim() >= 2:
-        absmax = w32.abs().reshape(w32.shape[0], -1).amax(dim=1) if w32.numel() else torch.zeros(w32.shape[0])
-    else:
-        absmax = w32.abs().max() if w32.numel() else torch.zeros(())
-    return quantize_rtn(w32, bits, absmax / qmax)
-
-
-QUANTIZERS: dict[str, Quantizer] = {
-    "int8_percentile": _method_int8_percentile,
-    "rtn": _method_rtn_absmax,
-}
+def unpack_lqer(extras: Mapping[str, Tensor]) -> Tensor:
+    """The fp32 correction A·B (rows, cols) from packed factors, asym or sym."""
+    if all(k in extras for k in ASYM_KEYS):
+        qA, sA, qB, sB = (extras[k] for k in ASYM_KEYS)
+        group = qB.numel() // sB.numel()
+        A = qA.float() * sA.float()
+        B = (qB.reshape(-1, group).float() * sB.float()[:, None]).reshape(qB.shape)
+        return A @ B
+    if all(k in extras for k in SYM_KEYS):
+        qA, sA, qB, sB = (extras[k] for k in SYM_KEYS)
+        return (qA.float() * sA.float()[:, None]) @ (qB.float() * sB.float()[:, None])
+    raise KeyError(f"no LQER factors in extras (keys {sorted(extras)}); expected {ASYM_KEYS} or {SYM_KEYS}")

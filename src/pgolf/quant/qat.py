@@ -10,7 +10,7 @@ first trace and their late QAT never ran (parameter-golf.md §2.13). With flag =
 no QAT. The per-tensor SDClip σ and bit width are 0-d tensors too (filled in place when the Hessian
 choices arrive), so a compiled graph never keeps a stale grid.
 
-Which tensors: exactly those `apply.route_tensors` sends to a quantizer (the exporter's own routing: gates, the
+Which tensors: exactly those `plan.route_tensors` sends to a quantizer (the exporter's own routing: gates, the
 passthrough size limit, the first matching rule), hooked two ways —
 * `CastedLinear` (attention, MLP, bigram/VE projections, an untied lm_head): through `weight_fn`;
 * `nn.Embedding` and plain `nn.Linear` weights (the tied `tok_emb` — lookup *and* tied LM head, since GPT.logits
@@ -32,13 +32,13 @@ Alignment (`qat.tensors[name]` is True when the fake-quantized forward equals th
 
 Per-tensor choices (recipes with `adaptive_clip` / `mixed_precision`): at switch-on `switch_on` runs a short
 calibration (`calib_batches`, training tokens; `collect_hessians` on the plain model, flag still 0) and calls the
-exporter's own `apply.cross_tensor_overrides` on the current weights, then fake-quantizes with those σ / bits.
+exporter's own `plan.cross_tensor_overrides` on the current weights, then fake-quantizes with those σ / bits.
 The exporter recomputes Hessians and sensitivities on the *final* weights after training, so its choices can
 differ from the QAT-time ones (σ is continuous in the sensitivity; a bit width can flip near a rank boundary).
 `qat.summary()` (run.json train.qat) records the σ / bits QAT used so the two can be compared with the quantize
 report; the exporter does not reuse them (that would change `quantize_state_dict`, which QAT does not own).
 
-Not followed: `pack.budget` (pack/fit.py) re-picks σ / bits per tensor at export to meet a byte budget, after
+Not followed: `pack.budget` (quant/fit.py) re-picks σ / bits per tensor at export to meet a byte budget, after
 training; QAT trains on the recipe's own grid. With `train.ema_decay` the exporter quantizes the EMA average of the
 weights QAT trained (the fake-quant rule applied to those final weights is still the artifact's, as tested).
 """
@@ -55,97 +55,14 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from pgolf.model.layers import CastedLinear
-from pgolf.quant.apply import cross_tensor_overrides, route_tensors
-from pgolf.quant.primitives import INT8_CLIP_PERCENTILE, row_quantile
-from pgolf.quant.recipes import QuantRecipe, get_recipe, tensor_role
+from pgolf.quant.fake_quant import SDClipRule, absmax_fake, fp16_round, int8_percentile_fake, sdclip_fake  # noqa: F401
+from pgolf.quant.hessian import collect_hessians
+from pgolf.quant.methods import METHODS, fake_quant_rule
+from pgolf.quant.plan import TensorPlan, cross_tensor_group, cross_tensor_overrides, route_tensors
+from pgolf.quant.recipes import QuantRecipe, get_recipe
 
-_FP16_MIN = 2.0 ** -24  # smallest positive fp16 (primitives.quantize_rtn floors every scale here)
-EXACT_METHODS = frozenset({"sdclip_rtn", "rtn", "int8_percentile", "gate_int8_row"})
+EXACT_METHODS = frozenset(n for n, s in METHODS.items() if s.qat_exact)
 
-
-def _cr(bits: int) -> int:
-    return 2 ** (bits - 1) - 1
-
-
-# ------------------------------------------------------------------------------------------------ export rules
-
-def fp16_round(x: Tensor) -> Tensor:
-    """`x.half().float()` (round to nearest even fp16, subnormals included) for |x| < 65520, in integer bit ops.
-
-    torch.compile's inductor computes a `.to(float16)` inside a fused kernel in fp32 (unless
-    `emulate_precision_casts`), which silently drops the fp16 rounding of the scale that the exporter stores; bit
-    operations on the fp32 pattern cannot be skipped. Normal range: round the 23-bit mantissa to 10 bits (add
-    0xFFF + the kept LSB, clear the low 13 bits); below 2⁻¹⁴ fp16 is a fixed 2⁻²⁴ grid: round(x·2²⁴)·2⁻²⁴.
-    """
-    x = x.float()
-    b = x.view(torch.int32)
-    normal = ((b + 0x0FFF + ((b >> 13) & 1)) & -0x2000).view(torch.float32)
-    sub = torch.round(x * 2.0 ** 24) * 2.0 ** -24
-    return torch.where(x.abs() < 2.0 ** -14, sub, normal)
-
-
-def _sdclip(w: Tensor, k: Tensor | float, cr: Tensor | int) -> Tensor:
-    w32 = w.float()
-    s = fp16_round((k * w32.std(dim=1) / cr).clamp_min(1e-10)).clamp_min(_FP16_MIN)[:, None]
-    return (torch.clamp(torch.round(w32 / s), -cr, cr) * s).to(w.dtype)
-
-
-def sdclip_fake(w: Tensor, k: float, bits: int) -> Tensor:
-    """Export rule of `sdclip_rtn`: q·s with s = fp16(max(k·std_row/cr, 1e-10)) ≥ 2⁻²⁴, q = clamp(round(w/s), ±cr)."""
-    return _sdclip(w, k, _cr(bits))
-
-
-def absmax_fake(w: Tensor, bits: int) -> Tensor:
-    """Export rule of `rtn` and `gate_int8_row` (bits 8): per-row s = fp16(max|row|/cr), round to nearest."""
-    cr = _cr(bits)
-    w32 = w.float()
-    s = fp16_round(w32.abs().amax(dim=1) / cr).clamp_min(_FP16_MIN)[:, None]
-    return (torch.clamp(torch.round(w32 / s), -cr, cr) * s).to(w.dtype)
-
-
-def int8_percentile_fake(w: Tensor, percentile: float = INT8_CLIP_PERCENTILE) -> Tensor:
-    """Export rule of `int8_percentile` (BASE): codes with the fp32 scale, dequantized with its fp16 rounding."""
-    w32 = w.float()
-    clip = row_quantile(w32.abs(), percentile / 100.0)[:, None]
-    clipped = torch.maximum(torch.minimum(w32, clip), -clip)
-    scale = (clip / 127.0).clamp_min(1.0 / 127.0)
-    q = torch.clamp(torch.round(clipped / scale), -127, 127)
-    return (q * fp16_round(scale)).to(w.dtype)
-
-
-class SDClipRule:
-    """The SDClip grid with σ and cr held in 0-d tensors (updated in place by `set`, never re-bound)."""
-
-    def __init__(self, sigma: float, bits: int, device: torch.device) -> None:
-        self.k = torch.tensor(float(sigma), dtype=torch.float32, device=device)
-        self.cr = torch.tensor(float(_cr(bits)), dtype=torch.float32, device=device)
-        self.sigma, self.bits = float(sigma), int(bits)
-
-    def set(self, sigma: float | None = None, bits: int | None = None) -> None:
-        if sigma is not None:
-            self.sigma = float(sigma)
-            self.k.fill_(self.sigma)
-        if bits is not None:
-            self.bits = int(bits)
-            self.cr.fill_(float(_cr(self.bits)))
-
-    def __call__(self, w: Tensor) -> Tensor:
-        return _sdclip(w, self.k, self.cr)
-
-
-def fake_quant_rule(method: str, bits: int, params: dict,
-                    device: torch.device | None = None) -> tuple[Callable[[Tensor], Tensor], bool]:
-    """(Q, exact) for a recipe rule: Q maps a 2-D weight to its fake-quantized value (the export grid)."""
-    if method in ("sdclip_rtn", "sdclip_gptq"):
-        k = float(params.get("clip_sigma", 12.85))
-        return SDClipRule(k, bits, device or torch.device("cpu")), method == "sdclip_rtn"
-    if method == "int8_percentile":
-        pct = float(params.get("percentile", INT8_CLIP_PERCENTILE))
-        return (lambda w: int8_percentile_fake(w, pct)), True
-    if method in ("rtn", "gptq_lite", "gptq_clip_search", "gate_int8_row"):
-        return (lambda w: absmax_fake(w, bits)), method in ("rtn", "gate_int8_row")
-    raise ValueError(f"no QAT fake-quant rule for method {method!r}; QAT covers sdclip_rtn, sdclip_gptq, "
-                     "int8_percentile, rtn, gptq_lite, gptq_clip_search, gate_int8_row")
 
 
 class FakeQuantWeight:
@@ -219,15 +136,15 @@ class QAT:
     specs: dict[str, TensorQAT] = field(default_factory=dict)
     uncovered: dict[str, str] = field(default_factory=dict)
     """Tensors the exporter quantizes that QAT does not fake-quantize → why."""
-    plan: dict[str, Any] = field(default_factory=dict)
-    """apply.route_tensors over the model's state dict (the exporter's routing)."""
+    plan: dict[str, TensorPlan] = field(default_factory=dict)
+    """plan.route_tensors over the model's state dict (the exporter's routing)."""
     rules: dict[str, Callable[[Tensor], Tensor]] = field(default_factory=dict)
     calib_batches: Callable[[], Iterable[Tensor]] | None = None
     """Token batches (B, T) for the switch-on calibration of adaptive-σ / mixed-bits recipes."""
     calibration: dict[str, Any] | None = None
     """Switch-on calibration record: source, tokens, batches, seconds."""
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """The per-tensor {"clip_sigma", "bits"} QAT uses (apply.cross_tensor_overrides at switch-on)."""
+    """The per-tensor {"clip_sigma", "bits"} QAT uses (plan.cross_tensor_overrides at switch-on)."""
     hooked: list[nn.Module] = field(default_factory=list)
     """Modules whose class was swapped (property hook)."""
 
@@ -240,8 +157,7 @@ class QAT:
         """True when the recipe picks σ / bits per tensor from Hessians and some hooked tensor is affected."""
         r = self.recipe
         return bool(r is not None and (r.adaptive_clip or r.mixed_precision)
-                    and any(s.method == "sdclip_gptq" and tensor_role(n) in ("mlp", "attn")
-                            for n, s in self.specs.items()))
+                    and any(n in self.specs for n in cross_tensor_group(self.plan)))
 
     def enable(self, on: bool = True) -> None:
         self.flag.fill_(1.0 if on else 0.0)
@@ -252,8 +168,6 @@ class QAT:
         was_on = self.on
         self.enable(False)
         try:
-            from pgolf.quant.hessian import collect_hessians  # lazy: hessian.py imports the model package
-
             hs = collect_hessians(model, batches)
         finally:
             self.enable(was_on)
@@ -332,7 +246,7 @@ def install_qat(model: nn.Module, recipe: QuantRecipe | str, enabled: bool = Fal
                 calib_batches: Callable[[], Iterable[Tensor]] | None = None) -> QAT:
     """Install STE fake-quant on every tensor the recipe's exporter quantizes (rule = its export method); off.
 
-    Routing is `apply.route_tensors` over `model.state_dict()`, so the passthrough limit, the gate pattern and the
+    Routing is `plan.route_tensors` over `model.state_dict()`, so the passthrough limit, the gate pattern and the
     rule order are the exporter's. `calib_batches` feeds the switch-on calibration of adaptive-σ / mixed-bits
     recipes (see `QAT.switch_on`).
     """
@@ -341,12 +255,12 @@ def install_qat(model: nn.Module, recipe: QuantRecipe | str, enabled: bool = Fal
     qat = QAT(flag=torch.tensor(1.0 if enabled else 0.0, device=device), on=enabled, recipe=recipe,
               calib_batches=calib_batches)
     qat.plan = route_tensors(model.state_dict(), recipe)
-    quantized = {n: r for n, r in qat.plan.items() if r is not None}
+    quantized = {n: p for n, p in qat.plan.items() if p.quantized}
     owners: dict[str, nn.Module] = {}
     for mod_name, m in model.named_modules():
         if isinstance(m, (nn.Linear, nn.Embedding)) and isinstance(getattr(m, "weight", None), nn.Parameter):
             owners[f"{mod_name}.weight" if mod_name else "weight"] = m
-    for name, rule in quantized.items():
+    for name, p in quantized.items():
         m = owners.get(name)
         if m is None:
             qat.uncovered[name] = "not the weight of an nn.Linear / nn.Embedding: no fake-quant hook"
@@ -354,8 +268,7 @@ def install_qat(model: nn.Module, recipe: QuantRecipe | str, enabled: bool = Fal
         if m.weight.dim() != 2:
             qat.uncovered[name] = f"{m.weight.dim()}-D tensor: QAT rules are per-row 2-D"
             continue
-        method, bits, params = ("gate_int8_row", 8, {}) if rule == "gate" else (rule.method, rule.bits,
-                                                                                dict(rule.params))
+        method, bits, params = p.method, p.bits, dict(p.params)
         fn, exact = fake_quant_rule(method, bits, params, device)
         fq = FakeQuantWeight(fn, qat.flag)
         if isinstance(m, CastedLinear):
@@ -368,5 +281,5 @@ def install_qat(model: nn.Module, recipe: QuantRecipe | str, enabled: bool = Fal
         qat.rules[name] = fn
         qat.tensors[name] = exact
         qat.specs[name] = TensorQAT(method=method, bits=bits, hook=hook, exact=exact,
-                                    sigma=float(params.get("clip_sigma", 12.85)) if "sdclip" in method else None)
+                                    sigma=p.sigma)
     return qat

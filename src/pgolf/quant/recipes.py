@@ -1,6 +1,6 @@
 """Quantization recipes as data: one registry dict of frozen dataclasses (style.md rule 9).
 
-A recipe says, per tensor role, which registered method (`primitives.QUANTIZERS`) quantizes it at how many bits
+A recipe says, per tensor role, which registered method (`methods.METHODS`) quantizes it at how many bits
 with which parameters. Rules are tried in order; the first whose role (and optional name glob) matches wins.
 Float tensors with at most `passthrough_max_numel` elements, and every non-float tensor, are kept as is (floats
 stored fp16; names matching `keep_fp32_patterns` stay fp32, as BASE keeps its control tensors).
@@ -19,7 +19,7 @@ stored fp16; names matching `keep_fp32_patterns` stay fp32, as BASE keeps its co
     method = "rtn"
     bits = 6
 
-Methods (`apply.METHODS`): the data-free `int8_percentile`, `rtn`, `gptq_lite` (R0322), `sdclip_rtn`, `gate_int8_row`
+Methods (`methods.METHODS`, one spec each): the data-free `int8_percentile`, `rtn`, `gptq_lite` (R0322), `sdclip_rtn`, `gate_int8_row`
 and the Hessian methods `gptq_clip_search` (R0325: 5-percentile search around GPTQ) and `sdclip_gptq` (R0405+:
 GPTQ on the SDClip grid k·std(row)/cr, param `clip_sigma`, optional `hessian_lambda` for R0406). Recipe-level
 switches add the cross-tensor steps: `adaptive_clip` (PR #1962 σ), `mixed_precision` (int5/6/7 by sensitivity),
@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from pgolf.quant.methods import METHODS, get_method
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,17 +50,20 @@ BASE_FP32_PATTERNS = ("attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "r
                       "skip_weight", "skip_weights")
 
 
-def tensor_role(name: str) -> str:
-    """embed | mlp | attn | other, exactly as the records' `_classify_param` (R0322 … R0427) routes a tensor.
+RoleTable = tuple[tuple[str, str], ...]
+"""Ordered (fnmatch glob on the parameter name, role) pairs; the first match gives the role."""
 
-    tok_emb / lm_head → embed; ".mlp." → mlp; ".attn." or a non-MLP ".proj." (bigram.proj, ve_shared.proj) → attn.
-    """
-    if "tok_emb" in name or "lm_head" in name:
-        return "embed"
-    if ".mlp." in name:
-        return "mlp"
-    if ".attn." in name or (".proj." in name and ".mlp." not in name):
-        return "attn"
+# R0322 … R0331 `_classify_param`: tok_emb / lm_head → embed; ".mlp." → mlp; ".attn." or any other ".proj." → attn.
+CLASSIFY_ROLES: RoleTable = (("*tok_emb*", "embed"), ("*lm_head*", "embed"), ("*.mlp.*", "mlp"),
+                             ("*.attn.*", "attn"), ("*.proj.*", "attn"), ("*", "other"))
+ROLE_TABLES: dict[str, RoleTable] = {"classify": CLASSIFY_ROLES}
+
+
+def tensor_role(name: str, table: RoleTable = CLASSIFY_ROLES) -> str:
+    """embed | mlp | attn | other: the role of the first glob of `table` that matches `name`."""
+    for pattern, role in table:
+        if fnmatch.fnmatchcase(name, pattern):
+            return role
     return "other"
 
 
@@ -68,7 +72,7 @@ class TensorRule:
     role: str
     """Tensor role this rule applies to (embed | attn | mlp | other) or "*" for any."""
     method: str
-    """A `QUANTIZERS` method name, or "passthrough" to keep the tensor in fp16."""
+    """A registered method name (`methods.METHODS`), or "passthrough" to keep the tensor in fp16."""
     bits: int = 8
     params: Mapping[str, Any] = field(default_factory=dict)
     """Keyword parameters of the method (e.g. {"percentile": 99.99984})."""
@@ -115,15 +119,18 @@ class QuantRecipe:
     """Calibration sequence length (0 = the run's train_seq_len)."""
     calib_temperature: float = 0.8
     """Sampling temperature of selfgen calibration (R0325 0.8)."""
+    roles: str = "classify"
+    """Role table (ROLE_TABLES): "classify" = R0322 … R0331 `_classify_param`."""
 
     @property
     def needs_hessians(self) -> bool:
-        from pgolf.quant.apply import HESSIAN_METHODS  # lazy: apply imports this module
+        return any(r.method != PASSTHROUGH and get_method(r.method).needs_hessian for r in self.rules)
 
-        return any(r.method in HESSIAN_METHODS for r in self.rules)
+    def role_of(self, name: str) -> str:
+        return tensor_role(name, ROLE_TABLES[self.roles])
 
     def rule_for(self, name: str) -> TensorRule:
-        role = tensor_role(name)
+        role = self.role_of(name)
         for rule in self.rules:
             if rule.matches(name, role):
                 return rule
@@ -135,22 +142,22 @@ class QuantRecipe:
             raise ValueError(f"recipe {self.name!r} has no rules")
         if self.passthrough_max_numel < 0:
             raise ValueError(f"recipe {self.name!r}: passthrough_max_numel must be ≥ 0")
-        from pgolf.quant.apply import METHODS  # lazy: apply imports this module
-        from pgolf.quant.primitives import QUANTIZERS
-
         if self.lqer_top_k < 0 or self.lqer_rank < 1 or self.lqer_mode not in ("asym", "sym"):
             raise ValueError(f"recipe {self.name!r}: need lqer_top_k ≥ 0, lqer_rank ≥ 1, lqer_mode asym|sym")
         if self.calib_source not in ("", "train", "val", "selfgen", "random"):
             raise ValueError(f"recipe {self.name!r}: calib_source {self.calib_source!r} must be one of "
                              "train, val, selfgen, random (or empty)")
+        if self.roles not in ROLE_TABLES:
+            raise ValueError(f"recipe {self.name!r}: roles {self.roles!r} must be one of {', '.join(ROLE_TABLES)}")
+        for rule in self.rules:
+            if rule.method != PASSTHROUGH and rule.method not in METHODS:
+                raise ValueError(f"recipe {self.name!r}: unknown method {rule.method!r}; valid: "
+                                 f"{', '.join([*METHODS, PASSTHROUGH])}")
         if self.needs_hessians and not self.calib_source:
             raise ValueError(f"recipe {self.name!r} uses Hessian methods but names no calib_source")
         for rule in self.rules:
             if rule.role != "*" and rule.role not in ROLES:
                 raise ValueError(f"recipe {self.name!r}: unknown role {rule.role!r}; valid: *, {', '.join(ROLES)}")
-            if rule.method != PASSTHROUGH and rule.method not in METHODS and rule.method not in QUANTIZERS:
-                raise ValueError(f"recipe {self.name!r}: unknown method {rule.method!r}; valid: "
-                                 f"{', '.join([*METHODS, PASSTHROUGH])}")
             if not 2 <= rule.bits <= 8:
                 raise ValueError(f"recipe {self.name!r}: bits={rule.bits} must be in 2..8")
         return self
