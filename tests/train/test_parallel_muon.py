@@ -223,3 +223,22 @@ def test_gloo_parallel_muon_equals_single_process_and_round_robin(tmp_path, ws):
         _assert_all_close(other["pm"], r0["pm"], 0)
         for i in r0["state"]["state"]:
             assert torch.equal(other["state"]["state"][i]["momentum_buffer"], r0["state"]["state"][i]["momentum_buffer"])
+
+
+def test_train_config_selects_the_implementation():
+    from pgolf.train.config import TrainConfig
+    from pgolf.train.optim import build_optimizers
+
+    class _Two(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Parameter(torch.zeros(4, 4)), torch.nn.Parameter(torch.zeros(4))
+
+        def optimizer_groups(self):
+            return {"matrix": [self.a], "embed": [], "head": [], "scalar": [self.b]}
+
+    kinds = {impl: type(build_optimizers(_Two(), TrainConfig(muon_impl=impl))[0])
+             for impl in ("auto", "round_robin", "parallel")}
+    assert kinds == {"auto": Muon, "round_robin": Muon, "parallel": ParallelMuon}  # auto: parallel only if world > 1
+    with pytest.raises(ValueError, match="train.muon_impl='ddp'"):
+        pmod.use_parallel_muon("ddp")

@@ -32,6 +32,10 @@ class TrainConfig:
     muon_row_normalize: bool = False
     """MuonEq-R: normalise update rows before Newton–Schulz (PR #1217, R0405+)."""
     muon_wd: float = 0.0
+    muon_impl: Literal["auto", "round_robin", "parallel"] = "auto"
+    """How Muon is distributed under torchrun: 'parallel' = Parallel Muon (PR #399, R0323+: reduce-scatter of banked
+    gradients, batched Newton–Schulz on each rank's shard, all-gather; train/parallel_muon.py), 'round_robin' = the
+    baseline (all-reduce of gradients, then of the updates), 'auto' = parallel when world size > 1. Same update."""
     # AdamW (embeddings, scalars) — §4.2
     tied_embed_lr: float = 0.05
     embed_lr: float = 0.6

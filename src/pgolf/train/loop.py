@@ -22,9 +22,10 @@ import torch.distributed as dist
 
 from pgolf.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from pgolf.train.config import TrainConfig
-from pgolf.train.distributed import average_gradients, world
+from pgolf.train.distributed import world
 from pgolf.train.ema import EMA
 from pgolf.train.optim import apply_lr_multiplier, build_optimizers, set_muon_momentum
+from pgolf.train.parallel_muon import clip_gradients, reduce_gradients, step_order
 from pgolf.train.schedule import lr_multiplier, muon_momentum_at, training_progress
 
 
@@ -144,11 +145,12 @@ def train(
         logger.event("resume", note=f"no checkpoint at {ckpt_path}; starting from step 0")
 
     def checkpoint(weights: dict[str, Any] | None = None) -> None:
+        optimizer_states = [o.state_dict() for o in optimizers]  # every rank: ParallelMuon gathers its shards
         if rank == 0:
             save_checkpoint(ckpt_path, {
                 "model": model.state_dict(),
                 "weights": weights,
-                "optimizers": [o.state_dict() for o in optimizers],
+                "optimizers": optimizer_states,
                 "ema": ema.state_dict() if ema is not None else None,
                 "loader": loader.state_dict(),
                 "looping_active": bool(getattr(model, "looping_active", False)),
@@ -203,7 +205,7 @@ def train(
                 loss = forward(x, y)
             (loss / cfg.grad_accum_steps).backward()
             loss_sum += loss.detach().float()
-        average_gradients(params)
+        reduce_gradients(params, optimizers)  # Parallel Muon: reduce-scatters; everything else: one all-reduce
         step_loss = _mean_over_ranks(loss_sum / cfg.grad_accum_steps)
         last_loss = float(step_loss.item())
         if not math.isfinite(last_loss):
@@ -214,8 +216,8 @@ def train(
                 "or enable train.grad_clip_norm."
             )
         if cfg.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
-        for opt in optimizers:
+            clip_gradients(params, optimizers, cfg.grad_clip_norm)  # global norm, also over sharded gradients
+        for opt in step_order(optimizers):  # Parallel Muon last: its reduce-scatters overlap the AdamW step
             opt.step()
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)

@@ -20,6 +20,7 @@ from torch import nn
 
 from pgolf.train.config import TrainConfig
 from pgolf.train.muon import Muon
+from pgolf.train.parallel_muon import ParallelMuon, use_parallel_muon
 
 GROUP_KEYS = ("matrix", "embed", "head", "scalar")
 
@@ -48,10 +49,11 @@ def build_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Opt
 
     optimizers: list[torch.optim.Optimizer] = []
     if groups.get("matrix"):
-        optimizers.append(Muon(groups["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum,
-                               nesterov=cfg.muon_nesterov, backend_steps=cfg.muon_backend_steps,
-                               coeffs=cfg.muon_coeffs, row_normalize=cfg.muon_row_normalize,
-                               weight_decay=cfg.muon_wd))
+        muon_cls = ParallelMuon if use_parallel_muon(cfg.muon_impl) else Muon
+        optimizers.append(muon_cls(groups["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum,
+                                   nesterov=cfg.muon_nesterov, backend_steps=cfg.muon_backend_steps,
+                                   coeffs=cfg.muon_coeffs, row_normalize=cfg.muon_row_normalize,
+                                   weight_decay=cfg.muon_wd))
     embed_lr = cfg.tied_embed_lr if _tied(model, groups) else cfg.embed_lr
     adam_groups = [
         {"params": groups.get("embed", []), "lr": embed_lr, "weight_decay": cfg.embed_wd, "name": "embed"},

@@ -306,6 +306,13 @@ class ParallelMuon(Muon):
         self.state.clear()
 
 
+def use_parallel_muon(impl: str) -> bool:
+    """train.muon_impl → whether build_optimizers makes a ParallelMuon ('auto': only when world size > 1)."""
+    if impl not in ("auto", "round_robin", "parallel"):
+        raise ValueError(f"train.muon_impl={impl!r}; expected 'auto', 'round_robin' or 'parallel'")
+    return impl == "parallel" or (impl == "auto" and world()[1] > 1)
+
+
 # ---- the training loop's gradient phase ------------------------------------------------------------------------------
 
 
