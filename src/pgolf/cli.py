@@ -421,7 +421,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(r, "cpu-demo")
     t = sub.add_parser("train", help="train only; writes RUN_DIR/checkpoint.pt and run.json")
     _add_config_options(t, "cpu-demo")
-    q = sub.add_parser("quantize", help="quantize a trained run/checkpoint and write the artifact")
+    q = sub.add_parser(
+        "quantize", help="quantize a trained run/checkpoint and write the artifact",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Other settings as dotted overrides (pgolf presets lists the quant fields), e.g.\n"
+               "  --quant.calib_seqs 16 --quant.calib_source random\n"
+               "Per-role knobs of the recipe's rules, --quant.ROLE.KNOB VALUE (ROLE: embed, attn, mlp, other;\n"
+               "KNOB: bits, method, or a parameter of the rule's method such as clip_sigma, percentile), e.g.\n"
+               "  --quant.mlp.bits 5 --quant.attn.clip_sigma 13      (also on pgolf run)\n"
+               "A recipe .toml may start from a registered recipe and amend one role's rule only:\n"
+               "  base = \"sota-lqer\"\n  [[amend]]\n  role = \"mlp\"\n  bits = 5\n"
+               "Every Hessian recipe calibrates on 64 sequences by default (ar-calib-gptq: R0325's 64 x 2048).")
     q.add_argument("source", help="run directory or checkpoint.pt")
     q.add_argument("--recipe", help="quantization recipe name or .toml file")
     q.add_argument("--codec", help="zlib|zstd|lzma|brotli (each optionally +shuffle), rans or rans-ctx")

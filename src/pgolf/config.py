@@ -219,6 +219,10 @@ def merge(base: dict[str, dict[str, Any]], layer: Mapping[str, Mapping[str, Any]
             raise ValueError(f"[{section}] in {where} must be a table of fields, got {values!r}")
         types_ = _field_types(SECTIONS[section])
         for key, raw in values.items():
+            nested = getattr(SECTIONS[section], "nested_override", None)  # e.g. quant.mlp.bits (QuantConfig)
+            if key not in types_ and nested is not None and ("." in key or isinstance(raw, Mapping)):
+                nested(base.setdefault(section, {}), key, raw, where)
+                continue
             if key not in types_:
                 raise _unknown(f"{section} field", key, list(types_), where)
             try:

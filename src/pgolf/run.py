@@ -36,7 +36,7 @@ from pgolf.model.gpt import GPT, format_parameter_counts
 from pgolf.pack.budget import ByteReport, check_budget, measure_code_bytes
 from pgolf.pack.container import encode_artifact, write_artifact
 from pgolf.quant.apply import quantize_state_dict
-from pgolf.quant.recipes import get_recipe
+from pgolf.quant.recipes import recipe_for
 from pgolf.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, trained_weights
 from pgolf.train.distributed import DistInfo, barrier
 from pgolf.train.loop import TrainResult, train
@@ -134,17 +134,17 @@ def train_stage(cfg: RunConfig, data: DataBundle, run_dir: Path, dist_info: Dist
         from pgolf.quant.calibration import calibration_batches
         from pgolf.quant.qat import install_qat
 
-        recipe = get_recipe(cfg.quant.recipe)
+        recipe = recipe_for(cfg.quant)
         # Adaptive-σ / mixed-bits recipes: Hessians at QAT switch-on from the same training tokens the exporter's
         # "train" calibration reads (a fresh rank-0 loader, so every rank sees the same batches).
-        seqs = cfg.train.qat_calib_seqs or cfg.quant.calib_seqs or recipe.calib_seqs
-        seq_len = cfg.quant.calib_seq_len or recipe.calib_seq_len or cfg.train.train_seq_len
+        calib = cfg.quant.calibration(recipe, cfg.train.train_seq_len, seqs=cfg.train.qat_calib_seqs)
+        seqs, seq_len = calib.seqs, calib.seq_len
 
         def qat_batches() -> list[torch.Tensor]:
             return calibration_batches(
                 "train", loader=DistributedTokenLoader(data.dataset.train_files, 0, 1),
                 vocab_size=cfg.model.vocab_size, num_seqs=seqs, seq_len=seq_len,
-                batch_size=min(cfg.quant.calib_batch_size, seqs)).batches
+                batch_size=calib.batch_size).batches
 
         qat = install_qat(model, recipe, calib_batches=qat_batches)
     # End of training: raw vs EMA weights scored exactly as the pre-quant score (train.ema_select, issue 18).
@@ -185,10 +185,8 @@ def calibration_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], recip
     from pgolf.quant.hessian import collect_hessians
 
     q = cfg.quant
-    source = q.calib_source or recipe.calib_source
-    seqs = q.calib_seqs or recipe.calib_seqs
-    seq_len = q.calib_seq_len or recipe.calib_seq_len or cfg.train.train_seq_len
-    temperature = q.calib_temperature or recipe.calib_temperature
+    c = q.calibration(recipe, cfg.train.train_seq_len)
+    source, seqs, seq_len, temperature = c.source, c.seqs, c.seq_len, c.temperature
     device = device or torch.device("cpu")
     model = GPT(cfg.model).to(device)
     model.load_state_dict(state_dict, strict=True)
@@ -206,7 +204,7 @@ def calibration_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], recip
             val_tokens = load_validation_tokens(dataset.val_files, seq_len, seqs * seq_len)
         kwargs["val_tokens"] = val_tokens
     calib = calibration_batches(source, model=model, vocab_size=cfg.model.vocab_size, num_seqs=seqs,
-                                seq_len=seq_len, batch_size=min(q.calib_batch_size, seqs), seed=q.calib_seed,
+                                seq_len=seq_len, batch_size=c.batch_size, seed=c.seed,
                                 temperature=temperature, **kwargs)
     hs = collect_hessians(model, calib.batches)
     seconds = calib.seconds + hs.seconds
@@ -232,7 +230,7 @@ def quantize_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], run_dir:
     Hessian recipes first run `calibration_stage` (needs `dataset` for train/val sources); its time is reported
     apart from the quantize time.
     """
-    recipe = get_recipe(cfg.quant.recipe)
+    recipe = recipe_for(cfg.quant)
     state_dict = {k: v.detach().cpu() for k, v in state_dict.items()}
     hessians, calibration = None, None
     if recipe.needs_hessians:

@@ -4,6 +4,19 @@ calibration pass is fed (quant/calibration.py, parameter-golf.md §2.5)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The calibration pass a run actually uses: quant.calib_* over the recipe's defaults (resolved once, here)."""
+
+    source: str
+    seqs: int
+    seq_len: int
+    temperature: float
+    batch_size: int
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -14,7 +27,7 @@ class QuantConfig:
     """Calibration tokens for Hessian recipes: train | val | selfgen | random; "" = the recipe's record default
     (train for PR #535 / R0405+, selfgen for R0325). Ignored by data-free recipes."""
     calib_seqs: int = 0
-    """Calibration sequences; 0 = the recipe's default (64 for R0325/R0405, 16 for R0414/R0427)."""
+    """Calibration sequences; 0 = the recipe's (recipes.DEFAULT_CALIB_SEQS = 64 for every registered recipe)."""
     calib_seq_len: int = 0
     """Calibration sequence length; 0 = the recipe's (R0325 selfgen 2048), else the run's train_seq_len."""
     calib_batch_size: int = 8
@@ -22,6 +35,34 @@ class QuantConfig:
     calib_temperature: float = 0.0
     """selfgen sampling temperature; 0 = the recipe's (0.8)."""
     calib_seed: int = 0
+    rule_overrides: str = ""
+    """Per-role amendments of the recipe's rules, "ROLE.KNOB=VALUE,…" (quant/amend.py), e.g. "mlp.bits=5,
+    attn.clip_sigma=13". Set on the command line as `--quant.mlp.bits 5 --quant.attn.clip_sigma 13`; KNOB is bits,
+    method, or a parameter of the rule's method (clip_sigma, percentile, hessian_lambda, damp, …)."""
+
+    def calibration(self, recipe: Any, train_seq_len: int, *, seqs: int = 0) -> Calibration:
+        """This config's calibration for `recipe`: each quant.calib_* that is set wins over the recipe's value;
+        `seqs` (e.g. train.qat_calib_seqs) wins over both; seq_len falls back to the run's train_seq_len."""
+        n = seqs or self.calib_seqs or recipe.calib_seqs
+        return Calibration(source=self.calib_source or recipe.calib_source, seqs=n,
+                           seq_len=self.calib_seq_len or recipe.calib_seq_len or train_seq_len,
+                           temperature=self.calib_temperature or recipe.calib_temperature,
+                           batch_size=min(self.calib_batch_size, n), seed=self.calib_seed)
+
+    @staticmethod
+    def nested_override(values: dict, key: str, raw: object, where: str) -> None:
+        """`quant.ROLE.KNOB` (a dotted key, or a [quant.ROLE] table) → one entry of `rule_overrides`."""
+        from pgolf.quant.amend import parse_role_overrides
+        from pgolf.quant.recipes import ROLES
+
+        items = ([(f"{key}.{k}", v) for k, v in raw.items()] if isinstance(raw, dict) else [(key, raw)])
+        for dotted, value in items:
+            entry = f"{dotted}={value}"
+            try:
+                parse_role_overrides(entry, ROLES)
+            except ValueError as e:
+                raise ValueError(f"{e} (in {where})") from None
+            values["rule_overrides"] = ",".join(filter(None, [values.get("rule_overrides", ""), entry]))
 
     def __post_init__(self) -> None:
         if self.calib_source not in ("", "train", "val", "selfgen", "random"):

@@ -29,12 +29,14 @@ switches add the cross-tensor steps: `adaptive_clip` (PR #1962 σ), `mixed_preci
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from pgolf.quant.amend import amend_rules, apply_role_overrides, parse_role_overrides
 from pgolf.quant.methods import METHODS, get_method
 
 if sys.version_info >= (3, 11):
@@ -43,6 +45,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ROLES = ("embed", "attn", "mlp", "other")
+# One calibration default for every registered recipe, so that comparing recipes at their defaults compares the
+# quantizers and not different Hessian samples (issue 18). 64 sequences of the run's train_seq_len: the count of
+# R0325 (64 × 2048 self-generated, reproduced exactly by ar-calib-gptq with calib_seq_len=2048) and of R0405 (64
+# batches). The records' *token* counts are not reproduced by any count of sequences: R0405 read 64 batches of
+# 48 × 2048 tokens per rank, R0414/R0427 16 of them (1.57 M tokens); set quant.calib_seqs to match a record's.
+DEFAULT_CALIB_SEQS = 64
 PASSTHROUGH = "passthrough"  # rule method that keeps a large float tensor unquantized (fp16)
 
 # BASE CONTROL_TENSOR_NAME_PATTERNS: small control tensors BASE keeps in fp32 instead of fp16 (train_gpt.py).
@@ -113,8 +121,8 @@ class QuantRecipe:
     """asym (A INT2 / B INT4 g64, R0427) or sym (int4 per row)."""
     calib_source: str = ""
     """Record calibration source for Hessian recipes: train | val | selfgen | random ("" = needs none)."""
-    calib_seqs: int = 64
-    """Calibration sequences (R0325 64 × 2048 self-generated; R0405 64 train batches)."""
+    calib_seqs: int = DEFAULT_CALIB_SEQS
+    """Calibration sequences: DEFAULT_CALIB_SEQS for every registered recipe (see its comment)."""
     calib_seq_len: int = 0
     """Calibration sequence length (0 = the run's train_seq_len)."""
     calib_temperature: float = 0.8
@@ -189,7 +197,7 @@ RECIPES: dict[str, QuantRecipe] = {
         rules=(TensorRule(role="mlp", method="gptq_clip_search", bits=6),
                TensorRule(role="attn", method="gptq_clip_search", bits=6),
                TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
-        codec_hint="lzma", calib_source="train", calib_seqs=64,
+        codec_hint="lzma", calib_source="train",
     ),
     "ar-calib-gptq": QuantRecipe(
         name="ar-calib-gptq",
@@ -208,7 +216,7 @@ RECIPES: dict[str, QuantRecipe] = {
                TensorRule(role="mlp", method="sdclip_gptq", bits=6, params={"clip_sigma": 12.85}),
                TensorRule(role="attn", method="sdclip_gptq", bits=6, params={"clip_sigma": 12.85}),
                TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
-        codec_hint="brotli", calib_source="train", calib_seqs=64,
+        codec_hint="brotli", calib_source="train",
     ),
     "sdclip-rtn": QuantRecipe(
         name="sdclip-rtn",
@@ -228,7 +236,7 @@ RECIPES: dict[str, QuantRecipe] = {
                TensorRule(role="mlp", method="sdclip_gptq", bits=6, params={"clip_sigma": 12.0}),
                TensorRule(role="attn", method="sdclip_gptq", bits=6, params={"clip_sigma": 13.0}),
                TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
-        codec_hint="brotli", calib_source="train", calib_seqs=16,
+        codec_hint="brotli", calib_source="train",
     ),
     "hessian-adaptive-clip": QuantRecipe(
         name="hessian-adaptive-clip",
@@ -239,7 +247,7 @@ RECIPES: dict[str, QuantRecipe] = {
                TensorRule(role="mlp", method="sdclip_gptq", bits=6, params={"clip_sigma": 11.5}),
                TensorRule(role="attn", method="sdclip_gptq", bits=6, params={"clip_sigma": 13.0}),
                TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
-        codec_hint="brotli", calib_source="train", calib_seqs=16, gate_pattern="blocks.*.attn.gate.weight",
+        codec_hint="brotli", calib_source="train", gate_pattern="blocks.*.attn.gate.weight",
         adaptive_clip=True, lqer_top_k=3, lqer_rank=4,
     ),
     "hessian-mixed-precision": QuantRecipe(
@@ -250,7 +258,7 @@ RECIPES: dict[str, QuantRecipe] = {
                TensorRule(role="mlp", method="sdclip_gptq", bits=6, params={"clip_sigma": 11.5}),
                TensorRule(role="attn", method="sdclip_gptq", bits=6, params={"clip_sigma": 13.0}),
                TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
-        codec_hint="brotli", calib_source="train", calib_seqs=16, gate_pattern="blocks.*.attn.gate.weight",
+        codec_hint="brotli", calib_source="train", gate_pattern="blocks.*.attn.gate.weight",
         adaptive_clip=True, mixed_precision=True, lqer_top_k=3, lqer_rank=4,
     ),
     "sota-lqer": QuantRecipe(
@@ -261,7 +269,7 @@ RECIPES: dict[str, QuantRecipe] = {
                TensorRule(role="mlp", method="sdclip_gptq", bits=6, params={"clip_sigma": 11.5}),
                TensorRule(role="attn", method="sdclip_gptq", bits=6, params={"clip_sigma": 13.0}),
                TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
-        codec_hint="brotli", calib_source="train", calib_seqs=16, gate_pattern="blocks.*.attn.gate.weight",
+        codec_hint="brotli", calib_source="train", gate_pattern="blocks.*.attn.gate.weight",
         lqer_top_k=3, lqer_rank=4,
     ),
 }
@@ -270,8 +278,15 @@ RECIPES: dict[str, QuantRecipe] = {
 def get_recipe(name_or_path: str | Path) -> QuantRecipe:
     """A registered recipe by name, or one loaded from a .toml file with QuantRecipe's fields.
 
-    A file may start from a registered recipe with `base = "sdclip"` and override any field (rules replace the
-    base's rules when given).
+    A file may start from a registered recipe with `base = "sdclip"` and override any field: `rules` replace the
+    base's rules, while each `[[amend]]` table (role, optional pattern, and any of bits / method / params) changes
+    only that role's rule (quant/amend.py), e.g.
+
+        base = "sota-lqer"
+        [[amend]]
+        role = "mlp"
+        bits = 5
+        params = { clip_sigma = 10.0 }
     """
     key = str(name_or_path)
     if key in RECIPES:
@@ -282,6 +297,7 @@ def get_recipe(name_or_path: str | Path) -> QuantRecipe:
             raise ValueError(f"recipe file {path} does not exist")
         d = tomllib.loads(path.read_text())
         base = d.pop("base", None)
+        amends = d.pop("amend", [])
         if base is not None:
             if base not in RECIPES:
                 raise ValueError(f"{path}: base recipe {base!r} unknown; valid: {', '.join(RECIPES)}")
@@ -292,8 +308,29 @@ def get_recipe(name_or_path: str | Path) -> QuantRecipe:
             merged["description"] = f"{base} overridden by {path}"
             merged.update(d)
             d = merged
+        for i, a in enumerate(amends):
+            bad = set(a) - {"role", "pattern", "bits", "method", "params"}
+            if bad or "role" not in a or a["role"] not in ROLES:
+                raise ValueError(f"{path}: amend {i} needs role ({', '.join(ROLES)}) and only pattern, bits, method, "
+                                 f"params; got {sorted(a)}")
+            rules = tuple(TensorRule(**r) for r in d.get("rules", []))
+            rules = amend_rules(rules, **{k: v for k, v in a.items()})
+            d["rules"] = [dict(role=r.role, method=r.method, bits=r.bits, params=dict(r.params), pattern=r.pattern)
+                          for r in rules]
         return recipe_from_dict(d, source=str(path))
     raise ValueError(f"unknown quantization recipe {key!r}; valid names: {', '.join(RECIPES)} (or a .toml file)")
+
+
+def recipe_for(quant: Any) -> QuantRecipe:
+    """The recipe a QuantConfig selects: `quant.recipe` with its per-role overrides (`quant.rule_overrides`,
+    from `--quant.ROLE.KNOB VALUE`) applied; the name records the overrides, e.g. "sota-lqer[mlp.bits=5]"."""
+    recipe = get_recipe(quant.recipe)
+    spec = getattr(quant, "rule_overrides", "")
+    if not spec:
+        return recipe
+    rules = apply_role_overrides(recipe.rules, parse_role_overrides(spec, ROLES))
+    return dataclasses.replace(recipe, name=f"{recipe.name}[{spec}]", rules=rules,
+                               description=f"{recipe.description}; overridden: {spec}").validate()
 
 
 def recipe_from_dict(d: Mapping[str, Any], source: str = "recipe") -> QuantRecipe:
