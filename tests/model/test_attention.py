@@ -70,3 +70,106 @@ def test_flash_backend_refuses_cpu():
     with pytest.raises(RuntimeError, match="attention_backend='flash'"):
         build_attention_context(_rows(), torch.ones(1, 8, 1, 4), torch.zeros(1, 8, 1, 4), doc_isolation=False,
                                 bos_id=BOS, backend="flash")
+
+
+# ---- the torch-native varlen path --------------------------------------------------------------------------------
+
+from pgolf.model import attention as attn_mod  # noqa: E402
+from pgolf.model.attention import VARLEN_BUCKET, chosen_kernels  # noqa: E402
+
+
+def _reference_varlen(calls):
+    """varlen_attn's contract (torch.nn.attention.varlen) in plain torch: causal attention within each cu_seqlens
+    segment, GQA by head groups, output in the input dtype. Records every call's arguments."""
+
+    def fake(q, k, v, cu_q, cu_k, max_q, max_k, *, window_size=(-1, -1), enable_gqa=False):
+        calls.append(dict(dtype=q.dtype, window=window_size, gqa=enable_gqa, cu=cu_q.clone(), max_q=max_q))
+        assert q.ndim == 3 and cu_q.dtype == torch.int32 and torch.equal(cu_q, cu_k)
+        lengths = (cu_q[1:] - cu_q[:-1]).tolist()
+        assert max(lengths) <= max_q == max_k
+        out = torch.zeros_like(q)
+        causal = window_size == (-1, 0)
+        for s, n in zip(cu_q[:-1].tolist(), lengths):
+            if n == 0:
+                continue
+            qs, ks, vs = (t[s:s + n].float().transpose(0, 1) for t in (q, k, v))  # (H, n, D)
+            out[s:s + n] = torch.nn.functional.scaled_dot_product_attention(
+                qs[None], ks[None], vs[None], is_causal=causal, enable_gqa=enable_gqa)[0].transpose(0, 1).to(q.dtype)
+        return out
+
+    return fake
+
+
+@pytest.fixture
+def fake_varlen(monkeypatch):
+    """Route backend 'auto' through the varlen branch on CPU, with the reference kernel above."""
+    calls: list[dict] = []
+    monkeypatch.setattr(attn_mod, "_want_varlen", lambda backend, device: backend in ("auto", "torch"))
+    monkeypatch.setitem(attn_mod._FLASH, "varlen", _reference_varlen(calls))
+    return calls
+
+
+def test_bucketed_cu_seqlens_pad_with_empty_segments():
+    cu, max_len = document_cu_seqlens(_rows(), BOS, bucket=VARLEN_BUCKET)
+    assert cu.numel() == VARLEN_BUCKET and max_len == 4
+    assert cu[:7].tolist() == [0, 3, 7, 8, 10, 14, 16] and (cu[7:] == 16).all()
+
+
+def test_varlen_path_equals_masked_sdpa_in_bf16(fake_varlen):
+    idx = _rows()
+    gen = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(2, 8, h, 16, generator=gen) for h in (4, 2, 2))
+    ref = attend(q, k, v, _ctx(idx, doc_isolation=True))  # fp32, no autocast: SDPA + mask, the kernel is not used
+    assert not fake_varlen
+    y = attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), _ctx(idx, doc_isolation=True))
+    assert len(fake_varlen) == 1 and fake_varlen[0]["window"] == (-1, 0) and fake_varlen[0]["gqa"]
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), ref, rtol=0, atol=2e-2)  # bf16 tolerance
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # fp32 inputs under autocast: cast, as SDPA would
+        y2 = attend(q, k, v, _ctx(idx, doc_isolation=True))
+    assert fake_varlen[-1]["dtype"] == torch.bfloat16 and y2.dtype == torch.bfloat16
+    torch.testing.assert_close(y2.float(), ref, rtol=0, atol=2e-2)
+    attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), _ctx(idx, doc_isolation=False))  # causal: SDPA, not varlen
+    assert len(fake_varlen) == 2
+
+
+def test_model_logits_agree_across_backends(make_model, fake_varlen):
+    """Document-isolated GPT: 'sdpa' (dense mask), 'auto' through varlen, each under bf16 autocast, vs fp32 SDPA."""
+    idx = torch.tensor([[1, 5, 6, 1, 7, 8, 9, 10, 1, 11, 12, 13], [4, 4, 1, 5, 5, 5, 1, 2, 3, 1, 9, 9]])
+    logits = {}
+    for backend in ("sdpa", "auto"):
+        model = make_model(doc_isolation=True, attention_backend=backend)
+        with torch.no_grad():
+            logits[f"{backend}_fp32"] = model(idx).float()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits[backend] = model(idx).float()
+    assert fake_varlen, "the varlen branch never ran"
+    ref = logits["sdpa_fp32"]
+    assert torch.equal(logits["auto_fp32"], ref)  # fp32 without autocast: both take SDPA + mask
+    scale = ref.abs().max()
+    for name in ("sdpa", "auto"):
+        assert (logits[name] - ref).abs().max() < 0.05 * scale, name  # bf16 tolerance on the logits
+
+
+def test_chosen_kernels_and_unknown_backend():
+    cpu = torch.device("cpu")
+    assert chosen_kernels("auto", cpu)["documents"] == "SDPA + block-diagonal mask"
+    assert chosen_kernels("sdpa", cpu) == chosen_kernels("auto", cpu)
+    with pytest.raises(ValueError, match="attention_backend='xformers'"):
+        build_attention_context(_rows(), torch.ones(1, 8, 1, 4), torch.zeros(1, 8, 1, 4), doc_isolation=False,
+                                bos_id=BOS, backend="xformers")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (torch varlen_attn)")
+def test_cuda_varlen_equals_masked_sdpa():
+    dev = torch.device("cuda")
+    idx = _rows().to(dev).repeat(2, 16)  # (4, 128): many documents per row
+    gen = torch.Generator(device=dev).manual_seed(3)
+    q, k, v = (torch.randn(4, 128, h, 64, generator=gen, device=dev, dtype=torch.bfloat16) for h in (8, 4, 4))
+    T = idx.size(1)
+    cos, sin = torch.ones(1, T, 1, 16, device=dev), torch.zeros(1, T, 1, 16, device=dev)
+    ctx = build_attention_context(idx, cos, sin, doc_isolation=True, bos_id=BOS, backend="auto")
+    assert ctx.use_varlen
+    y = attend(q, k, v, ctx)
+    ref = attend(q, k, v, build_attention_context(idx, cos, sin, doc_isolation=True, bos_id=BOS, backend="sdpa"))
+    torch.testing.assert_close(y.float(), ref.float(), rtol=0, atol=2e-2)

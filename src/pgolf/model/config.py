@@ -68,8 +68,9 @@ class GPTConfig:
     doc_isolation: bool = False
     """No attention across BOS boundaries (the records' VarLen training, PR #1530)."""
     bos_id: int = 1
-    attention_backend: Literal["auto", "sdpa", "flash"] = "auto"
-    """auto = FlashAttention when installed on CUDA, else PyTorch SDPA."""
+    attention_backend: Literal["auto", "torch", "sdpa", "flash"] = "auto"
+    """auto = torch: torch-native kernels (CUDA: varlen_attn for doc_isolation, SDPA flash for causal; CPU: SDPA);
+    sdpa = SDPA with a dense document mask; flash = the flash-attn package (CUDA, optional). model/attention.py."""
 
     def __post_init__(self) -> None:
         if self.model_dim % self.num_heads:
