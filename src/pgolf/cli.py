@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -30,12 +29,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pgolf.config import (
-    SECTIONS, RunConfig, build_config, env_layer, load_preset, load_toml, parse_overrides, preset_names,
+    SECTIONS, RunConfig, build_config, load_preset, parse_overrides, preset_names,
 )
-
-
-class UsageError(Exception):
-    """Bad command-line input: printed as one line, exit status 2."""
+from pgolf.overrides import UsageError, split_overrides as _split_overrides  # noqa: F401 (re-exported)
 
 
 # ------------------------------------------------------------------------------------------------ config options
@@ -49,42 +45,10 @@ def _add_config_options(p: argparse.ArgumentParser, default_preset: str) -> None
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt (needs --run.name)")
 
 
-def _split_overrides(extra: Sequence[str]) -> list[tuple[str, str]]:
-    pairs, i = [], 0
-    while i < len(extra):
-        tok = extra[i]
-        if not tok.startswith("--") or len(tok) == 2:
-            raise UsageError(f"unexpected argument {tok!r}; overrides look like --train.matrix_lr 0.026")
-        key = tok[2:]
-        if "=" in key:
-            key, value = key.split("=", 1)
-            i += 1
-        else:
-            if i + 1 >= len(extra):
-                raise UsageError(f"override --{key} needs a value")
-            value = extra[i + 1]
-            i += 2
-        pairs.append((key, value))
-    return pairs
-
-
 def resolve_config(args: argparse.Namespace, extra: Sequence[str]) -> tuple[RunConfig, list[str]]:
-    layers: list[tuple[str, Any]] = [(f"preset {args.preset}", load_preset(args.preset))]
-    if args.config:
-        layers.append((f"config file {args.config}", load_toml(args.config)))
-    notes: list[str] = []
-    if args.from_env:
-        layer, notes = env_layer(os.environ)
-        layers.append(("environment (--from-env)", layer))
-    layers.append(("command-line overrides", parse_overrides(_split_overrides(extra))))
-    return build_config(layers), notes
+    from pgolf.overrides import resolve_config as resolve
 
-
-def _run_dir(cfg: RunConfig, preset: str) -> Path:
-    from pgolf.train.distributed import broadcast_object
-
-    name = cfg.run.name or f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return Path(cfg.run.out_dir) / broadcast_object(name)
+    return resolve(args.preset, extra, config_file=args.config, from_env=args.from_env)
 
 
 # ------------------------------------------------------------------------------------------------ verbs
@@ -93,35 +57,9 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str], *, train_only: bool 
     cfg, notes = resolve_config(args, extra)
     if args.resume and not cfg.run.name:
         raise UsageError("--resume needs --run.name NAME (the run directory to continue)")
-    from pgolf.log import RunLogger
-    from pgolf.run import RUN_RECORD, data_stage, environment_info, run_pipeline, train_stage, write_json_atomic
-    from pgolf.train.distributed import init_distributed, shutdown_distributed
+    from pgolf.submission import run_configured
 
-    dist_info = init_distributed(cfg.train.device)
-    run_dir = _run_dir(cfg, args.preset)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    logger = RunLogger(run_dir / "train.log", enabled=dist_info.is_main, progress=cfg.run.progress)
-    try:
-        for note in notes:
-            logger.event("from_env", note=note)
-        logger.event("config", preset=args.preset, run_dir=str(run_dir), device=str(dist_info.device),
-                     world_size=dist_info.world_size)
-        logger.line(json.dumps(cfg.to_dict(), sort_keys=True), console=False)
-        if not train_only:
-            run_pipeline(cfg, run_dir, dist_info, logger, resume=args.resume, preset=args.preset)
-        else:
-            data = data_stage(cfg, dist_info, logger)
-            model, result = train_stage(cfg, data, run_dir, dist_info, logger, resume=args.resume)
-            if dist_info.is_main:
-                write_json_atomic(run_dir / RUN_RECORD, {
-                    "format": "pgolf-run-v1", "preset": args.preset, "config": cfg.to_dict(),
-                    "env": environment_info(), "params": model.parameter_counts(), "train": result.to_dict(),
-                })
-                logger.line(f"checkpoint: {run_dir / 'checkpoint.pt'}  (next: pgolf quantize {run_dir})")
-    finally:
-        logger.close()
-        shutdown_distributed()
-    return 0
+    return run_configured(cfg, args.preset, resume=args.resume, train_only=train_only, notes=notes)
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -308,6 +246,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     model = manifest.get("model", {})
     print("model: " + " ".join(f"{k}={v}" for k, v in model.items()))
     rows = []
+def _manifest_config(manifest: dict) -> Any:
+    """The artifact's run configuration (its counted script's closure), or None (the cpu-demo preset's) if absent."""
+    from pgolf.config import config_from_dict
+
+    return config_from_dict(manifest["config"]) if manifest.get("config") else None
+
+
     for name, t in sorted(qs.tensors.items()):
         rows.append({"name": name, "kind": t.method, "bits": t.bits, "shape": "x".join(map(str, t.q.shape)),
                      "numel": t.q.numel()})
@@ -328,7 +273,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("\nbytes of each tensor's codes compressed alone (entropy = order-0 bound; gap = bytes/entropy - 1):")
         print(format_byte_report(tensor_byte_report(qs, codecs)))
     print(f"artifact codec {artifact_codec(blob)}: {len(blob):,} bytes")
-    report = ByteReport(model_bytes=len(blob), code_bytes=measure_code_bytes())
+    report = ByteReport(model_bytes=len(blob), code_bytes=measure_code_bytes(cfg=_manifest_config(manifest)))
     print(report.format())
     return 0
 
@@ -387,7 +332,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     if args.out:
         write_artifact(args.out, new)
         print(f"wrote {args.out}")
-        print(ByteReport(model_bytes=len(new), code_bytes=measure_code_bytes()).format())
+        print(ByteReport(model_bytes=len(new), code_bytes=measure_code_bytes(cfg=_manifest_config(manifest))).format())
     else:
         print("(dry run: pass --out PATH to write it)")
     return 0

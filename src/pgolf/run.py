@@ -242,7 +242,7 @@ def quantize_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], run_dir:
         "tokenizer_sha256": tokenizer_sha256, "pgolf_version": pgolf.__version__, "config": cfg.to_dict(),
         "looping_active": looping_active, "recipe_spec": asdict(recipe),
     }
-    code_bytes = measure_code_bytes()
+    code_bytes = measure_code_bytes(cfg=cfg)  # the counted script of this configuration
     fit_info = None
     if cfg.pack.budget:  # fit per-tensor bits/σ to the byte budget with the real encoder (pack/fit.py)
         from pgolf.pack.fit import FitError, fit_to_budget

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pgolf.experiments.bundle import (
-    bundle_source, counted_source, import_closure, minify_file, minify_python, module_name, package_files,
+    bundle_source, counted_source, import_closure, minify_file, minify_python, module_name, package_files, script_files,
 )
 
 HIDE_AND_RUN = r'''
@@ -26,8 +26,8 @@ script, out, *argv = sys.argv[1:]
 sys.path[:] = [p for p in sys.path if not os.path.isdir(os.path.join(p or ".", "pgolf"))]
 hidden = importlib.util.find_spec("pgolf") is None
 runpy.run_path(script, run_name="pgolf_bundle")  # installs the meta-path finder; main() is not called
-import pgolf.cli
-rc = pgolf.cli.main(argv)
+import pgolf.submission
+rc = pgolf.submission.main(argv)
 from pgolf.pack.budget import measure_code_bytes
 mods = {n: m for n, m in sys.modules.items() if n.split(".")[0] == "pgolf"}
 json.dump({"rc": rc, "hidden": hidden, "code_bytes": measure_code_bytes(),
@@ -78,18 +78,76 @@ def test_closure_follows_module_level_lazy_and_relative_imports_only(tmp_path):
         import_closure(files, entries=("pgolf.nope",))
 
 
-def test_real_closure_covers_every_lazy_import_of_the_cli():
+def _cfg(preset: str, *pairs: tuple[str, str]):
+    from pgolf.config import build_config, load_preset, parse_overrides
+
+    return build_config([("preset", load_preset(preset)), ("overrides", parse_overrides(list(pairs)))])
+
+
+SOTA = ("quant.recipe", "sota-lqer"), ("pack.codec", "rans-ctx"), ("eval.mode", "ttt-phased")
+
+
+def test_script_closure_follows_the_configuration_and_leaves_tooling_out():
     files = package_files()
-    closure = set(import_closure(files))
-    for rel in ("pgolf/cli.py", "pgolf/run.py", "pgolf/experiments/submit.py", "pgolf/experiments/bundle.py",
-                "pgolf/eval/modes.py", "pgolf/quant/qat.py", "pgolf/data/cli.py"):
-        assert rel in closure
-    # every pgolf import anywhere in the closure resolves inside it (what the meta-path finder must serve)
-    names = {module_name(r) for r in closure}
-    for rel in closure:
-        for node in ast.walk(ast.parse(files[rel])):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pgolf"):
-                assert node.module in names, f"{rel}: {node.module}"
+    demo = script_files(files, _cfg("cpu-demo"))
+    sota = script_files(files, _cfg("sota-sp8192", *SOTA))
+    for chosen in (demo, sota):
+        assert {"pgolf/submission.py", "pgolf/run.py", "pgolf/train/loop.py", "pgolf/pack/container.py"} <= set(chosen)
+        assert not any(k.startswith(("pgolf/experiments/", "pgolf/cli.py", "pgolf/data/cli.py")) for k in chosen)
+        # every module-level pgolf import of an embedded module resolves inside the script (what the finder serves)
+        names = {module_name(r) for r in chosen if r.endswith(".py")}
+        for rel, text in chosen.items():
+            if rel.endswith(".py"):
+                for node in ast.parse(text).body:
+                    if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pgolf"):
+                        assert node.module in names, f"{rel}: {node.module}"
+    assert "pgolf/eval/lora.py" in sota and "pgolf/eval/lora.py" not in demo  # the eval mode's module only
+    assert "pgolf/quant/hessian.py" in sota and "pgolf/quant/hessian.py" not in demo  # sota-lqer needs Hessians
+    assert "def prepare_corpus" in demo["pgolf/data/corpus.py"] and "not in this single-file script" in \
+        demo["pgolf/data/corpus.py"]  # data preparation is cut: the script reads a prepared dataset
+    assert "def cmd_run" not in "".join(demo.values())
+
+
+def test_every_cut_point_names_a_module_level_function():
+    from pgolf.experiments.closure import CUTS
+
+    files = package_files()
+    for mod, fn, _ in CUTS:
+        rel = next(k for k in files if module_name(k) == mod and k.endswith(".py"))
+        assert any(isinstance(n, ast.FunctionDef) and n.name == fn for n in ast.parse(files[rel]).body), (mod, fn)
+
+
+def test_shake_keeps_what_is_reachable_and_is_idempotent(tmp_path):
+    from pgolf.experiments.closure import Plan, shake
+
+    files = {
+        "pgolf/__init__.py": "",
+        "pgolf/submission.py": "from pgolf.lib import used, Kept\nfrom pgolf.reg import REG\n\ndef main():\n"
+                               "    return used() + Kept().v + len(REG)\n",
+        "pgolf/lib.py": "import os\nfrom pgolf.other import helper, unused_name\nCONST = 3\nDROPPED = 4\n\n"
+                        "def used():\n    return helper() + CONST\n\ndef unused():\n    from pgolf.tool import x\n"
+                        "    return x\n\nclass Kept:\n    v = 1\n\ndef cut_me():\n    from pgolf.tool import x\n"
+                        "    return x\n",
+        "pgolf/other.py": "def helper():\n    return 1\n\ndef unused_name():\n    return 2\n",
+        "pgolf/reg.py": "REG = {'a': 'pgolf.lazy:run'}\n",
+        "pgolf/lazy.py": "def run():\n    return 0\n\ndef other():\n    return 1\n",
+        "pgolf/tool.py": "x = 1\n",
+        "pgolf/presets/p.toml": "[a]\n",
+    }
+    plan = Plan(cuts=frozenset({("pgolf.lib", "cut_me")}))
+    out = shake(files, plan)
+    assert set(out) == {"pgolf/__init__.py", "pgolf/submission.py", "pgolf/lib.py", "pgolf/other.py",
+                        "pgolf/reg.py", "pgolf/lazy.py", "pgolf/presets/p.toml"}  # no pgolf.tool
+    lib = out["pgolf/lib.py"]
+    assert "def used" in lib and "class Kept" in lib and "CONST = 3" in lib
+    assert "DROPPED" not in lib and "def unused" not in lib and "unused_name" not in lib
+    assert "def cut_me" not in lib  # cut, and then unreferenced
+    assert "def other" not in out["pgolf/lazy.py"] and "def run" in out["pgolf/lazy.py"]  # "module:name" strings
+    assert shake(out, plan) == out
+    ns: dict = {}
+    sys.modules.pop("pgolf_fake", None)
+    exec(compile(out["pgolf/other.py"] + out["pgolf/lib.py"].split("\n", 2)[2], "<lib>", "exec"), ns)
+    assert ns["used"]() == 4
 
 
 def test_minify_strips_docstrings_and_comments_keeps_behaviour_and_is_idempotent():
@@ -119,25 +177,28 @@ def test_counted_script_is_the_compressed_minified_bundle_and_measure_code_bytes
     assert measure_code_bytes() == len(counted.encode()) == len(code_bundle(counted=True))
     assert measure_code_bytes() < len(code_bundle()) / 3  # minified + compressed vs the readable bundle
     assert 0 < measure_code_bytes(codec="brotli") != measure_code_bytes()
+    sota = _cfg("sota-sp8192", *SOTA)
+    assert measure_code_bytes(cfg=sota) > measure_code_bytes()  # Hessians, LQER, TTT: more code
     ast.parse(bundle_source(files))  # the readable bundle is valid Python
+    assert "def tensor_byte_report" not in payload.decode()  # pgolf info's report: not what a run executes
 
 
-def test_bundle_runs_as_the_cli_without_the_package(tmp_path):
-    """`python train_gpt.py presets` (the __main__ path) lists the embedded presets; with the package hidden, every
-    pgolf module comes from the bundle and the counted script measures its own size."""
+def test_bundle_runs_without_the_package_and_counts_itself(tmp_path):
+    """`python train_gpt_readable.py` (the __main__ path) is `pgolf run`; with the package hidden, every pgolf module
+    comes from the script and the script measures its own size."""
     files = package_files()
-    readable = tmp_path / "train_gpt_readable.py"
-    readable.write_text(bundle_source(files))
     counted = tmp_path / "train_gpt.py"
-    counted.write_text(counted_source(files))
-    proc = subprocess.run([sys.executable, str(readable), "presets"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "presets: cpu-demo, cpu-smoke" in proc.stdout and "--train.seed (int, default 1337)" in proc.stdout
-    rep = run_bundle_hidden(counted, ["presets"], tmp_path, tmp_path / "out.json")
-    assert rep["rc"] == 0 and rep["hidden"]
+    counted.write_text(counted_source(files, preset="cpu-smoke"))
+    readable = tmp_path / "train_gpt_readable.py"
+    readable.write_text(bundle_source(files, preset="cpu-smoke", counted_bytes=counted.stat().st_size))
+    proc = subprocess.run([sys.executable, str(readable), "run", "--train.sed", "3"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "did you mean 'seed'" in proc.stderr
+    rep = run_bundle_hidden(counted, ["--model.num_layers", "x"], tmp_path, tmp_path / "out.json")
+    assert rep["rc"] == 2 and rep["hidden"]
     assert rep["code_bytes"] == counted.stat().st_size
-    assert {"pgolf", "pgolf.cli", "pgolf.config"} <= set(rep["origins"])
+    assert {"pgolf", "pgolf.submission", "pgolf.config"} <= set(rep["origins"])
     for name, origin in rep["origins"].items():
         assert origin.startswith(str(counted) + os.sep), (name, origin)
         assert rep["files"][name] == origin
@@ -153,3 +214,7 @@ def test_bundle_verb_writes_both_scripts_and_reports_their_sizes(tmp_path, capsy
     assert counted.stat().st_size == measure_code_bytes()
     assert f"counted (lzma + base85) {counted.stat().st_size:,} bytes" in out
     assert f"readable {readable.stat().st_size:,}" in out
+    assert main(["bundle", "--out", str(tmp_path / "s"), "--preset", "sota-sp8192", *[f"--{k}={v}" for k, v in SOTA]]) == 0
+    out = capsys.readouterr().out
+    assert "recipe sota-lqer, codec rans-ctx, eval ttt-phased" in out
+    assert (tmp_path / "s" / "train_gpt.py").stat().st_size == measure_code_bytes(cfg=_cfg("sota-sp8192", *SOTA))

@@ -37,10 +37,10 @@ def test_measure_code_bytes_counts_the_compressed_single_file_script(tmp_path):
     pkg = tmp_path / "pkg"
     (pkg / "sub").mkdir(parents=True)
     (pkg / "__init__.py").write_text('__version__ = "0"\n')
-    (pkg / "cli.py").write_text('"""Docstring: not counted."""\nfrom pgolf.sub.a import A  # nor this comment\n')
+    (pkg / "submission.py").write_text('"""Docstring: not counted."""\nfrom pgolf.sub.a import A  # nor this comment\n\n\ndef main():\n    return A\n')
     (pkg / "sub" / "__init__.py").write_text("")
     (pkg / "sub" / "a.py").write_text("A = 1\n")
-    (pkg / "unused.py").write_text("B = 2\n" * 50)  # not imported by pgolf.cli: not in the bundle
+    (pkg / "unused.py").write_text("B = 2\n" * 50)  # not imported by pgolf.submission: not in the bundle
     (pkg / "notes.txt").write_text("not code\n")
     bundle = code_bundle(pkg).decode()
     assert "'pgolf/sub/a.py'" in bundle and "unused" not in bundle and "notes" not in bundle

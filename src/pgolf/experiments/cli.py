@@ -5,7 +5,7 @@
     pgolf report RUN_DIR [RUN_DIR ...] [--out DIR]
     pgolf seeds 42,1337,2024|N [--preset P] [--nproc-per-node K] [--dry-run] [--section.field VALUE ...]
     pgolf submit RUNS --name NAME [--out DIR] [--baseline RUNS | --baseline-values V,V,V]
-    pgolf bundle [--out DIR] [--codec lzma|brotli]   (the single-file train_gpt.py and its readable form, sizes)
+    pgolf bundle [--out DIR] [--codec lzma|brotli] [--preset P] [--section.field VALUE ...]   (single-file script)
 
 `compare` prints both means ± std in nats (round-trip val_loss) and bpb, Welch's t-test, the 0.005-nat margin test
 and whether the record criteria (≥ 0.005 nats at p < 0.01) are met. A is the candidate, B the baseline.
@@ -14,11 +14,11 @@ and whether the record criteria (≥ 0.005 nats at p < 0.01) are met. A is the c
 from __future__ import annotations
 
 import argparse
-import glob
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from pgolf.experiments.runs import expand, side
 from pgolf.experiments.stats import RECORD_ALPHA, RECORD_MARGIN_NATS, margin_test, nats_to_bpb, summarize, welch
 
 
@@ -41,10 +41,13 @@ def add_experiment_parsers(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(experiment_verb="report")
     _add_seeds_parser(sub)
     _add_submit_parser(sub)
-    b = sub.add_parser("bundle", help="write the single-file train_gpt.py (counted) and train_gpt_readable.py; "
-                       "print their sizes")
+    b = sub.add_parser("bundle", help="write the single-file train_gpt.py (counted) and train_gpt_readable.py "
+                       "of one configuration; print their sizes")
     b.add_argument("--out", default=".", help="output folder (default: the current folder)")
     b.add_argument("--codec", default="lzma", choices=("lzma", "brotli"), help="compressor of the counted script")
+    b.add_argument("--preset", default="cpu-demo", help="the configuration's preset (default cpu-demo); dotted "
+                   "overrides (--quant.recipe sota-lqer --eval.mode ttt-phased ...) complete it")
+    b.add_argument("--config", help="TOML file with [data]/[model]/[train]/... tables")
     b.set_defaults(experiment_verb="bundle")
 
 
@@ -89,51 +92,9 @@ def _add_submit_parser(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(experiment_verb="submit")
 
 
-def _expand(spec: str) -> list[str]:
-    out: list[str] = []
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        if any(ch in item for ch in "*?["):
-            hits = sorted(glob.glob(item))
-            if not hits:
-                raise FileNotFoundError(f"{item}: glob matched nothing")
-            out += hits
-        else:
-            out.append(item)
-    return out
-
-
-def _literal(spec: str, flag: str) -> list[float]:
-    try:
-        return [float(s) for s in spec.split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"{flag}: expected comma-separated numbers, got {spec!r}") from None
-
-
-def _side(label: str, spec: str | None,
-          values: str | None) -> tuple[list[float], list[float] | None, str, float | None]:
-    """→ (nats values, bpb values or None, description, tokens/byte or None) for one side of the comparison."""
-    if (spec is None) == (values is None):
-        raise ValueError(f"give exactly one of the positional {label} or --{label.lower()}-values")
-    if values is not None:
-        nats = _literal(values, f"--{label.lower()}-values")
-        return nats, None, f"{len(nats)} literal values", None
-    from pgolf.experiments.report import load_runs, run_name
-    from pgolf.experiments.stats import tokens_per_byte
-
-    from pgolf.experiments.seeds import expand_runs
-
-    runs = load_runs(expand_runs([spec]))
-    missing = [r["_path"] for r in runs if (r.get("roundtrip") or {}).get("val_loss") is None]
-    if missing:
-        raise ValueError(f"no round-trip score in {', '.join(missing)} (train-only or unfinished run?)")
-    nats = [float(r["roundtrip"]["val_loss"]) for r in runs]
-    bpb = [float(r["roundtrip"]["val_bpb"]) for r in runs]
-    return nats, bpb, f"{len(runs)} runs: " + ", ".join(run_name(r) for r in runs), tokens_per_byte(runs[0])
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
-    a_nats, a_bpb, a_desc, a_tpb = _side("A", args.a, args.a_values)
-    b_nats, b_bpb, b_desc, b_tpb = _side("B", args.b, args.b_values)
+    a_nats, a_bpb, a_desc, a_tpb = side("A", args.a, args.a_values)
+    b_nats, b_bpb, b_desc, b_tpb = side("B", args.b, args.b_values)
     tpb = args.tokens_per_byte or a_tpb or b_tpb  # literal nats are converted with the runs' tokenizer if any
     if tpb:
         a_bpb = a_bpb or [nats_to_bpb(v, tpb) for v in a_nats]
@@ -163,22 +124,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pgolf.experiments.report import write_report
 
-    paths = [p for spec in args.runs for p in _expand(spec)]
+    paths = [p for spec in args.runs for p in expand(spec)]
     for p in write_report(paths, out_dir=Path(args.out) if args.out else None):
         print(f"wrote {p}")
     return 0
 
 
-def cmd_bundle(args: argparse.Namespace) -> int:
+def cmd_bundle(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
     from pgolf.experiments.bundle import bundle_sizes, package_files, write_bundle
+    from pgolf.overrides import resolve_config
 
+    cfg, _ = resolve_config(args.preset, extra, config_file=args.config)
     files = package_files()
-    paths = write_bundle(args.out, files, codec=args.codec)
-    sizes = bundle_sizes(files, args.codec)
-    print(f"bundle: {sizes['files']} files, {sizes['source_bytes']:,} bytes of source (import closure of pgolf.cli "
-          f"+ presets) → readable {sizes['bundle_bytes']:,} → minified {sizes['minified_bytes']:,} → counted "
+    paths = write_bundle(args.out, files, cfg, codec=args.codec, preset=args.preset)
+    sizes = bundle_sizes(files, cfg, args.codec, preset=args.preset)
+    print(f"bundle for --preset {args.preset} {' '.join(extra)}".rstrip() + f" (recipe {cfg.quant.recipe}, codec "
+          f"{cfg.pack.codec}, eval {cfg.eval.mode}): {sizes['files']} files, {sizes['source_bytes']:,} bytes of "
+          f"source → readable {sizes['bundle_bytes']:,} → minified {sizes['minified_bytes']:,} → counted "
           f"({args.codec} + base85) {sizes['counted_bytes']:,} bytes")
-    print(f"wrote {paths['counted']}  (counted: python {paths['counted'].name} run --preset cpu-smoke ...)")
+    print(f"wrote {paths['counted']}  (counted: python {paths['counted'].name} --preset {args.preset} ...)")
     print(f"wrote {paths['readable']}")
     return 0
 
@@ -193,6 +157,8 @@ def run_experiment_command(args: argparse.Namespace, extra: Sequence[str] = ()) 
             from pgolf.experiments.seeds import cmd_seeds
 
             return cmd_seeds(args, list(extra))
+        if verb == "bundle":  # dotted overrides pick the configuration whose script is written
+            return cmd_bundle(args, list(extra))
         if extra:
             raise ValueError(f"unrecognized arguments: {' '.join(extra)}")
         if verb == "compare":
@@ -203,8 +169,6 @@ def run_experiment_command(args: argparse.Namespace, extra: Sequence[str] = ()) 
             from pgolf.experiments.submit import cmd_submit
 
             return cmd_submit(args)
-        if verb == "bundle":
-            return cmd_bundle(args)
         raise ValueError(f"not an experiment verb: {verb!r}")
     except (ValueError, FileNotFoundError) as e:
         print(f"pgolf {verb}: error: {e}", file=sys.stderr)

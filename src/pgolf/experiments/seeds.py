@@ -65,9 +65,9 @@ def parse_seeds(spec: str) -> list[int]:
 
 def seed_overrides(extra: Sequence[str], seed: int, name: str) -> list[str]:
     """The user's dotted overrides with train.seed and run.name set for one seed (as `--key=value` tokens)."""
-    from pgolf.cli import _split_overrides
+    from pgolf.overrides import split_overrides
 
-    pairs = _split_overrides(extra)
+    pairs = split_overrides(extra)
     for key, _ in pairs:
         if key == "train.seed":
             raise ValueError("--train.seed is set per run by `pgolf seeds`; give the seeds as its first argument")
@@ -117,12 +117,13 @@ def summarize_runs(runs: Sequence[dict]) -> dict[str, Any]:
 
 
 def cmd_seeds(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from pgolf.cli import cmd_run, resolve_config
     from pgolf.experiments.report import load_runs, seeds_table
+    from pgolf.overrides import resolve_config
+    from pgolf.submission import run_configured
     from pgolf.run import RUN_RECORD, write_json_atomic
 
     seeds = parse_seeds(args.seeds)
-    cfg, _ = resolve_config(args, extra)  # validates every override before the first run starts
+    cfg, _ = resolve_config(args.preset, extra, config_file=args.config, from_env=args.from_env)  # validated up front
     base = cfg.run.name or f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir = Path(cfg.run.out_dir)
     nproc = args.nproc_per_node
@@ -142,9 +143,8 @@ def cmd_seeds(args: argparse.Namespace, extra: Sequence[str]) -> int:
             continue
         print(f"seeds: seed {seed} ({i + 1}/{len(plan)}) → {run_dir}", flush=True)
         if nproc is None:
-            run_args = argparse.Namespace(preset=args.preset, config=args.config, from_env=args.from_env,
-                                          resume=False)
-            rc = cmd_run(run_args, run_extra)
+            run_cfg, notes = resolve_config(args.preset, run_extra, config_file=args.config, from_env=args.from_env)
+            rc = run_configured(run_cfg, args.preset, notes=notes)
         else:
             argv = seed_command(args, run_extra, nproc)
             print("seeds: " + shlex.join(argv), flush=True)
@@ -184,11 +184,11 @@ def seeds_file_runs(path: str | Path) -> list[str]:
 
 def expand_runs(specs: Sequence[str]) -> list[str]:
     """Comma-separated run dirs / run.json files / globs / `<name>-seeds.json` files → run paths, each once."""
-    from pgolf.experiments.cli import _expand
+    from pgolf.experiments.runs import expand
 
     out: list[str] = []
     for spec in specs:
-        for item in _expand(spec):
+        for item in expand(spec):
             if item.endswith(SEEDS_SUFFIX) and Path(item).is_file():
                 out += seeds_file_runs(item)
             else:

@@ -173,10 +173,10 @@ def significance(runs: Sequence[dict], baseline: Sequence[str] | None, baseline_
     """Welch t-test and the margin test of the runs' round-trip val_loss (nats) against a baseline, or None."""
     if not baseline and baseline_values is None:
         return None
-    from pgolf.experiments.cli import _side
+    from pgolf.experiments.runs import side
     from pgolf.experiments.stats import margin_test, nats_to_bpb, summarize, tokens_per_byte, welch
 
-    b_nats, b_bpb, b_desc, _ = _side("B", ",".join(baseline) if baseline else None, baseline_values)
+    b_nats, b_bpb, b_desc, _ = side("B", ",".join(baseline) if baseline else None, baseline_values)
     a_nats = [float(r["roundtrip"]["val_loss"]) for r in runs]
     tpb = tokens_per_byte(runs[0])
     w = welch(a_nats, b_nats)
@@ -291,8 +291,8 @@ def readme_text(runs: Sequence[dict], sub: dict[str, Any], sizes: dict[str, int]
     for s, v in sub["seed_results"].items():
         lines.append(f"| {s} | {_fmt_bytes(v['model_bytes'])} | {_fmt_bytes(sub['bytes_code'])} | "
                      f"{_fmt_bytes(v['artifact_bytes'])} |")
-    lines += ["", f"Code: {sizes['files']} files ({_fmt_bytes(sizes['source_bytes'])} bytes of source: the import "
-              f"closure of pgolf.cli and the presets) → `{READABLE_NAME}` {_fmt_bytes(sizes['bundle_bytes'])} bytes "
+    lines += ["", f"Code: {sizes['files']} files ({_fmt_bytes(sizes['source_bytes'])} bytes of source: what this "
+              "configuration's run executes, from pgolf.submission, and the presets) → `{READABLE_NAME}` {_fmt_bytes(sizes['bundle_bytes'])} bytes "
               f"→ minified {_fmt_bytes(sizes['minified_bytes'])} → lzma + base85 self-extracting `{SCRIPT_NAME}` "
               f"**{_fmt_bytes(sizes['counted_bytes'])} bytes** (counted; brotli would be "
               f"{_fmt_bytes(sizes['counted_bytes_brotli'])}). Limit {_fmt_bytes(runs[0]['bytes'].get('limit', 0))} "
@@ -305,9 +305,9 @@ def readme_text(runs: Sequence[dict], sub: dict[str, Any], sizes: dict[str, int]
     lines += ["## Reproduction", "", "```bash", "pip install -r requirements.txt",
               *[f"{c}" for c in commands], "```", "",
               f"`{SCRIPT_NAME}` runs standalone (no pgolf install needed; `{READABLE_NAME}` is the same code, "
-              "readable) and accepts every `pgolf` verb, e.g. `python train_gpt.py eval ARTIFACT`. Data: "
-              f"`{data_dir}` on the original machine (the default BBC News set is prepared on first use; "
-              "`PGOLF_CACHE` sets the cache folder). The commands carry run.out_dir and run.name because the "
+              "readable); it is `pgolf run` for this configuration only (other verbs: the pgolf package). Data: "
+              f"`{data_dir}` on the original machine, prepared beforehand (`pgolf data prepare`, or one `pgolf "
+              "run`: the script reads prepared shards). The commands carry run.out_dir and run.name because the "
               "artifact's manifest records the configuration: the same values give the same artifact bytes.", "",
               "## Compliance", ""]
     lines += [f"- {k}: {v}" for k, v in sub["compliance"].items()]
@@ -338,11 +338,15 @@ def write_submission(runs: Sequence[dict], out: Path, *, name: str, author: str 
     if out.exists() and any(out.iterdir()) and not force:
         raise ValueError(f"{out} exists and is not empty (pass --force to overwrite its files)")
     out.mkdir(parents=True, exist_ok=True)
+    from pgolf.config import config_from_dict
+
     files = package_files()
-    paths = write_bundle(out, files, codec=codec, counted_name=SCRIPT_NAME, readable_name=READABLE_NAME)
+    cfg, preset = config_from_dict(runs[0]["config"]), runs[0].get("preset") or "cpu-demo"
+    paths = write_bundle(out, files, cfg, codec=codec, counted_name=SCRIPT_NAME, readable_name=READABLE_NAME,
+                         preset=preset)
     code_bytes = paths["counted"].stat().st_size
-    sizes = bundle_sizes(files, codec)
-    sizes["counted_bytes_brotli"] = len(counted_source(files, "brotli").encode())
+    sizes = bundle_sizes(files, cfg, codec, preset=preset)
+    sizes["counted_bytes_brotli"] = len(counted_source(files, cfg, "brotli", preset).encode())
     if sizes["counted_bytes"] != code_bytes:
         raise RuntimeError(f"{paths['counted']}: {code_bytes} bytes on disk, {sizes['counted_bytes']} measured")
     commands = [run_command(r) for r in runs]

@@ -6,15 +6,17 @@
 
 Code bytes: the records count the *compressed* code of the script that runs (R0414/R0427 minify, lzma/brotli and
 base85-wrap it: 122–158 KB of source count as 27.6–32.0 KB). pgolf counts its single-file submission script
-(`pgolf.experiments.bundle`): the modules in the import closure of `pgolf.cli` plus the preset files, minified
-(docstrings and comments removed), lzma-compressed and base85-wrapped in a self-extracting `exec` — the
-`train_gpt.py` that `pgolf submit` writes, byte for byte. Deterministic for a given source tree and Python version.
+(`pgolf.experiments.bundle`): what the configured run executes (entry `pgolf.submission`, the closure rules of
+`pgolf.experiments.closure`) plus the preset files, minified (docstrings, comments, function annotations removed),
+lzma-compressed and base85-wrapped in a self-extracting `exec` — the `train_gpt.py` that `pgolf bundle` and
+`pgolf submit` write, byte for byte. Deterministic for a given source tree, configuration and Python version.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from pgolf.pack.codecs import compress
 from pgolf.pack.config import CHALLENGE_BYTE_LIMIT
@@ -52,21 +54,28 @@ class ByteReport:
                 f"({tail})")
 
 
-def code_bundle(package_root: Path | None = None, *, counted: bool = False, codec: str = "lzma") -> bytes:
-    """The single-file script of the package at `package_root` (default: the running pgolf): the readable bundle,
-    or with `counted=True` its minified, compressed, base85-wrapped form (what `measure_code_bytes` counts)."""
-    from pgolf.experiments.bundle import bundle_source, counted_source, package_files
+def code_bundle(package_root: Path | None = None, *, counted: bool = False, codec: str = "lzma",
+                cfg: Any = None) -> bytes:
+    """The single-file script of configuration `cfg` (default: the cpu-demo preset) for the package at
+    `package_root` (default: the running pgolf): the readable bundle, or with `counted=True` its minified,
+    compressed, base85-wrapped form (what `measure_code_bytes` counts)."""
+    from pgolf.experiments.bundle import bundle_source, counted_source, package_files  # tooling, not in the script
 
     files = package_files(package_root)
-    text = counted_source(files, codec) if counted else bundle_source(files)
+    text = counted_source(files, cfg, codec) if counted else bundle_source(files, cfg)
     return text.encode("utf-8")
 
 
-def measure_code_bytes(package_root: Path | None = None, codec: str = "lzma") -> int:
-    """Bytes of the counted single-file script (`code_bundle(..., counted=True)`); see the module docstring.
+def measure_code_bytes(package_root: Path | None = None, codec: str = "lzma", cfg: Any = None) -> int:
+    """Bytes of the counted single-file script of `cfg` (`code_bundle(..., counted=True)`); inside a running
+    script, that script's own size. `codec` is the wrapper's compressor: "lzma" (default) or "brotli"."""
+    if package_root is None:
+        import pgolf
 
-    `codec` is the wrapper's compressor: "lzma" (default) or "brotli"."""
-    return len(code_bundle(package_root, counted=True, codec=codec))
+        own = getattr(getattr(pgolf, "__loader__", None), "code_bytes", None)
+        if own is not None:
+            return int(own)
+    return len(code_bundle(package_root, counted=True, codec=codec, cfg=cfg))
 
 
 def check_budget(report: ByteReport, allow_over: bool) -> bool:

@@ -1,0 +1,75 @@
+"""Counted code bytes of the single-file script per preset × recipe × codec × eval mode (issue 14).
+
+    python bench/code_bytes.py [--presets cpu-demo,sota-sp8192] [--recipes ...] [--modes ...] [--codecs ...]
+                               [--markdown]
+
+Each row is `pgolf.experiments.bundle.measure_code_bytes(cfg)`: the script `pgolf bundle` / `pgolf submit` write for
+that configuration (entry pgolf.submission; cut points and tree shaking of pgolf.experiments.closure; minified,
+lzma, base85), with the modules it embeds and the minified size before compression. The reference is the records'
+counted code: 31,999 bytes for R0427 (the SOTA), 15,516–27,610 for the others. Targets: ≤ 31,999 for sota-sp8192 +
+sota-lqer + rans-ctx + ttt-phased, ≤ 20,000 for the cpu-demo default. The full package (every module reachable
+from pgolf.cli, the previous rule) is printed for comparison. Deterministic for a given source tree and Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import lzma
+import sys
+import time
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--presets", default="cpu-demo,sota-sp8192,record-11l")
+    p.add_argument("--recipes", default="", help="comma-separated recipes (default: each preset's own, + sota-lqer)")
+    p.add_argument("--modes", default="standard,sliding,ttt-phased")
+    p.add_argument("--codecs", default="", help="comma-separated artifact codecs (default: the preset's + rans-ctx)")
+    p.add_argument("--markdown", action="store_true", help="a Markdown table (for BENCHMARKS.md)")
+    args = p.parse_args(argv)
+
+    from pgolf.config import build_config, load_preset, parse_overrides
+    from pgolf.experiments.bundle import (
+        _LZMA_FILTERS, bundle_source, counted_source, import_closure, minify_file, package_files, script_files,
+    )
+
+    files = package_files()
+    rows = []
+    t0 = time.perf_counter()
+    for preset in args.presets.split(","):
+        base = build_config([("preset", load_preset(preset))])
+        recipes = args.recipes.split(",") if args.recipes else list(dict.fromkeys([base.quant.recipe, "sota-lqer"]))
+        codecs = args.codecs.split(",") if args.codecs else list(dict.fromkeys([base.pack.codec, "rans-ctx"]))
+        for recipe in recipes:
+            for codec in codecs:
+                for mode in args.modes.split(","):
+                    pairs = [("quant.recipe", recipe), ("pack.codec", codec), ("eval.mode", mode)]
+                    cfg = build_config([("preset", load_preset(preset)), ("o", parse_overrides(pairs))])
+                    chosen = script_files(files, cfg, minify=True)
+                    minified = bundle_source(files, cfg, minify=True)
+                    counted = len(counted_source(files, cfg).encode())
+                    rows.append((preset, recipe, codec, mode, sum(k.endswith(".py") for k in chosen),
+                                 len(minified.encode()), counted))
+    # the previous rule: every module reachable from pgolf.cli, minified and compressed together
+    everything = "".join(minify_file(k, files[k]) for k in import_closure(files))
+    full = len(lzma.compress(everything.encode(), format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)) * 5 // 4
+    seconds = time.perf_counter() - t0
+    head = ("preset", "recipe", "codec", "eval mode", "modules", "minified B", "counted B")
+    if args.markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * 4 + "---:|" * 3)
+        for r in rows:
+            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]:,} | {r[6]:,} |")
+    else:
+        print(f"{head[0]:12s} {head[1]:14s} {head[2]:9s} {head[3]:11s} {head[4]:>7s} {head[5]:>10s} {head[6]:>9s}")
+        for r in rows:
+            print(f"{r[0]:12s} {r[1]:14s} {r[2]:9s} {r[3]:11s} {r[4]:7d} {r[5]:10,} {r[6]:9,}")
+    print(f"\nwhole package (closure of pgolf.cli, {len(import_closure(files))} modules): ≈{full:,} counted bytes; "
+          f"reference R0427 31,999. {seconds:.0f} s. Python {sys.version.split()[0]}.")
+    ast.parse(minified)  # the last script is valid Python
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

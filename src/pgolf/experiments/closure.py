@@ -1,0 +1,253 @@
+"""What the single-file script of one configuration contains: the modules and definitions that run executes.
+
+    plan = closure_plan(cfg)                    # entry pgolf.submission, the config's cut points and excluded modules
+    kept = shake(minified_files, plan)          # {"pgolf/run.py": "<only what is reachable>", ...}
+
+The counted code of a submission is what its configured run executes (issue 14: training, the model switches, the
+chosen recipe's quantizers, the codec's encoder and decoder, the chosen eval mode); reports, statistics, submission
+tooling, data preparation and the CLI verbs stay out. Two rules pick it:
+
+- **Cut points** (`CUTS`): functions whose body the script replaces by a `raise` because the configured run never
+  takes them, each with the condition on the config under which it is cut, e.g. the default corpus preparation
+  (the script expects the dataset to exist: `pgolf run` or `pgolf data prepare` makes it), the budget fit when
+  `pack.budget` is 0, late QAT when `train.qat_threshold` is 0, every eval mode but the configured one. A cut
+  function's imports are gone with its body, so the modules only it imported leave the script.
+- **Tree shaking** (`shake`): from the entry, a fixpoint over names. A module is in when a kept statement imports
+  it; a module-level function, class or simple assignment is kept when its name occurs anywhere in kept code (as a
+  name, an attribute, an imported name or an identifier-like string constant); every other module-level statement
+  is kept. Unused names leave `from ... import` lists. The rule is conservative by construction (a name shared by
+  two definitions keeps both), so the only way to lose code that runs is a name built at run time
+  (`getattr(m, "f" + x)`), which pgolf does not do; the standalone-run test (tests/experiments/test_seeds_submit.py)
+  checks the script reproduces a package run's artifact and score byte for byte.
+
+Shaking is idempotent: shaking shaken sources keeps everything, so the script, run standalone, counts the same
+bytes as the package.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+ENTRY = "pgolf.submission"
+
+CUTS: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
+    # data preparation: the script reads a prepared dataset (the records' train_gpt.py reads downloaded shards;
+    # `pgolf run` or `pgolf data prepare` prepares it)
+    ("pgolf.data.corpus", "prepare_corpus", lambda c: True),
+    ("pgolf.data.corpus", "bbc_documents", lambda c: True),
+    ("pgolf.data.tokenizer", "train_tokenizer", lambda c: True),
+)
+"""(module, module-level function, condition on the RunConfig under which the script replaces its body by a raise)."""
+
+
+def excluded_modules(cfg: Any) -> tuple[str, ...]:
+    """Library modules the configured run never imports (their imports sit in branches the config does not take)."""
+    recipe = _recipe(cfg)
+    qat = cfg.train.qat_threshold > 0
+    out = ["pgolf.eval.legal"]  # the causality checker (pgolf check-legal)
+    if not cfg.pack.budget:
+        out += ["pgolf.pack.fit", "pgolf.quant.fit"]
+    if not qat:
+        out.append("pgolf.quant.qat")
+    if not (recipe.needs_hessians or qat):
+        out += ["pgolf.quant.calibration", "pgolf.quant.hessian"]
+    if not (recipe.needs_hessians or qat):
+        out.append("pgolf.model.generate")  # selfgen calibration (quant/calibration.py imports it)
+    mode = cfg.eval.mode
+    if not mode.startswith("ttt"):
+        out.append("pgolf.eval.ttt")
+    if mode not in ("ttt-lora", "ttt-phased"):
+        out.append("pgolf.eval.lora")
+    return tuple(out)
+
+
+EXCLUDED_PREFIXES = ("pgolf.experiments", "pgolf.cli", "pgolf.data.cli", "pgolf.data.fineweb")
+"""Tooling that no run executes: imports of these inside kept functions stay, but the modules never enter."""
+
+_SAFE_DECORATORS = {"dataclass", "property", "staticmethod", "classmethod", "no_grad", "inference_mode",
+                    "lru_cache", "cache", "cached_property", "wraps", "contextmanager", "compile"}
+
+
+def _recipe(cfg: Any) -> Any:
+    from pgolf.quant.recipes import recipe_for
+
+    return recipe_for(cfg.quant)  # with the --quant.ROLE.KNOB overrides
+
+
+@dataclass
+class Plan:
+    entries: tuple[str, ...] = (ENTRY,)
+    cuts: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+    excluded: tuple[str, ...] = EXCLUDED_PREFIXES
+    extra: tuple[str, ...] = ()
+    """Modules the configuration needs that no static import reaches (none today)."""
+
+    def key(self) -> str:
+        return repr((self.entries, sorted(self.cuts), self.excluded, self.extra))
+
+
+def closure_plan(cfg: Any) -> Plan:
+    """The entry, cut points and exclusions for one RunConfig (see the module docstring)."""
+    cuts = {(m, f) for m, f, cond in CUTS if cond(cfg)}
+    return Plan(cuts=frozenset(cuts), excluded=EXCLUDED_PREFIXES + excluded_modules(cfg))
+
+
+# ------------------------------------------------------------------------------------------------ shaking
+
+def module_name(relpath: str) -> str:
+    parts = relpath[:-3].split("/")
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _defined_name(stmt: ast.stmt) -> str | None:
+    """The name a prunable module-level statement defines (None: always kept)."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        for d in stmt.decorator_list:
+            base = d.func if isinstance(d, ast.Call) else d
+            name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", None)
+            if name not in _SAFE_DECORATORS:
+                return None  # e.g. a registering decorator: its side effect must run
+        return stmt.name
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+        name = stmt.targets[0].id
+    elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+        name = stmt.target.id
+    else:
+        return None
+    return None if name.startswith("__") else name
+
+
+def _resolve_from(node: ast.ImportFrom, current: str, is_pkg: bool) -> str:
+    if not node.level:
+        return node.module or ""
+    base = current.split(".") if is_pkg else current.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+_REF = re.compile(r"^(pgolf(?:\.\w+)+):(\w+)$")
+"""A registry's lazy reference, "pgolf.eval.lora:run_ttt_phased" (eval/modes.py MODES): module + name."""
+
+
+def _names_used(node: ast.AST, out: set[str], refs: list[tuple[str, list[str]]]) -> None:
+    """Identifiers `node` may reference (into `out`), import statements excepted (their bound names keep nothing);
+    "module:name" string references into `refs`."""
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name):
+            out.add(n.id)
+        elif isinstance(n, ast.Attribute):
+            out.add(n.attr)
+        elif isinstance(n, ast.Constant) and isinstance(n.value, str):
+            if n.value.isidentifier():
+                out.add(n.value)
+            elif m := _REF.match(n.value):
+                out.add(m.group(2))
+                refs.append((m.group(1), [m.group(2)]))
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n is not node:
+            out.add(n.name)
+
+
+def _imports_in(node: ast.AST, current: str, is_pkg: bool) -> list[tuple[str, list[str]]]:
+    """(module, imported names) of every import statement under `node`."""
+    out: list[tuple[str, list[str]]] = []
+    for n in ast.walk(node):
+        if isinstance(n, ast.Import):
+            out += [(a.name, []) for a in n.names]
+        elif isinstance(n, ast.ImportFrom):
+            out.append((_resolve_from(n, current, is_pkg), [a.name for a in n.names]))
+    return out
+
+
+@dataclass
+class _Stmt:
+    node: ast.stmt
+    name: str | None          # the prunable definition's name, None = always kept
+    uses: set[str]            # names it references (empty for import statements)
+    imports: list[tuple[str, list[str]]]
+
+
+def _cut_body(fn: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str) -> None:
+    msg = f"{qualname} is not in this single-file script (built for another configuration)"
+    fn.body = [ast.Raise(exc=ast.Call(func=ast.Name("RuntimeError", ast.Load()), args=[ast.Constant(msg)],
+                                      keywords=[]), cause=None)]
+
+
+def shake(files: Mapping[str, str], plan: Plan,
+          prepare: Callable[[ast.Module], ast.Module] | None = None) -> dict[str, str]:
+    """The .py files of `files` reduced to what `plan`'s entries reach (each parsed module passed through `prepare`
+    first, e.g. the minifier); resource files are returned unchanged."""
+    rel_of = {module_name(k): k for k in files if k.endswith(".py")}
+    for m in (*plan.entries, *plan.extra):
+        if m not in rel_of:
+            raise ValueError(f"module {m!r} is not in the package sources")
+    parsed: dict[str, tuple[ast.Module, list[_Stmt]]] = {}
+
+    def info(mod: str) -> list[_Stmt]:
+        if mod not in parsed:
+            rel = rel_of[mod]
+            t = ast.parse(files[rel], filename=rel)
+            if prepare is not None:
+                t = prepare(t)
+            stmts = []
+            for node in t.body:
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (mod, node.name) in plan.cuts:
+                    _cut_body(node, f"{mod}.{node.name}")
+                uses: set[str] = set()
+                refs: list[tuple[str, list[str]]] = []
+                if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                    _names_used(node, uses, refs)
+                stmts.append(_Stmt(node, _defined_name(node), uses,
+                                   _imports_in(node, mod, rel.endswith("/__init__.py")) + refs))
+            parsed[mod] = (t, stmts)
+        return parsed[mod][1]
+
+    def wanted(name: str) -> bool:
+        return name in rel_of and not any(name == p or name.startswith(p + ".") for p in plan.excluded)
+
+    kept: set[tuple[str, str]] = {(m, st.name) for m in plan.entries for st in info(m) if st.name}  # entries whole
+    while True:
+        modules: set[str] = set()
+        stack = [*plan.entries, *plan.extra]
+        used: set[str] = set()
+        while stack:  # the module set from the kept statements' imports
+            m = stack.pop()
+            if m in modules or not wanted(m):
+                continue
+            modules.add(m)
+            parts = m.split(".")
+            stack += [".".join(parts[:i]) for i in range(1, len(parts))]
+            for st in info(m):
+                if isinstance(st.node, (ast.Import, ast.ImportFrom)):
+                    bad = [mod for mod, _ in st.imports if mod in rel_of and not wanted(mod)]
+                    if bad:
+                        raise ValueError(f"{rel_of[m]}: imports {bad[0]} at module level, which this configuration "
+                                         "leaves out of the script (move the import into the function using it)")
+                if st.name is None or (m, st.name) in kept:
+                    used |= st.uses
+                    for mod, names in st.imports:
+                        stack += [mod] + [f"{mod}.{n}" for n in names]
+        new = {(m, st.name) for m in modules for st in info(m) if st.name is not None and st.name in used} - kept
+        if not new:
+            break
+        kept |= new
+    out: dict[str, str] = {}
+    for m in sorted(modules):
+        tree, stmts = parsed[m]
+        body: list[ast.stmt] = []
+        for st in stmts:
+            if st.name is not None and (m, st.name) not in kept:
+                continue
+            node = st.node
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                names = [a for a in node.names if (a.asname or a.name) in used or a.name == "*"]
+                if not names:
+                    continue
+                node = ast.ImportFrom(module=node.module, names=names, level=node.level)
+            body.append(node)
+        out[rel_of[m]] = ast.unparse(ast.fix_missing_locations(ast.Module(body=body or [ast.Pass()],
+                                                                          type_ignores=[]))) + "\n"
+    out.update({k: v for k, v in files.items() if not k.endswith(".py")})
+    return dict(sorted(out.items()))
