@@ -128,3 +128,15 @@ def test_hessian_sensitivity():
     expect = float(torch.diagonal(H).mean()) * float(W.var(dim=1).mean())
     assert hessian_sensitivity(W, H) == pytest.approx(expect, rel=1e-6)
     assert hessian_sensitivity(torch.zeros(4, 256), H) == 1e-12
+
+
+def test_hessian_sensitivity_takes_the_records_diag_mean():
+    """mean(diag H) as `H.diag().mean()` (issue 13): equal bit for bit, on Hessians where torch.diagonal differs."""
+    g = torch.Generator().manual_seed(0)
+    seen_diff = 0
+    for _ in range(20):
+        X = torch.randn(64, 257, generator=g) * torch.rand(257, generator=g) * 10
+        H, W = X.T @ X, torch.randn(16, 257, generator=g)
+        seen_diff += torch.diagonal(H).mean().item() != H.diag().mean().item()
+        assert hessian_sensitivity(W, H) == float(H.diag().mean()) * float(W.var(dim=1).mean())
+    assert seen_diff > 0  # the inputs do exercise the difference

@@ -71,7 +71,7 @@ def hessian_sdclip_scale(W: Tensor, H: Tensor, k: float, bits: int, lam: float =
 def hessian_sensitivity(W: Tensor, H: Tensor, eps: float = 1e-12) -> float:
     """PR #1689 sensitivity: max(mean(diag H) · mean_row var(W_row), eps) (unbiased per-row variance)."""
     W = _as_matrix(W)
-    sens = float(torch.diagonal(H.detach().float()).mean()) * float(W.var(dim=1).mean())
+    sens = float(H.detach().float().diag().mean()) * float(W.var(dim=1).mean())  # H.diag(), as the records
     return sens if math.isfinite(sens) and sens > eps else eps
 
 

@@ -58,6 +58,13 @@ def output_error(W: Tensor, W_hat: Tensor, H: Tensor) -> float:
     return float(((D @ H.detach().float()) * D).sum())
 
 
+def damping_mean(H: Tensor) -> Tensor:
+    """mean(diag H) exactly as the records take it, `H.diag().mean()` (fp32, 0-d). `torch.diagonal(H).mean()`
+    reduces a strided view in another order and differs in the last bit for about half of all Hessians, which
+    flips GPTQ codes (issue 13)."""
+    return H.diag().mean()
+
+
 def _damp_schedule(damp: float, max_damp: float) -> Iterator[float]:
     """damp, then ×10 steps up to max_damp (0.01, 0.1, 1, 10 by default)."""
     yield damp
@@ -155,9 +162,11 @@ def gptq_quantize(W: Tensor, H: Tensor, bits: int, scale: Tensor, *, damp: float
     # so are the square roots of the Cholesky factorisation, so the codes are bit-identical to the unscaled fp32
     # computation (the records'), while fp32 Cholesky can no longer overflow for a huge H.
     H = H / 4.0 ** math.floor(math.log(mean_diag, 4))
-    mean_diag_unit = torch.diagonal(H).mean()  # fp32, like the records' `H.diag().mean()`
-
-    perm = torch.argsort(torch.diagonal(H), descending=True, stable=True) if act_order else torch.arange(cols)
+    mean_diag_unit = damping_mean(H)
+    # act-order on the damped diagonal, as the records (`H.diagonal().add_(damp)` before the argsort): adding the
+    # damping can merge near-equal entries, so the order must be taken after it
+    first = H + (damp * mean_diag_unit) * torch.eye(cols)
+    perm = torch.argsort(first.diag(), descending=True, stable=True) if act_order else torch.arange(cols)
     invperm = torch.argsort(perm)
     W = W[:, perm]
     H = H[perm][:, perm]
