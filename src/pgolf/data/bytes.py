@@ -124,18 +124,26 @@ def validation_bytes(dataset, sp: spm.SentencePieceProcessor, val_tokens: torch.
                      lut: ByteLUT | None) -> tuple[torch.Tensor, str]:
     """(target_bytes, accounting) for `val_tokens` (a prefix of the dataset's val stream, as load_validation_tokens
     returns it): the sidecar when the dataset has one, else the LUT; a CaseOps tokenizer without a sidecar raises."""
-    from pgolf.data.caseops import is_caseops_tokenizer
     from pgolf.data.loader import load_validation_sidecar
 
-    if dataset.val_bytes_files:
+    if byte_accounting(dataset, sp) == BYTES_SIDECAR:
         sidecar = load_validation_sidecar(dataset.val_bytes_files, val_tokens.numel())
         return target_bytes_from_sidecar(sidecar, val_tokens), BYTES_SIDECAR
+    if lut is None:
+        raise ValueError("no byte sidecar and no LUT given")
+    return target_bytes_from_lut(lut, val_tokens), BYTES_LUT
+
+
+def byte_accounting(dataset, sp: spm.SentencePieceProcessor) -> str:
+    """"sidecar" if the dataset has val byte sidecars, else "lut"; a CaseOps tokenizer without them raises."""
+    from pgolf.data.caseops import is_caseops_tokenizer
+
+    if dataset.val_bytes_files:
+        return BYTES_SIDECAR
     if is_caseops_tokenizer(sp):
         raise ValueError(
             f"{dataset.tokenizer_path} is a CaseOps tokenizer (it reserves the case operators U+E001..U+E004) but "
             f"{dataset.data_dir} has no byte sidecar (fineweb_val_bytes_NNNNNN.bin beside each fineweb_val_NNNNNN.bin): "
             "its val_bpb would count the operators' bytes. Prepare the data with `pgolf data prepare --caseops` or "
             "download it with `pgolf data fineweb --variant caseops`")
-    if lut is None:
-        raise ValueError("no byte sidecar and no LUT given")
-    return target_bytes_from_lut(lut, val_tokens), BYTES_LUT
+    return BYTES_LUT
