@@ -50,6 +50,7 @@ __all__ = [
 
 from pgolf.pack.entropy_modes import _decode_brotli, _decode_context, _encode_brotli, _encode_context
 from pgolf.pack.rans_core import (
+    _ADAPTIVE,
     _BROTLI,
     _BROTLI_T,
     _CONSTANT,
@@ -80,6 +81,7 @@ from pgolf.pack.rans_core import (
 MODELS = ("order0", "context", "best")
 _CONTEXT_MIN_SIZE = 4096  # smaller arrays cannot repay the cluster ids and extra tables
 _CHUNK = 1 << 22  # symbols per constriction call: bounds the int32 temporaries to 16 MiB
+ADAPTIVE_GATE = 0.98
 
 
 def order0_entropy_bytes(codes: np.ndarray) -> float:
@@ -122,7 +124,16 @@ def encode_codes(codes: np.ndarray, *, model: str = "order0") -> bytes:
     best = _encode_order0(arr)
     if model == "order0" or best[0] >> 2 & 7 in (_EMPTY, _CONSTANT):
         return best
-    candidates = [best]
+    v1 = _encode_v1(arr, model, best)
+    return min([v1, _encode_adaptive(arr, model, best, v1) or v1], key=len)  # ties keep the version-1 stream
+
+
+def _encode_v1(arr: np.ndarray, model: str, order0: bytes | None = None) -> bytes:
+    """Smallest of the version-1 modes model allows (order-0, context, and for "best" brotli row/column-major)."""
+    order0 = _encode_order0(arr) if order0 is None else order0
+    if model == "order0" or order0[0] >> 2 & 7 in (_EMPTY, _CONSTANT):
+        return order0
+    candidates = [order0]
     if model == "best":
         candidates.append(_encode_brotli(arr))
         if arr.ndim >= 2 and arr.shape[0] > 1:
@@ -132,6 +143,23 @@ def encode_codes(codes: np.ndarray, *, model: str = "order0") -> bytes:
         if ctx is not None:
             candidates.append(ctx)
     return min(candidates, key=len)  # ties keep the earlier (simpler) mode
+
+
+def _encode_adaptive(arr: np.ndarray, model: str, order0: bytes, v1: bytes) -> bytes | None:
+    """Mode ADAPTIVE (pgolf.pack.adaptive) when the array is a matrix of narrow codes with row structure: tried only
+    where the version-1 modes already beat order-0 by ADAPTIVE_GATE (bounds encode time on i.i.d. matrices)."""
+    from pgolf.pack import adaptive as ad
+
+    if arr.ndim < 2 or arr.shape[0] < 2 * ad.MIN_ROWS or arr.size > ad.MAX_SYMBOLS or len(v1) > ADAPTIVE_GATE * len(order0):
+        return None
+    mat = arr.reshape(arr.shape[0], -1).astype(np.int64)
+    lo, span = int(mat.min()), int(mat.max() - mat.min())
+    if span + 1 > ad.MAX_ALPHABET or span == 0:
+        return None
+    out = _header(arr, 0, version=2)
+    _put_uvarint(out, _zigzag(lo))
+    _put_uvarint(out, span)
+    return bytes(out) + ad.encode_body(mat, lo, span, lambda a: _encode_v1(a.astype(arr.dtype), model))
 
 
 def _encode_order0(arr: np.ndarray) -> bytes:
@@ -186,20 +214,33 @@ def decode_codes(data: bytes, *, max_symbols: int = MAX_SYMBOLS) -> np.ndarray:
         raise EntropyDecodeError(f"corrupt stream ({type(e).__name__}: {e})") from e
 
 
+def _decode_adaptive(r: _Reader, data: bytes, shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
+    from pgolf.pack import adaptive as ad
+
+    if len(shape) < 2 or shape[0] < 1:
+        raise EntropyDecodeError(f"adaptive mode needs a non-empty matrix, got shape {shape}")
+    info = np.iinfo(dt)
+    lo = r.svarint("alphabet start", int(info.min), int(info.max))
+    span = r.uvarint("alphabet span", int(info.max) - lo)
+    return ad.decode_body(r, data, shape, dt, lo, span)
+
+
 def _decode(data: bytes, max_symbols: int) -> np.ndarray:
     r = _Reader(data)
     b0 = r.byte()
-    if b0 >> 5 != FORMAT_VERSION:
-        raise EntropyDecodeError(f"unknown format version {b0 >> 5} (expected {FORMAT_VERSION})")
+    if b0 >> 5 not in (FORMAT_VERSION, 2):
+        raise EntropyDecodeError(f"unknown format version {b0 >> 5} (expected {FORMAT_VERSION} or 2)")
     mode, dt = (b0 >> 2) & 7, _DTYPES[b0 & 3]
-    if mode > _BROTLI_T:
-        raise EntropyDecodeError(f"unknown mode {mode}")
+    if mode > _BROTLI_T or (b0 >> 5 == 2 and mode != _ADAPTIVE):
+        raise EntropyDecodeError(f"unknown mode {mode} in a version-{b0 >> 5} stream")
     ndim = r.uvarint("ndim", _MAX_NDIM)
     shape = tuple(r.uvarint("dimension", max_symbols) for _ in range(ndim))
     n = math.prod(shape)
     if n > max_symbols:
         raise EntropyDecodeError(f"shape {shape} has {n} elements, over the limit {max_symbols}")
     info = np.iinfo(dt)
+    if b0 >> 5 == 2:
+        return _decode_adaptive(r, data, shape, dt)
 
     if mode == _EMPTY or n == 0:
         if mode != _EMPTY or n != 0:

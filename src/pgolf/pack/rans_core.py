@@ -12,6 +12,7 @@ MAX_SYMBOLS = 2**31
 """Default cap on the element count decode_codes accepts (the header is checked against it before allocating)."""
 
 _EMPTY, _CONSTANT, _COUNTS, _WEIGHTS, _RAW, _CONTEXT, _BROTLI, _BROTLI_T = 0, 1, 2, 3, 4, 5, 6, 7
+_ADAPTIVE = 0  # the only mode of version-2 streams (pgolf.pack.adaptive)
 _DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16), np.dtype(np.uint16))
 _MAX_NDIM = 32
 _MAX_WEIGHT = 2**32
@@ -149,8 +150,8 @@ def _model(weights: np.ndarray):
     return constriction.stream.model.Categorical(weights.astype(np.float64), perfect=False)
 
 
-def _header(arr: np.ndarray, mode: int) -> bytearray:
-    out = bytearray([(FORMAT_VERSION << 5) | (mode << 2) | _DTYPES.index(arr.dtype)])
+def _header(arr: np.ndarray, mode: int, version: int = FORMAT_VERSION) -> bytearray:
+    out = bytearray([(version << 5) | (mode << 2) | _DTYPES.index(arr.dtype)])
     _put_uvarint(out, arr.ndim)
     for d in arr.shape:
         _put_uvarint(out, int(d))
