@@ -29,6 +29,8 @@ class RunLogger:
         self.enabled = enabled
         self.stream = stream or sys.stdout
         self.bar_mode = enabled and (progress == "bar" or (progress == "auto" and self.stream.isatty()))
+        self.progress_mode = ("bar" if self.bar_mode else "lines") if enabled else False
+        """What long steps take as `progress=` (pgolf.progress): a bar on a terminal, periodic lines otherwise."""
         self._file = open(log_path, "a", encoding="utf-8") if (enabled and log_path) else None
         self._bar = None
         self.t0 = time.time()

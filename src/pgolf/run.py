@@ -91,7 +91,7 @@ class DataBundle:
 def data_stage(cfg: RunConfig, dist_info: DistInfo, logger: RunLogger) -> DataBundle:
     """Resolve (and on first use prepare) the dataset, check the tokenizer against the model, load validation."""
     if dist_info.is_main:
-        dataset = resolve_dataset(cfg.data)
+        dataset = resolve_dataset(cfg.data, progress=logger.progress_mode)
     barrier()
     if not dist_info.is_main:
         dataset = resolve_dataset(cfg.data)
@@ -148,7 +148,8 @@ def train_stage(cfg: RunConfig, data: DataBundle, run_dir: Path, dist_info: Dist
 
         qat = install_qat(model, recipe, calib_batches=qat_batches)
     # End of training: raw vs EMA weights scored exactly as the pre-quant score (train.ema_select, issue 18).
-    select_fn = (lambda m: score(m, data, cfg, dist_info.device)) if cfg.train.ema_decay > 0 else None
+    select_fn = ((lambda m: score(m, data, cfg, dist_info.device, progress=logger.progress_mode))  # raw vs EMA
+                 if cfg.train.ema_decay > 0 else None)
     result = train(cfg.train, model, loader, logger=logger, run_dir=run_dir, device=dist_info.device,
                    resume=resume, val_fn=val_fn, config_dict=cfg.to_dict(), qat=qat, select_fn=select_fn)
     if qat is not None:
@@ -172,7 +173,8 @@ class PackResult:
 def calibration_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], recipe: Any, *,
                       dataset: DatasetInfo | None = None, val_tokens: torch.Tensor | None = None,
                       looping_active: bool = False, device: torch.device | None = None,
-                      logger: RunLogger | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+                      logger: RunLogger | None = None,
+                      progress: Any = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Hessians for a GPTQ recipe: rebuild the model from `state_dict`, draw calibration tokens, collect XᵀX.
 
     Source = quant.calib_source, else the recipe's record default. "train" reads a *fresh* DistributedTokenLoader
@@ -203,10 +205,13 @@ def calibration_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], recip
                 raise ValueError("val-data calibration needs the dataset (data.data_dir)")
             val_tokens = load_validation_tokens(dataset.val_files, seq_len, seqs * seq_len)
         kwargs["val_tokens"] = val_tokens
-    calib = calibration_batches(source, model=model, vocab_size=cfg.model.vocab_size, num_seqs=seqs,
-                                seq_len=seq_len, batch_size=c.batch_size, seed=c.seed,
-                                temperature=temperature, **kwargs)
-    hs = collect_hessians(model, calib.batches)
+    from pgolf.progress import task, track
+
+    with task(f"calibration: {seqs} × {seq_len} {source} tokens", enabled=progress):
+        calib = calibration_batches(source, model=model, vocab_size=cfg.model.vocab_size, num_seqs=seqs,
+                                    seq_len=seq_len, batch_size=c.batch_size, seed=c.seed,
+                                    temperature=temperature, **kwargs)
+    hs = collect_hessians(model, track(calib.batches, "calibration Hessians", enabled=progress, unit="batch"))
     seconds = calib.seconds + hs.seconds
     valid = calib.valid_for_record and (source != "train" or cfg.train.calib_reserve_seconds >= seconds)
     info = {"source": source, "seqs": seqs, "seq_len": seq_len, "tokens": hs.num_tokens, "batches": hs.num_batches,
@@ -235,7 +240,8 @@ def quantize_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], run_dir:
     hessians, calibration = None, None
     if recipe.needs_hessians:
         hessians, calibration = calibration_stage(cfg, state_dict, recipe, dataset=dataset, val_tokens=val_tokens,
-                                                  looping_active=looping_active, device=device, logger=logger)
+                                                  looping_active=looping_active, device=device, logger=logger,
+                                                  progress=progress)
     t0 = time.perf_counter()
     manifest = {
         "model": asdict(cfg.model), "recipe": recipe.name, "codec": cfg.pack.codec,
@@ -264,7 +270,7 @@ def quantize_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], run_dir:
                      seconds=fit.info["seconds"])
     else:
         qstate, tensor_report = quantize_state_dict(state_dict, recipe, hessians=hessians, progress=progress)
-        blob = encode_artifact(qstate, manifest, cfg.pack.codec)
+        blob = encode_artifact(qstate, manifest, cfg.pack.codec, progress=progress)
     report = ByteReport(model_bytes=len(blob), code_bytes=code_bytes, limit=cfg.pack.byte_limit)
     seconds = time.perf_counter() - t0
     logger.event("quantize", recipe=recipe.name, codec=cfg.pack.codec, seconds=round(seconds, 2))
@@ -305,7 +311,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, dist_info: DistInfo, logger: Run
     t0 = time.perf_counter()
     chosen = (result.weights or {}).get((result.weights or {}).get("chosen", ""))
     # The weight selection already scored the chosen weights with this same scorer: reuse it.
-    pre = EvalResult(**chosen) if chosen else score(model, data, cfg, dist_info.device, progress=logger.bar_mode)
+    pre = EvalResult(**chosen) if chosen else score(model, data, cfg, dist_info.device, progress=logger.progress_mode)
     logger.event("prequant", val_loss=round(pre.val_loss, 6), val_bpb=round(pre.val_bpb, 6),
                  eval_s=round(time.perf_counter() - t0 if not chosen else pre.seconds, 2),
                  weights=(result.weights or {}).get("chosen", "raw"))
@@ -313,14 +319,14 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, dist_info: DistInfo, logger: Run
     if dist_info.is_main:
         packed = quantize_stage(cfg, model.state_dict(), run_dir, logger, tokenizer_sha256=data.tokenizer_sha256,
                                 looping_active=model.looping_active, dataset=data.dataset,
-                                val_tokens=data.val_tokens, device=dist_info.device)
+                                val_tokens=data.val_tokens, device=dist_info.device, progress=logger.progress_mode)
         record["bytes"] = packed.bytes_report.to_dict()
         record["quant"] = {"recipe": cfg.quant.recipe, "seconds": packed.quantize_seconds,
                            "calibration": packed.calibration, "fit": packed.fit,
                            "tensors": packed.tensor_report}
     barrier()
     artifact = run_dir / ARTIFACT_NAME
-    rt = roundtrip_stage(artifact, cfg, data, dist_info.device, logger, progress=logger.bar_mode)
+    rt = roundtrip_stage(artifact, cfg, data, dist_info.device, logger, progress=logger.progress_mode)
     record["roundtrip"] = asdict(rt)
     record["quant_gap_bpb"] = rt.val_bpb - pre.val_bpb
     record["artifact"] = str(artifact)

@@ -385,14 +385,19 @@ def default_cache_dir() -> Path:
 
 
 def ensure_default_dataset(cache_dir: str | os.PathLike | None = None, vocab_size: int = 1024,
-                           val_fraction: float = DEFAULT_VAL_FRACTION) -> DatasetInfo:
-    """The BBC News dataset under cache_dir/bbc-news-sp{vocab_size}: prepared on first call, reused after."""
+                           val_fraction: float = DEFAULT_VAL_FRACTION, *, progress: object = False) -> DatasetInfo:
+    """The BBC News dataset under cache_dir/bbc-news-sp{vocab_size}: prepared on first call, reused after.
+    `progress`: say so while preparing (pgolf.progress)."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     name = f"bbc-news-sp{vocab_size}" + ("" if val_fraction == DEFAULT_VAL_FRACTION else f"-val{val_fraction:g}")
     out_dir = cache_dir / name
     if not (out_dir / "manifest.json").is_file():  # the manifest exists only in a finished (renamed) dataset
         try:
-            prepare_corpus(bbc_documents(), out_dir, vocab_size=vocab_size, val_fraction=val_fraction, name=name)
+            from pgolf.progress import task
+
+            with task(f"dataset: preparing {name} in {out_dir} (once: tokenizer training + encoding)",
+                      enabled=progress):
+                prepare_corpus(bbc_documents(), out_dir, vocab_size=vocab_size, val_fraction=val_fraction, name=name)
         except OSError:  # incl. FileExistsError
             if not (out_dir / "manifest.json").is_file():  # else: another process finished it first
                 raise
@@ -404,7 +409,7 @@ def ensure_default_dataset(cache_dir: str | os.PathLike | None = None, vocab_siz
 
 # ------------------------------------------------------------------------------------------------ resolve
 
-def resolve_dataset(cfg: DataConfig, *, require_train: bool = True) -> DatasetInfo:
+def resolve_dataset(cfg: DataConfig, *, require_train: bool = True, progress: object = False) -> DatasetInfo:
     """The dataset a run uses: the default BBC corpus if cfg.data_dir is empty, else the shards in cfg.data_dir.
 
     require_train=False (eval, quantize --eval) accepts a folder with validation shards only.
@@ -413,7 +418,7 @@ def resolve_dataset(cfg: DataConfig, *, require_train: bool = True) -> DatasetIn
         if cfg.tokenizer_path:
             raise ValueError(f"data.tokenizer_path={cfg.tokenizer_path!r} needs data.data_dir (the default corpus "
                              "trains its own tokenizer); prepare a dataset with `pgolf data prepare --tokenizer ...`")
-        return ensure_default_dataset(vocab_size=cfg.vocab_size, val_fraction=cfg.val_fraction)
+        return ensure_default_dataset(vocab_size=cfg.vocab_size, val_fraction=cfg.val_fraction, progress=progress)
     data_dir = Path(cfg.data_dir).expanduser()
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data.data_dir={cfg.data_dir!r}: no such folder")

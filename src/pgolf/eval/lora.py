@@ -307,9 +307,9 @@ def _lora_modes(model: nn.Module, ctx: ModeContext, *, phased: bool) -> str:
     total, done = sum(len(b) for b in batches), 0
     bar = None
     if ctx.progress and rank == 0:
-        from tqdm import tqdm
+        from pgolf.progress import Progress
 
-        bar = tqdm(total=total, desc=f"ttt-{'phased' if phased else 'lora'}", unit="batch", dynamic_ncols=True)
+        bar = Progress(f"ttt-{'phased' if phased else 'lora'}", total, enabled=ctx.progress, unit="batch")
     lora = DocumentLoRA(model, bsz, cfg.ttt_lora_rank, cfg.ttt_lora_alpha).to(tokens.device)
     try:
         for seg, ((lo, hi), seg_batches) in enumerate(zip(segments, batches)):

@@ -253,9 +253,9 @@ def score_windows(model: nn.Module, tokens: Tensor, windows: Tensor, tally: Tall
         n = int(t.item())
     batches = range(n)
     if progress and world()[0] == 0:
-        from tqdm import tqdm
+        from pgolf.progress import track
 
-        batches = tqdm(batches, desc="eval", unit="batch", dynamic_ncols=True)
+        batches = track(batches, "eval", enabled=progress, unit="batch")
     try:
         for i in batches:
             w = windows[i * batch_seqs : (i + 1) * batch_seqs]

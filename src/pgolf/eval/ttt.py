@@ -115,9 +115,9 @@ def run_ttt_sgd(model: nn.Module, ctx: ModeContext) -> str:
     chunk_of = windows[:, 2] // C  # chunk of each window's first scored target
     chunks = range(N)
     if ctx.progress and world()[0] == 0:
-        from tqdm import tqdm
+        from pgolf.progress import track
 
-        chunks = tqdm(chunks, desc="ttt-sgd", unit="chunk", dynamic_ncols=True)
+        chunks = track(chunks, "ttt-sgd", enabled=ctx.progress, unit="chunk")
     for ci in chunks:
         t0 = time.perf_counter()
         mine = rank_share(windows[chunk_of == ci]).to(tokens.device)

@@ -177,8 +177,9 @@ def _unshuffle(payload: bytes | memoryview, rows: Any) -> bytes:
     return b"".join(out)
 
 
-def encode_artifact(qs: QuantizedState, manifest: dict, codec: str) -> bytes:
-    """Serialize a QuantizedState plus a JSON-able manifest; deterministic for equal inputs."""
+def encode_artifact(qs: QuantizedState, manifest: dict, codec: str, *, progress: object = False) -> bytes:
+    """Serialize a QuantizedState plus a JSON-able manifest; deterministic for equal inputs. `progress`: a bar or
+    lines over the entropy-coded tensors (pgolf.progress)."""
     if codec not in CODEC_IDS:
         raise ValueError(f"unknown codec {codec!r}; valid codecs: {', '.join(CODEC_IDS)}")
     dtypes = _dtype_table(qs)
@@ -193,7 +194,10 @@ def encode_artifact(qs: QuantizedState, manifest: dict, codec: str) -> bytes:
         header["layout"] = "shuffle"
         return prefix + compress(_body(header, _shuffle(payload, rows)), codec.split("+")[0])
     nq = sum(1 for r in rows if r["kind"] == "q")
-    streams = [encode_codes(qt.q.detach().cpu().numpy(), model=ENTROPY_CODECS[codec]) for qt in qs.tensors.values()]
+    from pgolf.progress import track
+
+    streams = [encode_codes(qt.q.detach().cpu().numpy(), model=ENTROPY_CODECS[codec])
+               for qt in track(list(qs.tensors.values()), f"encode {codec}", enabled=progress, unit="tensor")]
     header["layout"] = codec
     header["code_streams"] = [len(s) for s in streams]
     rest = b"".join(chunks[nq:])

@@ -83,9 +83,9 @@ def quantize_state_dict(
 
     items = list(tensors.items())
     if progress:
-        from tqdm import tqdm
+        from pgolf.progress import track
 
-        items = tqdm(items, desc=f"quantize {recipe.name}", unit="tensor")
+        items = track(items, f"quantize {recipe.name}", enabled=progress, unit="tensor")
     for name, t in items:
         qs.dtypes[name] = dtype_name(t.dtype)
         p = plan[name]

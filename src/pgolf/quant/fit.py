@@ -224,9 +224,9 @@ def fit_to_budget(state_dict: Mapping[str, Tensor], recipe: QuantRecipe | str, *
                                 and tuple(hessians[n].shape) == (weights[n].shape[1],) * 2))]
     items = names
     if progress:
-        from tqdm import tqdm
+        from pgolf.progress import track
 
-        items = tqdm(names, desc="fit candidates", unit="tensor")
+        items = track(names, "fit candidates", enabled=progress, unit="tensor")
     fronts: dict[str, list[Option]] = {}
     for n in items:
         qt0 = qs0.tensors[n]
@@ -270,6 +270,10 @@ def fit_to_budget(state_dict: Mapping[str, Tensor], recipe: QuantRecipe | str, *
         actual = len(blob)
         history.append({"round": rnd, "code_target": code_target, "predicted_codes": predicted, "bytes": actual,
                         "lambda": lam})
+        from pgolf.progress import say
+
+        say(f"fit round {rnd + 1}: {actual:,} model bytes, slack {target_model_bytes - actual:+,} "
+            f"({100 * (target_model_bytes - actual) / target_model_bytes:+.3f} %)", enabled=progress)
         if actual <= target_model_bytes and (best is None or actual > best[0]):
             best = (actual, pick, tensors, lqer, blob, lam)
         if lam is None or lam == 0.0:
