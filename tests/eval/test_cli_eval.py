@@ -1,4 +1,5 @@
-"""`pgolf eval` reaches every evaluation option: dotted --eval.* overrides, lora_order, the wallclock cap message.
+"""`pgolf eval` reaches every evaluation option (dotted --eval.* overrides, lora_order, the wallclock cap message);
+`pgolf check-legal` checks the artifact with overrides, prints its coverage, and checks a third-party mode.
 
     python -m pytest tests/eval/test_cli_eval.py -q
 """
@@ -52,3 +53,31 @@ def test_wallclock_cap_is_one_clear_line(artifact, capsys):
                        "--max-seconds", "1e-6")
     assert rc == 1
     assert err.startswith("pgolf eval: eval mode sliding: projected") and "exceeds max_seconds=1e-06s" in err
+
+
+def _check_legal(capsys, *argv) -> tuple[int, str]:
+    capsys.readouterr()
+    rc = main(["check-legal", *argv])
+    return rc, capsys.readouterr().out
+
+
+def test_check_legal_on_the_artifact_with_overrides_prints_coverage(artifact, capsys):
+    rc, out = _check_legal(capsys, artifact, "--mode", "ttt-sgd", "--tokens", "256", "--seq-len", "32",
+                           "--eval.ttt_chunk_tokens", "64", "--eval.stride", "16", "--eval.ttt_epochs", "1")
+    assert rc == 0 and "ttt-sgd     PASS" in out and "informative:ok" in out and "returned_score:ok" in out
+    coverage = out.split("coverage:")[1].splitlines()[0]
+    assert "chunk 4/4" in coverage and "document" in coverage and "in 256 tokens, seq_len 32" in coverage
+    assert int(coverage.split("updates ")[1].split()[0]) > 0  # the overridden chunking really trained
+    rc, out = _check_legal(capsys, artifact, "--mode", "ttt-sgd", "--tokens", "128", "--seq-len", "32")
+    assert rc == 0 and "no parameter update ran" in out  # the artifact's own 32,768-token chunks: said, not hidden
+
+
+def test_check_legal_catches_a_third_party_mode(artifact, capsys):
+    rc, out = _check_legal(capsys, artifact, "--mode-module", "tests.eval.legal_modes:peek_last_chunk",
+                           "--chunk-tokens", "64", "--tokens", "256", "--seq-len", "32",
+                           "--eval.ttt_chunk_tokens", "64")
+    assert rc == 1 and "FAIL" in out and "causal:VIOLATED" in out and "chunk 4/4" in out
+    rc, out = _check_legal(capsys, artifact, "--mode-module", "tests.eval.legal_modes:legal_chunked_sgd",
+                           "--chunk-tokens", "64", "--tokens", "256", "--seq-len", "32",
+                           "--eval.ttt_chunk_tokens", "64")
+    assert rc == 0 and "PASS" in out
