@@ -137,3 +137,42 @@ def test_prune_reaches_target_cheapest_first():
 def test_prune_unreachable_target_raises():
     with pytest.raises(ValueError, match="cannot reach"):
         prune_ones_to_budget(_qts(), _zlib_size, 10)
+
+
+def test_mixed_precision_by_tensor_count_is_pr1962s_split():
+    """PR #1962: bottom 25 % of the 66 matrices by sensitivity int5, top 25 % int7, by count (16 / 34 / 16)."""
+    from pgolf.quant.allocate import mixed_precision_bits_by_count
+
+    shapes = {"c_q": 512 * 512, "c_k": 256 * 512, "c_v": 256 * 512, "proj": 512 * 512, "fc": 2048 * 512,
+              "mlp_proj": 512 * 2048}  # R0427's 11 layers × 6 matrices
+    numels = {f"blocks.{i}.{k}": v for i in range(11) for k, v in shapes.items()}
+    g = torch.Generator().manual_seed(0)
+    sens = {n: float(x) for n, x in zip(numels, torch.rand(len(numels), generator=g))}
+    bits = mixed_precision_bits_by_count(sens)
+    assert list(bits) == list(sens)
+    assert [sum(b == k for b in bits.values()) for k in (5, 6, 7)] == [16, 34, 16]
+    order = sorted(sens, key=sens.get)
+    assert {bits[n] for n in order[:16]} == {5} and {bits[n] for n in order[-16:]} == {7}
+    by_params = mixed_precision_bits(sens, numels)
+    assert mean_bits(by_params, numels) == pytest.approx(6.0, abs=0.02)
+    assert mean_bits(bits, numels) != mean_bits(by_params, numels)  # the two splits are different allocations
+
+
+def test_recipe_switch_selects_the_split():
+    import dataclasses
+
+    from pgolf.quant.plan import cross_tensor_overrides, route_tensors
+    from pgolf.quant.recipes import RECIPES
+
+    g = torch.Generator().manual_seed(0)
+    sd = {f"blocks.{i}.mlp.fc.weight": torch.randn(64 * (1 + i % 3), 32, generator=g) for i in range(8)}
+    hs = {n: torch.eye(32) * (1 + i) for i, n in enumerate(sd)}
+    base = dataclasses.replace(RECIPES["hessian-mixed-precision"], passthrough_max_numel=0)
+    for split in ("params", "count"):
+        recipe = dataclasses.replace(base, mixed_precision_split=split).validate()
+        o = cross_tensor_overrides(sd, route_tensors(sd, recipe), recipe, hs)
+        got = [o[n]["bits"] for n in sd]
+        if split == "count":
+            assert got.count(5) == 2 and got.count(7) == 2
+    with pytest.raises(ValueError, match="mixed_precision_split 'tensors'"):
+        dataclasses.replace(base, mixed_precision_split="tensors").validate()

@@ -43,15 +43,21 @@ def test_a_role_override_changes_exactly_that_roles_tensors():
 
 def test_a_param_override_on_a_role_without_its_own_rule():
     """'other' tensors fall through to the '*' rule: the override copies that rule for 'other' only."""
-    cfg = _cfg("--quant.recipe", "sdclip-rtn", "--quant.other.percentile", "99.0", "--quant.attn.clip_sigma", "9")
+    cfg = _cfg("--quant.recipe", "gptq-lite", "--quant.embed.percentile", "99.0", "--quant.attn.bits", "5")
     recipe = recipe_for(cfg.quant)
     star = [r for r in recipe.rules if r.role == "*"][0]
-    other = [r for r in recipe.rules if r.role == "other"][0]
-    assert other.params == {"percentile": 99.0} and star.params == {"percentile": 99.99984}
-    assert [r.params for r in recipe.rules if r.role == "attn"] == [{"clip_sigma": 9}]
-    a, b = _quantize(get_recipe("sdclip-rtn")), _quantize(recipe)
+    embed = [r for r in recipe.rules if r.role == "embed"][0]
+    assert embed.params == {"percentile": 99.0} and star.params == {"percentile": 99.99984}
+    assert [r.bits for r in recipe.rules if r.role == "attn"] == [5]
+    a, b = _quantize(get_recipe("gptq-lite")), _quantize(recipe)
     changed = {n for n in a.tensors if not torch.equal(a.tensors[n].q, b.tensors[n].q)}
-    assert changed and all(recipe.role_of(n) in ("other", "attn") for n in changed)
+    assert {recipe.role_of(n) for n in changed} == {"embed", "attn"}
+    assert changed == {n for n in a.tensors if recipe.role_of(n) in ("embed", "attn")}
+
+
+def test_a_knob_the_method_does_not_take_is_refused():
+    with pytest.raises(ValueError, match="method 'sdclip_gptq' takes no parameter 'percentile'"):
+        recipe_for(_cfg("--quant.recipe", "sota-lqer", "--quant.mlp.percentile", "99").quant)
 
 
 @pytest.mark.parametrize("bad,match", [("mlp.bits=9", "bits must be an integer"), ("x.bits=5", "unknown role"),

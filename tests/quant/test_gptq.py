@@ -266,3 +266,31 @@ def test_damping_mean_is_the_records_expression():
         X = torch.randn(64, 257, generator=g) * torch.rand(257, generator=g) * 10
         H = X.T @ X
         assert damping_mean(H).item() == H.diag().mean().item()
+
+
+def test_r0325_collector_damping_matches_the_record_and_moves_codes():
+    """R0325 `collect_hessians`: H /= n; damp = 0.01·diag(H).mean().clamp_min(1e-6); H += damp·I, before GPTQ's own
+    damping. ar-calib-gptq sets it (recipe calib_damp = 0.01); the R0405+ recipes do not (issue 13)."""
+    import dataclasses
+
+    from pgolf.quant.apply import quantize_state_dict
+    from pgolf.quant.gptq import collector_damping
+    from pgolf.quant.recipes import RECIPES
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(300, 128, generator=g) * torch.logspace(-1, 1, 128)[None, :]
+    H = X.T @ X / 300
+    ref = H.clone()
+    damp = 0.01 * torch.diag(ref).mean().clamp_min(1e-6)
+    ref += damp * torch.eye(128)
+    assert torch.equal(collector_damping(H, 0.01), ref) and collector_damping(H, 0.0) is H
+    assert RECIPES["ar-calib-gptq"].calib_damp == 0.01
+    assert {n for n, r in RECIPES.items() if r.calib_damp} == {"ar-calib-gptq"}
+    W = torch.randn(256, 128, generator=g) * 0.05
+    sd = {"blocks.0.mlp.fc.weight": W}
+    recipe = dataclasses.replace(RECIPES["ar-calib-gptq"], passthrough_max_numel=0)
+    qs, _ = quantize_state_dict(sd, recipe, hessians={"blocks.0.mlp.fc.weight": H})
+    want, _ = gptq_with_clip_search(W, ref, 6)
+    plain, _ = gptq_with_clip_search(W, H, 6)
+    got = qs.tensors["blocks.0.mlp.fc.weight"].q
+    assert torch.equal(got, want.q) and not torch.equal(got, plain.q)

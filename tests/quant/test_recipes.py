@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from pgolf.quant.recipes import RECIPES, QuantRecipe, TensorRule, get_recipe, recipe_from_dict, tensor_role
 
@@ -78,3 +79,24 @@ def test_toml_recipe_file(tmp_path):
         recipe_from_dict({"name": "x", "rules": [], "bitz": 3})
     with pytest.raises(ValueError, match="unknown keys"):
         recipe_from_dict({"name": "x", "rules": [{"role": "*", "method": "rtn", "clip": 3}]})
+
+
+def test_sigma_group_recipes_route_attention_by_attn_only():
+    """R0427 / PR #1586 / PR #1962 `gptq_mixed_quantize`: ".attn." → ATTN σ, anything else → MATRIX σ (12.85), so the
+    bigram and value-embedding projections get 12.85, not the attention σ; R0322's `_classify_param` keeps them
+    attention (issue 13)."""
+    from pgolf.quant.plan import route_tensors
+
+    names = ["bigram.proj.weight", "ve_shared.proj.weight", "blocks.0.attn.proj.weight", "blocks.0.mlp.proj.weight",
+             "tok_emb.weight", "bigram.embed.weight"]
+    sd = {n: torch.zeros(64, 2048) for n in names}
+    assert [tensor_role(n) for n in names] == ["attn", "attn", "attn", "mlp", "embed", "other"]
+    for name in ("sota-lqer", "per-layer-clip", "hessian-adaptive-clip"):
+        plan = route_tensors(sd, RECIPES[name])
+        assert [plan[n].role for n in names] == ["other", "other", "attn", "mlp", "embed", "other"]
+        assert plan["bigram.proj.weight"].params == {"clip_sigma": 12.85} == plan["ve_shared.proj.weight"].params
+        assert plan["bigram.proj.weight"].method == "sdclip_gptq" and plan["bigram.proj.weight"].bits == 6
+        assert plan["blocks.0.attn.proj.weight"].params == {"clip_sigma": 13.0}
+        assert plan["bigram.embed.weight"].method == "int8_percentile"  # an embedding table: no Hessian
+    plan = route_tensors(sd, RECIPES["gptq-lite"])
+    assert plan["bigram.proj.weight"].role == "attn" and plan["bigram.proj.weight"].method == "gptq_lite"

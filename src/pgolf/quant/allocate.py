@@ -1,6 +1,7 @@
 """Bit allocation across tensors and byte-budget pruning (pure functions over dicts of tensors, no prints).
 
-    bits = mixed_precision_bits(sens, numels)                 # PR #1962: low 25 % int5, middle int6, top 25 % int7
+    bits = mixed_precision_bits(sens, numels)                 # low 25 % of parameters int5, middle int6, top int7
+    bits = mixed_precision_bits_by_count(sens)                # PR #1962's code: the same by tensor count
     mean_bits(bits, numels)                                   # numel-weighted mean, 6.0 when preserved
     qts, n = prune_ones_to_budget(qts, size_fn, 16_000_000)   # R0325: zero the cheapest ±1 codes until it fits
 
@@ -92,6 +93,21 @@ def mixed_precision_bits(sens: Mapping[str, float], numels: Mapping[str, int],
     out.update({name: b0 for name in order[:k0]})
     out.update({name: b2 for name in order[n - k2:]})
     return {name: out[name] for name in names}
+
+
+def mixed_precision_bits_by_count(sens: Mapping[str, float], fractions: Sequence[float] = MIXED_FRACTIONS,
+                                  bits: Sequence[int] = MIXED_BITS) -> dict[str, int]:
+    """PR #1962's split: rank by sensitivity, the lowest ⌊f₀·n⌋ *tensors* get bits[0], the highest ⌊f₂·n⌋ bits[2],
+    the rest bits[1] (R0427's 66 matrices: 16 int5, 34 int6, 16 int7, mean 5.86 bits per weight on its shapes, as
+    the small attention matrices are over-represented among the ends). `mixed_precision_bits` is the by-parameter
+    split (mean 6.0 b/w), pgolf's default."""
+    order = sorted(sens, key=lambda n: sens[n])  # ascending sensitivity (stable)
+    n = len(order)
+    k0, k2 = int(fractions[0] * n), int(fractions[2] * n)
+    out = {name: bits[1] for name in order}
+    out.update({name: bits[0] for name in order[:k0]})
+    out.update({name: bits[2] for name in order[n - k2:]} if k2 else {})
+    return {name: out[name] for name in sens}
 
 
 def prune_ones_to_budget(qts: Mapping[str, QuantizedTensor], size_fn: Callable[[dict[str, QuantizedTensor]], int],

@@ -20,7 +20,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from pgolf.quant.gptq import output_error
+from pgolf.quant.gptq import collector_damping, output_error
 from pgolf.quant.lqer import apply_lqer, select_lqer_tensors
 from pgolf.quant.methods import get_method
 from pgolf.quant.plan import TensorPlan, cross_tensor_overrides, resolve_plan, route_tensors
@@ -68,7 +68,7 @@ def quantize_state_dict(
     layout decide the real bytes), lqer (rank-r correction applied).
     """
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe.validate()
-    hessians = hessians or {}
+    hessians = {n: collector_damping(H, recipe.calib_damp) for n, H in (hessians or {}).items()}
     qs = QuantizedState()
     rows: dict[str, dict] = {}
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in state_dict.items()}

@@ -49,7 +49,7 @@ from torch import Tensor
 
 from pgolf.quant.allocate import prune_ones_to_budget
 from pgolf.quant.apply import QuantizedState, lqer_step, quantize_state_dict
-from pgolf.quant.gptq import output_error
+from pgolf.quant.gptq import collector_damping, output_error
 from pgolf.quant.methods import get_method
 from pgolf.quant.primitives import QuantizedTensor
 from pgolf.quant.recipes import QuantRecipe, get_recipe
@@ -211,9 +211,9 @@ def fit_to_budget(state_dict: Mapping[str, Tensor], recipe: QuantRecipe | str, *
     if not sigma_multipliers or min(sigma_multipliers) <= 0:
         raise ValueError(f"sigma_multipliers {tuple(sigma_multipliers)} must be non-empty and positive")
     tol = int(tolerance_bytes if tolerance_bytes is not None else DEFAULT_TOLERANCE * target_model_bytes)
-    hessians = dict(hessians or {})
+    hessians = {n: collector_damping(H, recipe.calib_damp) for n, H in (hessians or {}).items()}
     weights = {n: t.detach().cpu().contiguous() for n, t in state_dict.items()}
-    base_recipe = dataclasses.replace(recipe, lqer_top_k=0)
+    base_recipe = dataclasses.replace(recipe, lqer_top_k=0, calib_damp=0.0)  # its Hessians are damped above
     qs0, rows0 = quantize_state_dict(weights, base_recipe, hessians=hessians or None)
     rows = {r["name"]: dict(r) for r in rows0}
 

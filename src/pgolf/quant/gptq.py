@@ -65,6 +65,15 @@ def damping_mean(H: Tensor) -> Tensor:
     return H.diag().mean()
 
 
+def collector_damping(H: Tensor, rel: float) -> Tensor:
+    """R0325's Hessian collector step, `H += rel·max(H.diag().mean(), 1e-6)·I` (fp32), applied before the quantizer's
+    own damping (which then adds its 1 % again, as R0325/R0331 do). rel = 0 returns H unchanged."""
+    if not rel:
+        return H
+    H = H.detach().float()
+    return H + (rel * H.diag().mean().clamp_min(1e-6)) * torch.eye(H.shape[0], device=H.device)
+
+
 def _damp_schedule(damp: float, max_damp: float) -> Iterator[float]:
     """damp, then ×10 steps up to max_damp (0.01, 0.1, 1, 10 by default)."""
     yield damp

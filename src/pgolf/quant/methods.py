@@ -18,6 +18,7 @@ Function signature: fn(w, *, bits, hessian=None, **params) -> (QuantizedTensor, 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -60,6 +61,17 @@ class MethodSpec:
 
     def __call__(self, w: Tensor, **kwargs: Any) -> tuple[QuantizedTensor, dict[str, Any]]:
         return self.fn(w, **kwargs)
+
+    def param_names(self) -> list[str]:
+        """Keyword parameters a recipe rule may give the method (beyond bits / hessian)."""
+        sig = inspect.signature(self.fn)
+        return [n for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY and n not in ("bits", "hessian")]
+
+    def unknown_params(self, params: Mapping[str, Any]) -> list[str]:
+        sig = inspect.signature(self.fn)
+        if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+            return []
+        return [k for k in params if k not in self.param_names()]
 
     def candidates(self, bits: int, sigma: float | None, sigma_multipliers: Sequence[float],
                    bits_delta: int) -> list[tuple[int, float | None]]:

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from torch import Tensor
 
-from pgolf.quant.allocate import mixed_precision_bits
+from pgolf.quant.allocate import mixed_precision_bits, mixed_precision_bits_by_count
 from pgolf.quant.clip import DEFAULT_CLIP_SIGMA, adaptive_sigmas, hessian_sensitivity
 from pgolf.quant.methods import get_method
 from pgolf.quant.recipes import PASSTHROUGH, QuantRecipe, TensorRule
@@ -105,7 +105,9 @@ def cross_tensor_overrides(tensors: Mapping[str, Tensor], plan: Plan, recipe: Qu
             for n in group:
                 overrides.setdefault(n, {})["clip_sigma"] = sigmas[n]
         if recipe.mixed_precision:
-            for n, b in mixed_precision_bits(sens, numels).items():
+            split = (mixed_precision_bits(sens, numels) if recipe.mixed_precision_split == "params"
+                     else mixed_precision_bits_by_count(sens))
+            for n, b in split.items():
                 overrides.setdefault(n, {})["bits"] = b
     return overrides
 

@@ -64,7 +64,11 @@ RoleTable = tuple[tuple[str, str], ...]
 # R0322 … R0331 `_classify_param`: tok_emb / lm_head → embed; ".mlp." → mlp; ".attn." or any other ".proj." → attn.
 CLASSIFY_ROLES: RoleTable = (("*tok_emb*", "embed"), ("*lm_head*", "embed"), ("*.mlp.*", "mlp"),
                              ("*.attn.*", "attn"), ("*.proj.*", "attn"), ("*", "other"))
-ROLE_TABLES: dict[str, RoleTable] = {"classify": CLASSIFY_ROLES}
+# R0405 … R0427 `gptq_mixed_quantize`, PR #1586, PR #1962: "tok_emb" → embed σ; ".mlp." → MLP σ; ".attn." → ATTN σ;
+# anything else → MATRIX_CLIP_SIGMAS (12.85), so bigram.proj / ve_shared.proj are "other" here, not attention.
+GROUP_ROLES: RoleTable = (("*tok_emb*", "embed"), ("*lm_head*", "embed"), ("*.mlp.*", "mlp"), ("*.attn.*", "attn"),
+                          ("*", "other"))
+ROLE_TABLES: dict[str, RoleTable] = {"classify": CLASSIFY_ROLES, "groups": GROUP_ROLES}
 
 
 def tensor_role(name: str, table: RoleTable = CLASSIFY_ROLES) -> str:
@@ -114,6 +118,10 @@ class QuantRecipe:
     mixed_precision: bool = False
     """PR #1962 ablation: mlp/attn `sdclip_gptq` tensors get int5/6/7 by Hessian sensitivity (25/50/25 % of
     parameters), numel-weighted mean bits preserved (allocate.mixed_precision_bits)."""
+    mixed_precision_split: str = "params"
+    """How mixed precision splits 25/50/25: "params" (ours, default: by parameter count, mean exactly 6 b/w,
+    allocate.mixed_precision_bits) or "count" (PR #1962's code: by tensor count, 5.86 b/w on R0427's shapes,
+    allocate.mixed_precision_bits_by_count)."""
     lqer_top_k: int = 0
     """R0427 LQER: rank-`lqer_rank` correction on the top-k tensors by ‖W − Ŵ‖_F (0 = off)."""
     lqer_rank: int = 4
@@ -127,8 +135,12 @@ class QuantRecipe:
     """Calibration sequence length (0 = the run's train_seq_len)."""
     calib_temperature: float = 0.8
     """Sampling temperature of selfgen calibration (R0325 0.8)."""
+    calib_damp: float = 0.0
+    """R0325's collector damping: each Hessian gets H += calib_damp·mean(diag H)·I before GPTQ (whose own 1 %
+    damping then doubles it); 0 = off (R0405+). ar-calib-gptq sets R0325's 0.01 (gptq.collector_damping)."""
     roles: str = "classify"
-    """Role table (ROLE_TABLES): "classify" = R0322 … R0331 `_classify_param`."""
+    """Role table (ROLE_TABLES): "classify" = R0322 … R0331 `_classify_param` (any non-MLP ".proj." is attention);
+    "groups" = R0405+ / PR #1586 / PR #1962 σ groups (attention by ".attn." only)."""
 
     @property
     def needs_hessians(self) -> bool:
@@ -155,6 +167,11 @@ class QuantRecipe:
         if self.calib_source not in ("", "train", "val", "selfgen", "random"):
             raise ValueError(f"recipe {self.name!r}: calib_source {self.calib_source!r} must be one of "
                              "train, val, selfgen, random (or empty)")
+        if self.mixed_precision_split not in ("params", "count"):
+            raise ValueError(f"recipe {self.name!r}: mixed_precision_split {self.mixed_precision_split!r} must be "
+                             "params or count")
+        if not 0.0 <= self.calib_damp < float("inf"):
+            raise ValueError(f"recipe {self.name!r}: calib_damp={self.calib_damp} must be ≥ 0")
         if self.roles not in ROLE_TABLES:
             raise ValueError(f"recipe {self.name!r}: roles {self.roles!r} must be one of {', '.join(ROLE_TABLES)}")
         for rule in self.rules:
@@ -168,6 +185,12 @@ class QuantRecipe:
                 raise ValueError(f"recipe {self.name!r}: unknown role {rule.role!r}; valid: *, {', '.join(ROLES)}")
             if not 2 <= rule.bits <= 8:
                 raise ValueError(f"recipe {self.name!r}: bits={rule.bits} must be in 2..8")
+            if rule.method != PASSTHROUGH:
+                bad = get_method(rule.method).unknown_params(rule.params)
+                if bad:
+                    raise ValueError(f"recipe {self.name!r}: method {rule.method!r} takes no parameter {bad[0]!r} "
+                                     f"(rule for role {rule.role!r}); it takes "
+                                     f"{', '.join(get_method(rule.method).param_names()) or 'none'}")
         return self
 
 
@@ -207,6 +230,7 @@ RECIPES: dict[str, QuantRecipe] = {
                TensorRule(role="attn", method="gptq_clip_search", bits=6),
                TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
         codec_hint="lzma", calib_source="selfgen", calib_seqs=64, calib_seq_len=2048, calib_temperature=0.8,
+        calib_damp=0.01,
     ),
     "sdclip": QuantRecipe(
         name="sdclip",
@@ -215,8 +239,10 @@ RECIPES: dict[str, QuantRecipe] = {
         rules=(TensorRule(role="embed", method="sdclip_gptq", bits=8, params={"clip_sigma": 20.0}),
                TensorRule(role="mlp", method="sdclip_gptq", bits=6, params={"clip_sigma": 12.85}),
                TensorRule(role="attn", method="sdclip_gptq", bits=6, params={"clip_sigma": 12.85}),
+               TensorRule(role="other", method="sdclip_gptq", bits=6, params={"clip_sigma": 12.85},
+                          pattern="*.proj.weight"),  # MATRIX_CLIP_SIGMAS: bigram / VE projections
                TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
-        codec_hint="brotli", calib_source="train",
+        codec_hint="brotli", calib_source="train", roles="groups",
     ),
     "sdclip-rtn": QuantRecipe(
         name="sdclip-rtn",
@@ -225,8 +251,10 @@ RECIPES: dict[str, QuantRecipe] = {
         rules=(TensorRule(role="embed", method="sdclip_rtn", bits=8, params={"clip_sigma": 20.0}),
                TensorRule(role="mlp", method="sdclip_rtn", bits=6, params={"clip_sigma": 12.85}),
                TensorRule(role="attn", method="sdclip_rtn", bits=6, params={"clip_sigma": 12.85}),
+               TensorRule(role="other", method="sdclip_rtn", bits=6, params={"clip_sigma": 12.85},
+                          pattern="*.proj.weight"),  # MATRIX_CLIP_SIGMAS: bigram / VE projections
                TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
-        codec_hint="brotli",
+        codec_hint="brotli", roles="groups",
     ),
     "per-layer-clip": QuantRecipe(
         name="per-layer-clip",
@@ -235,8 +263,10 @@ RECIPES: dict[str, QuantRecipe] = {
         rules=(TensorRule(role="embed", method="sdclip_gptq", bits=7, params={"clip_sigma": 15.0}),
                TensorRule(role="mlp", method="sdclip_gptq", bits=6, params={"clip_sigma": 12.0}),
                TensorRule(role="attn", method="sdclip_gptq", bits=6, params={"clip_sigma": 13.0}),
+               TensorRule(role="other", method="sdclip_gptq", bits=6, params={"clip_sigma": 12.85},
+                          pattern="*.proj.weight"),  # MATRIX_CLIP_SIGMAS: bigram / VE projections
                TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
-        codec_hint="brotli", calib_source="train",
+        codec_hint="brotli", calib_source="train", roles="groups",
     ),
     "hessian-adaptive-clip": QuantRecipe(
         name="hessian-adaptive-clip",
@@ -246,8 +276,10 @@ RECIPES: dict[str, QuantRecipe] = {
         rules=(TensorRule(role="embed", method="sdclip_gptq", bits=7, params={"clip_sigma": 14.0}),
                TensorRule(role="mlp", method="sdclip_gptq", bits=6, params={"clip_sigma": 11.5}),
                TensorRule(role="attn", method="sdclip_gptq", bits=6, params={"clip_sigma": 13.0}),
+               TensorRule(role="other", method="sdclip_gptq", bits=6, params={"clip_sigma": 12.85},
+                          pattern="*.proj.weight"),  # MATRIX_CLIP_SIGMAS: bigram / VE projections
                TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
-        codec_hint="brotli", calib_source="train", gate_pattern="blocks.*.attn.gate.weight",
+        codec_hint="brotli", calib_source="train", roles="groups", gate_pattern="blocks.*.attn.gate.weight",
         adaptive_clip=True, lqer_top_k=3, lqer_rank=4,
     ),
     "hessian-mixed-precision": QuantRecipe(
@@ -257,8 +289,10 @@ RECIPES: dict[str, QuantRecipe] = {
         rules=(TensorRule(role="embed", method="sdclip_gptq", bits=7, params={"clip_sigma": 14.0}),
                TensorRule(role="mlp", method="sdclip_gptq", bits=6, params={"clip_sigma": 11.5}),
                TensorRule(role="attn", method="sdclip_gptq", bits=6, params={"clip_sigma": 13.0}),
+               TensorRule(role="other", method="sdclip_gptq", bits=6, params={"clip_sigma": 12.85},
+                          pattern="*.proj.weight"),  # MATRIX_CLIP_SIGMAS: bigram / VE projections
                TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
-        codec_hint="brotli", calib_source="train", gate_pattern="blocks.*.attn.gate.weight",
+        codec_hint="brotli", calib_source="train", roles="groups", gate_pattern="blocks.*.attn.gate.weight",
         adaptive_clip=True, mixed_precision=True, lqer_top_k=3, lqer_rank=4,
     ),
     "sota-lqer": QuantRecipe(
@@ -268,8 +302,10 @@ RECIPES: dict[str, QuantRecipe] = {
         rules=(TensorRule(role="embed", method="sdclip_gptq", bits=7, params={"clip_sigma": 14.0}),
                TensorRule(role="mlp", method="sdclip_gptq", bits=6, params={"clip_sigma": 11.5}),
                TensorRule(role="attn", method="sdclip_gptq", bits=6, params={"clip_sigma": 13.0}),
+               TensorRule(role="other", method="sdclip_gptq", bits=6, params={"clip_sigma": 12.85},
+                          pattern="*.proj.weight"),  # MATRIX_CLIP_SIGMAS: bigram / VE projections
                TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
-        codec_hint="brotli", calib_source="train", gate_pattern="blocks.*.attn.gate.weight",
+        codec_hint="brotli", calib_source="train", roles="groups", gate_pattern="blocks.*.attn.gate.weight",
         lqer_top_k=3, lqer_rank=4,
     ),
 }
