@@ -359,9 +359,57 @@ def cmd_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def describe_preset(name: str) -> str:
+    """What preset `name` sets against the defaults, with the preset file's comments saying why."""
+    import re
+    from importlib import resources
+
+    sets = load_preset(name)  # validates the name (one-line error listing the presets)
+    text = resources.files("pgolf").joinpath("presets", f"{name}.toml").read_text()
+    defaults = RunConfig().to_dict()
+    header, notes, pending, section = [], {}, [], None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if section is None and stripped.startswith("#"):
+            header.append(stripped.lstrip("#").strip())
+        elif stripped.startswith("#"):
+            pending.append(stripped.lstrip("#").strip())
+        elif m := re.match(r"\[([\w.]+)\]", stripped):
+            section, pending = m.group(1), []
+        elif m := re.match(r"([\w.]+)\s*=\s*(.*?)(?:\s+#\s*(.*))?$", stripped):
+            why = " ".join(pending + ([m.group(3)] if m.group(3) else []))
+            notes[(section, m.group(1))], pending = why, []
+    import textwrap
+
+    def cli(v: Any) -> str:  # as an override is typed: true/false, plain strings, comma lists
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return ",".join(map(cli, v)) if isinstance(v, (list, tuple)) else str(v)
+
+    head = " ".join(header)
+    head = head.split(":", 1)[1].strip() if head.startswith(name + ":") else head
+    lines = textwrap.wrap(f"preset {name}: {head}", 116, subsequent_indent="  ")
+    changed = 0
+    for sec, fields in sets.items():
+        lines.append(f"[{sec}]")
+        for key, value in fields.items():
+            default = defaults.get(sec, {}).get(key, "?")
+            same = value == default or (isinstance(default, (list, tuple)) and list(default) == value)
+            changed += not same
+            why = notes.get((sec, key))
+            lines.append(f"  --{sec}.{key} {cli(value)}" + ("  (= default)" if same else f"  (default {cli(default)})")
+                         + (f"  # {why}" if why else ""))
+    lines.append(f"{changed} fields differ from the defaults; every other field keeps its default "
+                 "(`pgolf presets` lists them all).")
+    return "\n".join(lines)
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     import typing
 
+    if getattr(args, "name", None):
+        print(describe_preset(args.name))
+        return 0
     print("presets: " + ", ".join(preset_names()))
     for section, cls in SECTIONS.items():
         hints = typing.get_type_hints(cls)
@@ -448,7 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--codec", required=True, help="zlib|zstd|lzma|brotli, each optionally +shuffle, rans or rans-ctx")
     pk.add_argument("--out", help="write the re-encoded artifact here (default: report only)")
     pk.add_argument("--codecs", help="per-tensor report codecs, as for info (default rans + the target's compressor)")
-    sub.add_parser("presets", help="list presets and every configuration field")
+    pr = sub.add_parser("presets", help="list presets and every configuration field; with NAME, what that preset "
+                        "sets against the defaults and why")
+    pr.add_argument("name", nargs="?", help="a preset: print the fields it sets, their defaults and its comments")
     from pgolf.data.cli import add_data_parser
     from pgolf.experiments.cli import add_experiment_parsers
 
@@ -463,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.verb in ("run", "train"):
             return cmd_run(args, extra, train_only=args.verb == "train")
-        if args.verb in ("quantize", "eval", "check-legal"):  # dotted overrides, e.g. --eval.lora_order length
+        if args.verb in ("quantize", "eval", "check-legal"):  # dotted overrides, e.g. --quant.calib_seqs 8, --eval.lora_order length
             args.overrides, extra = extra, []
         if getattr(args, "experiment_verb", None):  # compare, report, seeds, submit: pgolf.experiments.cli
             from pgolf.experiments.cli import run_experiment_command

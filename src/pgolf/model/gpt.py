@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from pgolf.model.attention import build_attention_context
 from pgolf.model.config import GPTConfig
 from pgolf.model.extras import BigramHash, SmearGate, ValueEmbedding
+from pgolf.model.fused import linear_softcap_cross_entropy
 from pgolf.model.layers import Block, CastedLinear, Rotary, rms_norm
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class GPT(nn.Module):
         if self.lm_head is not None:
             self.lm_head._zero_init = True  # baseline: untied head starts at zero
         self.looping_active = False
+        self._fused = True
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -108,6 +110,17 @@ class GPT(nn.Module):
                         module.weight.mul_(proj_scale)
 
     # ----------------------------------------------------------------------------------------------------- forward
+
+    @property
+    def fused_cpu_kernels(self) -> bool:
+        """model/fused.py kernels on CPU (training loss, MLP activation); False = the reference ops everywhere."""
+        return self._fused
+
+    @fused_cpu_kernels.setter
+    def fused_cpu_kernels(self, on: bool) -> None:
+        self._fused = bool(on)
+        for block in self.blocks:
+            block.mlp.fused = self._fused
 
     def set_looping(self, active: bool) -> None:
         """Depth recurrence on/off (R0405 turns it on at ENABLE_LOOPING_AT); a no-op when cfg.num_loops == 0."""
@@ -204,10 +217,24 @@ class GPT(nn.Module):
         return cap * torch.tanh(z / cap) if cap > 0 else z
 
     def forward(self, idx: Tensor, targets: Tensor | None = None) -> Tensor:
+        if targets is not None and self._fused_head_ok(idx):
+            h = self.hidden(idx)
+            w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+            if self.lm_head is not None and self.lm_head.weight_fn is not None:
+                w = self.lm_head.weight_fn(w)  # QAT fake-quant of an untied head
+            return linear_softcap_cross_entropy(h.reshape(-1, h.size(-1)), w.to(h.dtype), targets,
+                                                self.cfg.logit_softcap)
         logits = self.logits(idx)
         if targets is None:
             return logits
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+
+    def _fused_head_ok(self, idx: Tensor) -> bool:
+        """CPU training loss through model/fused.py (chunked head + softcap + CE); CUDA keeps the reference ops, and
+        an untied head with forward hooks (calibration) goes through its module."""
+        if idx.device.type != "cpu" or not self.fused_cpu_kernels or torch.is_autocast_enabled("cpu"):
+            return False  # (CPU bf16 autocast would run the chunk matmuls in bf16)
+        return self.lm_head is None or not (self.lm_head._forward_hooks or self.lm_head._forward_pre_hooks)
 
     def per_token_loss(self, idx: Tensor, targets: Tensor) -> Tensor:
         """fp32 NLL in nats, (B, T), no reduction."""

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.model.attention import AttentionContext, attend
+from pgolf.model.fused import leaky_relu_square
 
 if TYPE_CHECKING:
     from pgolf.model.config import GPTConfig
@@ -163,10 +164,14 @@ class MLP(nn.Module):
         self.proj = CastedLinear(hidden, dim)
         self.proj._zero_init = True  # down-proj starts at zero (every record)
         self.act = act
+        self.fused = True  # leaky_relu_square on CPU (GPT.fused_cpu_kernels switches it)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.fc(x)  # (B, T, hidden)
-        h = F.leaky_relu(h, negative_slope=0.5) if self.act == "leaky_relu2" else torch.relu(h)
+        slope = 0.5 if self.act == "leaky_relu2" else 0.0
+        if h.device.type == "cpu" and self.fused:
+            return self.proj(leaky_relu_square(h, slope))  # same values, one-tensor backward (model/fused.py)
+        h = F.leaky_relu(h, negative_slope=slope) if slope else torch.relu(h)
         return self.proj(h.square())  # (B, T, C)
 
 
@@ -184,12 +189,16 @@ class Block(nn.Module):
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))).float())  # (2, C)
         self.ln_scale = 1.0 / math.sqrt(layer_idx + 1) if cfg.ln_scale else 1.0  # PR #315
 
+    def _norm(self, x: Tensor) -> Tensor:
+        n = rms_norm(x)
+        return n * self.ln_scale if self.ln_scale != 1.0 else n  # ×1.0 is the identity: skip the pass
+
     def _attn(self, x_in: Tensor, ctx: AttentionContext, xsa: bool, ve: Tensor | None) -> Tensor:
-        out = self.attn(rms_norm(x_in) * self.ln_scale, ctx, xsa=xsa, ve=ve)
+        out = self.attn(self._norm(x_in), ctx, xsa=xsa, ve=ve)
         return self.attn_scale.to(out.dtype)[None, None, :] * out
 
     def _mlp(self, x: Tensor) -> Tensor:
-        out = self.mlp(rms_norm(x) * self.ln_scale)
+        out = self.mlp(self._norm(x))
         return self.mlp_scale.to(out.dtype)[None, None, :] * out
 
     def _mix(self, x: Tensor, x0: Tensor) -> Tensor:
@@ -198,6 +207,7 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, x0: Tensor, ctx: AttentionContext, *, xsa: bool = False,
                 ve: Tensor | None = None) -> Tensor:
+        # The records' op order (an addcmul would save a pass but round differently from their forward).
         x = self._mix(x, x0)  # (B, T, C)
         x = x + self._attn(x, ctx, xsa, ve)
         return x + self._mlp(x)

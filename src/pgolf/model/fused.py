@@ -1,0 +1,92 @@
+"""Fused CPU training kernels written with plain PyTorch ops (no compiler): same maths, fewer passes over memory.
+
+* `linear_softcap_cross_entropy(h, w, targets, cap)`: mean CE of softcap·tanh((h Wᵀ)/softcap), the head and loss of
+  every record, computed in row chunks so the (N, V) logits never exist at once: each chunk's logits, softmax and
+  gradient stay in cache (the idea of the records' fused softcapped CE kernel and of Liger's fused linear CE).
+  The forward also computes the gradients w.r.t. h and W (the loss is a scalar, so backward only rescales them).
+* `leaky_relu_square(h, slope)`: leaky_relu(h, slope)² as h·leaky_relu(h, slope²) (bit-identical forward for
+  slope 0.5 or 0: multiplying by a power of two is exact), with the backward 2·g·leaky_relu(h, slope²) from one
+  saved tensor instead of autograd's pow/mul/leaky_relu chain.
+
+Both are used on CPU in training (GPT.forward with targets, MLP); evaluation and CUDA keep the reference ops.
+Run the tests: `pytest tests/model/test_fused.py -q`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+CE_CHUNK_ROWS = 512
+"""Rows per chunk: 512 × V=1024 fp32 logits = 2 MB, cache-resident on common CPUs."""
+
+
+class _LinearSoftcapCE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h: Tensor, w: Tensor, targets: Tensor, cap: float, chunk: int) -> Tensor:  # type: ignore[override]
+        n = h.size(0)
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_h = torch.empty_like(h) if need_h else None
+        grad_w = torch.zeros_like(w) if need_w else None
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        inv_n = 1.0 / n
+        for start in range(0, n, chunk):
+            hc, tc = h[start:start + chunk], targets[start:start + chunk]
+            z = hc @ w.t()  # (c, V)
+            if cap > 0:
+                t = z.div_(cap).tanh_()  # tanh(z / cap), in place
+                s = t * cap
+            else:
+                t, s = None, z
+            lse = torch.logsumexp(s, dim=-1)  # (c,)
+            rows = torch.arange(hc.size(0), device=h.device)
+            total += (lse - s[rows, tc]).sum()
+            if need_h or need_w:
+                g = s.sub_(lse[:, None]).exp_()  # softmax, reusing s
+                g[rows, tc] -= 1.0
+                g.mul_(inv_n)
+                if t is not None:
+                    g.addcmul_(g, t.square_(), value=-1.0)  # · (1 − tanh²): d softcap / dz
+                if need_h:
+                    torch.mm(g, w, out=grad_h[start:start + chunk])
+                if need_w:
+                    grad_w.addmm_(g.t(), hc)
+        ctx.save_for_backward(*(x for x in (grad_h, grad_w) if x is not None))
+        ctx.has = (need_h, need_w)
+        return total * inv_n
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        saved = list(ctx.saved_tensors)
+        need_h, need_w = ctx.has
+        gh = saved.pop(0) * grad_out if need_h else None
+        gw = saved.pop(0) * grad_out if need_w else None
+        return gh, gw, None, None, None
+
+
+def linear_softcap_cross_entropy(h: Tensor, w: Tensor, targets: Tensor, cap: float,
+                                 chunk: int = CE_CHUNK_ROWS) -> Tensor:
+    """mean_i CE(softcap(h_i Wᵀ), y_i); h (N, C), w (V, C), targets (N,) int64. Equals
+    F.cross_entropy(cap·tanh(F.linear(h, w)/cap), targets) within float rounding (chunked sums)."""
+    if h.dtype != w.dtype:
+        raise ValueError(f"h is {h.dtype} but w is {w.dtype}")
+    return _LinearSoftcapCE.apply(h.contiguous(), w, targets.reshape(-1), float(cap), int(chunk))
+
+
+class _LeakyReLUSquare(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h: Tensor, slope: float) -> Tensor:  # type: ignore[override]
+        r = F.leaky_relu(h, slope * slope) if slope else torch.relu(h)  # h for h > 0, slope²·h below
+        ctx.save_for_backward(r)
+        return h * r
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        (r,) = ctx.saved_tensors
+        return (g * r).mul_(2.0), None
+
+
+def leaky_relu_square(h: Tensor, slope: float) -> Tensor:
+    """leaky_relu(h, slope)² (slope 0 = relu²) with a one-tensor backward."""
+    return _LeakyReLUSquare.apply(h, float(slope))

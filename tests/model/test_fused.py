@@ -1,0 +1,119 @@
+"""Fused CPU kernels (model/fused.py) against the reference ops: values and gradients, and the GPT loss with them.
+
+    python -m pytest tests/model/test_fused.py -q
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pgolf.model.fused import leaky_relu_square, linear_softcap_cross_entropy
+from pgolf.model.gpt import GPT
+from pgolf.model.layers import Block, rms_norm
+from tests.model.conftest import ALL_ON, randomize, tiny_config
+
+
+def _grads(fn, *xs):
+    for x in xs:
+        x.grad = None
+    out = fn()
+    out.backward()
+    return out.detach(), [x.grad.clone() for x in xs]
+
+
+@pytest.mark.parametrize("cap, n, chunk", [(30.0, 300, 64), (30.0, 64, 512), (0.0, 100, 32), (5.0, 97, 10)])
+def test_linear_softcap_ce_matches_reference(cap, n, chunk):
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(n, 24, generator=gen).requires_grad_()
+    w = (torch.randn(50, 24, generator=gen) * 2.0).requires_grad_()  # large logits: the softcap matters
+    y = torch.randint(0, 50, (n,), generator=gen)
+
+    def ref():
+        z = F.linear(h, w)
+        return F.cross_entropy(cap * torch.tanh(z / cap) if cap else z, y)
+
+    l_ref, (gh_ref, gw_ref) = _grads(ref, h, w)
+    l_f, (gh, gw) = _grads(lambda: linear_softcap_cross_entropy(h, w, y, cap, chunk), h, w)
+    torch.testing.assert_close(l_f, l_ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(gh, gh_ref, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(gw, gw_ref, rtol=1e-4, atol=1e-6)
+    _, (gh2,) = _grads(lambda: 3.0 * linear_softcap_cross_entropy(h, w.detach(), y, cap, chunk), h)
+    torch.testing.assert_close(gh2, 3.0 * gh_ref, rtol=1e-4, atol=1e-6)  # backward scales by grad_output
+
+
+@pytest.mark.parametrize("slope", [0.5, 0.0])
+def test_leaky_relu_square_is_bit_identical(slope):
+    x = torch.randn(64, 40, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    g = torch.randn(64, 40, generator=torch.Generator().manual_seed(2))
+
+    def ref():
+        a = F.leaky_relu(x, slope) if slope else torch.relu(x)
+        return (a.square() * g).sum()
+
+    out_ref, (gx_ref,) = _grads(ref, x)
+    assert torch.equal(leaky_relu_square(x, slope), (F.leaky_relu(x, slope) if slope else torch.relu(x)).square())
+    out, (gx,) = _grads(lambda: (leaky_relu_square(x, slope) * g).sum(), x)
+    assert torch.equal(gx, gx_ref)
+
+
+@pytest.mark.parametrize("overrides", [{}, ALL_ON, {**ALL_ON, "tie_embeddings": True, "logit_softcap": 0.0}])
+def test_gpt_loss_and_grads_with_fused_kernels_match_the_reference_ops(overrides):
+    torch.manual_seed(0)
+    model = randomize(GPT(tiny_config(**overrides))).train()
+    idx = torch.randint(0, 64, (3, 20), generator=torch.Generator().manual_seed(4))
+    x, y = idx[:, :-1], idx[:, 1:]
+
+    def run(fused: bool):
+        model.fused_cpu_kernels = fused
+        model.zero_grad(set_to_none=True)
+        loss = model(x, y)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    l_ref, g_ref = run(False)
+    l_f, g_f = run(True)
+    assert model.blocks[0].mlp.fused
+    torch.testing.assert_close(l_f, l_ref, rtol=1e-6, atol=1e-6)
+    for name in g_ref:
+        torch.testing.assert_close(g_f[name], g_ref[name], rtol=1e-4, atol=1e-6, msg=name)
+    model.eval()
+    with torch.no_grad():  # the reference formula of the loss, from the logits
+        logits = model(x)
+        torch.testing.assert_close(model(x, y), F.cross_entropy(logits.reshape(-1, 64), y.reshape(-1)),
+                                   rtol=1e-6, atol=1e-6)
+
+
+def test_untied_head_qat_weight_fn_goes_through_the_fused_loss():
+    torch.manual_seed(0)
+    model = randomize(GPT(tiny_config(tie_embeddings=False))).train()
+    model.lm_head.weight_fn = torch.round  # a visible weight map (QAT installs fake-quant here)
+    idx = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(5))
+    fused = model(idx[:, :-1], idx[:, 1:])
+    model.fused_cpu_kernels = False
+    torch.testing.assert_close(fused, model(idx[:, :-1], idx[:, 1:]), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("ln_scale", [True, False])
+def test_block_is_the_records_formula_bit_for_bit(ln_scale):
+    """x_in = m0·x + m1·x0; x = x_in + s_a ⊙ attn(norm(x_in)·ln); out = x + s_m ⊙ mlp(norm(x)·ln), in their op order
+    (ln = 1 skips the ×1.0 pass, which is exact)."""
+    torch.manual_seed(0)
+    cfg = tiny_config(ln_scale=ln_scale)
+    model = randomize(GPT(cfg))
+    block: Block = model.blocks[2]
+    gen = torch.Generator().manual_seed(6)
+    x, x0 = torch.randn(2, 9, 32, generator=gen), torch.randn(2, 9, 32, generator=gen)
+    from pgolf.model.attention import build_attention_context
+
+    idx = torch.zeros(2, 9, dtype=torch.long)
+    cos, sin = model.rotary(9, x.device)
+    ctx = build_attention_context(idx, cos, sin, doc_isolation=False, bos_id=1, backend="sdpa")
+    with torch.no_grad():
+        out = block(x, x0, ctx)
+        ln = block.ln_scale
+        x_in = block.resid_mix[0][None, None, :] * x + block.resid_mix[1][None, None, :] * x0
+        h = x_in + block.attn_scale[None, None, :] * block.attn(rms_norm(x_in) * ln, ctx)
+        ref = h + block.mlp_scale[None, None, :] * block.mlp(rms_norm(h) * ln)
+    assert torch.equal(out, ref)
