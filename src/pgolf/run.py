@@ -23,7 +23,7 @@ import torch
 
 import pgolf
 from pgolf.config import RunConfig, config_from_dict
-from pgolf.data.bytes import ByteLUT, build_byte_lut
+from pgolf.data.bytes import BYTES_LUT, ByteLUT, build_byte_lut, validation_bytes
 from pgolf.data.corpus import DatasetInfo, resolve_dataset
 from pgolf.data.loader import DistributedTokenLoader, load_validation_tokens
 from pgolf.data.tokenizer import load_tokenizer
@@ -86,21 +86,28 @@ class DataBundle:
     lut: ByteLUT
     val_tokens: torch.Tensor
     tokenizer_sha256: str
+    target_bytes: torch.Tensor | None = None
+    """Bytes credited per val token (data/bytes.py validation_bytes); None = from the LUT."""
+    byte_accounting: str = BYTES_LUT
+    """"sidecar" (the dataset's val byte sidecar, CaseOps) or "lut" (the tokenizer's piece table)."""
 
 
-def data_stage(cfg: RunConfig, dist_info: DistInfo, logger: RunLogger) -> DataBundle:
-    """Resolve (and on first use prepare) the dataset, check the tokenizer against the model, load validation."""
+def data_stage(cfg: RunConfig, dist_info: DistInfo, logger: RunLogger, *, require_train: bool = True) -> DataBundle:
+    """Resolve (and on first use prepare) the dataset, check the tokenizer against the model, load validation and
+    its per-token bytes (the sidecar if the dataset has one, else the LUT). require_train=False: eval-only data."""
     if dist_info.is_main:
-        dataset = resolve_dataset(cfg.data, progress=logger.progress_mode)
+        dataset = resolve_dataset(cfg.data, require_train=require_train, progress=logger.progress_mode)
     barrier()
     if not dist_info.is_main:
-        dataset = resolve_dataset(cfg.data)
+        dataset = resolve_dataset(cfg.data, require_train=require_train)
     sp = load_tokenizer(dataset.tokenizer_path)
     lut = build_byte_lut(sp, cfg.model.vocab_size, name=str(dataset.tokenizer_path))
     val_tokens = load_validation_tokens(dataset.val_files, cfg.eval_seq_len, cfg.data.val_max_tokens)
+    target_bytes, accounting = validation_bytes(dataset, sp, val_tokens, lut)
     logger.event("data", dir=str(dataset.data_dir), train_tokens=dataset.num_train_tokens,
-                 val_tokens=int(val_tokens.numel() - 1), vocab=cfg.model.vocab_size)
-    return DataBundle(dataset, lut, val_tokens, sha256_file(dataset.tokenizer_path))
+                 val_tokens=int(val_tokens.numel() - 1), vocab=cfg.model.vocab_size,
+                 bytes="LUT" if accounting == BYTES_LUT else accounting)
+    return DataBundle(dataset, lut, val_tokens, sha256_file(dataset.tokenizer_path), target_bytes, accounting)
 
 
 def build_model(cfg: RunConfig, device: torch.device) -> GPT:
@@ -109,7 +116,10 @@ def build_model(cfg: RunConfig, device: torch.device) -> GPT:
 
 
 def val_target_bytes(data: DataBundle) -> torch.Tensor:
-    """Bytes credited per val token (entry i: token i as a target; eval/score.py), from the tokenizer LUT."""
+    """Bytes credited per val token (entry i: token i as a target; eval/score.py): the sidecar or LUT bytes
+    data_stage chose, else (a bundle built by hand) from the tokenizer LUT."""
+    if data.target_bytes is not None:
+        return data.target_bytes
     return lut_target_bytes(data.lut, data.val_tokens)
 
 
@@ -229,7 +239,8 @@ def calibration_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], recip
 def quantize_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], run_dir: Path, logger: RunLogger, *,
                    tokenizer_sha256: str | None = None, artifact_path: Path | None = None,
                    looping_active: bool = False, progress: bool = False, dataset: DatasetInfo | None = None,
-                   val_tokens: torch.Tensor | None = None, device: torch.device | None = None) -> PackResult:
+                   val_tokens: torch.Tensor | None = None, device: torch.device | None = None,
+                   byte_accounting: str | None = None) -> PackResult:
     """Quantize with the configured recipe, pack with the configured codec, write the artifact atomically.
 
     Hessian recipes first run `calibration_stage` (needs `dataset` for train/val sources); its time is reported
@@ -247,6 +258,7 @@ def quantize_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], run_dir:
         "model": asdict(cfg.model), "recipe": recipe.name, "codec": cfg.pack.codec,
         "tokenizer_sha256": tokenizer_sha256, "pgolf_version": pgolf.__version__, "config": cfg.to_dict(),
         "looping_active": looping_active, "recipe_spec": asdict(recipe),
+        "byte_accounting": byte_accounting,  # "sidecar" | "lut" | None (unknown); pgolf eval refuses a mismatch
     }
     code_bytes = measure_code_bytes(cfg=cfg)  # the counted script of this configuration
     fit_info = None
@@ -289,6 +301,11 @@ def roundtrip_stage(artifact_path: Path, cfg: RunConfig, data: DataBundle, devic
     model, manifest = load_model_from_artifact(blob, device=device)
     if data.tokenizer_sha256 and manifest.get("tokenizer_sha256") not in (None, data.tokenizer_sha256):
         logger.event("warning", note="artifact was trained with a different tokenizer file than the one scored")
+    if manifest.get("byte_accounting") not in (None, data.byte_accounting):
+        raise ValueError(f"{artifact_path}: the artifact was scored with byte accounting "
+                         f"{manifest['byte_accounting']!r} but {data.dataset.data_dir} gives {data.byte_accounting!r} "
+                         "(a CaseOps model needs its val byte sidecar; a plain model the tokenizer's LUT): "
+                         "point --data-dir at the data the model was trained on")
     return evaluate(model, data.val_tokens, val_target_bytes(data), cfg.eval, seq_len=cfg.eval_seq_len,
                     device=device, bos_id=cfg.model.bos_id, progress=progress, max_seconds=cfg.eval.max_seconds)
 
@@ -303,7 +320,8 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, dist_info: DistInfo, logger: Run
                               "env": environment_info(), "world_size": dist_info.world_size}
     data = data_stage(cfg, dist_info, logger)
     record["data"] = {"dir": str(data.dataset.data_dir), "train_tokens": data.dataset.num_train_tokens,
-                      "val_tokens": int(data.val_tokens.numel() - 1), "tokenizer_sha256": data.tokenizer_sha256}
+                      "val_tokens": int(data.val_tokens.numel() - 1), "tokenizer_sha256": data.tokenizer_sha256,
+                      "bytes": data.byte_accounting}
     model, result = train_stage(cfg, data, run_dir, dist_info, logger, resume=resume)
     record["params"] = model.parameter_counts()
     record["train"] = result.to_dict()
@@ -319,7 +337,8 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, dist_info: DistInfo, logger: Run
     if dist_info.is_main:
         packed = quantize_stage(cfg, model.state_dict(), run_dir, logger, tokenizer_sha256=data.tokenizer_sha256,
                                 looping_active=model.looping_active, dataset=data.dataset,
-                                val_tokens=data.val_tokens, device=dist_info.device, progress=logger.progress_mode)
+                                val_tokens=data.val_tokens, device=dist_info.device,
+                                byte_accounting=data.byte_accounting, progress=logger.progress_mode)
         record["bytes"] = packed.bytes_report.to_dict()
         record["quant"] = {"recipe": cfg.quant.recipe, "seconds": packed.quantize_seconds,
                            "calibration": packed.calibration, "fit": packed.fit,
