@@ -66,23 +66,35 @@ def test_candidate_grids_follow_the_knobs():
         get_method("nope")
 
 
-def test_a_registered_method_is_usable_by_a_recipe(monkeypatch):
-    """The README's "Extending pgolf" example: one spec, then a recipe naming it."""
-    def halfmax(w, *, bits, hessian=None, frac=0.5):
-        w32 = w.detach().float()
-        return quantize_rtn(w32, bits, frac * w32.abs().amax(dim=1) / qmax_for_bits(bits)), {}
+def test_a_registered_method_is_usable_by_a_recipe(monkeypatch, tmp_path):
+    """The README's "Extending pgolf" example, as written there: one spec, then a recipe file amending its base."""
+    import dataclasses
 
-    monkeypatch.setitem(METHODS, "halfmax", None)
-    register_method(MethodSpec("halfmax", halfmax, "RTN at half the row max", fit_bits=True))
-    recipe = recipe_from_dict({"name": "t", "passthrough_max_numel": 0,
-                               "rules": [{"role": "*", "method": "halfmax", "bits": 4, "params": {"frac": 0.5}}]})
+    from pgolf.quant.recipes import get_recipe
+
+    def _fracmax_rtn(w, *, bits, hessian=None, frac=0.9):
+        w32 = w.detach().float()
+        qt = quantize_rtn(w32, bits, frac * w32.abs().amax(dim=1) / qmax_for_bits(bits))
+        return dataclasses.replace(qt, method="fracmax_rtn"), {}
+
+    monkeypatch.setitem(METHODS, "fracmax_rtn", None)
+    register_method(MethodSpec("fracmax_rtn", _fracmax_rtn, "RTN at a fraction of the row max", fit_bits=True))
+    path = tmp_path / "fracmax.toml"
+    path.write_text('base = "gptq-lite"\n[[amend]]\nrole = "mlp"\nmethod = "fracmax_rtn"\n'
+                    'params = { frac = 0.9 }\n')
+    recipe = dataclasses.replace(get_recipe(path), passthrough_max_numel=0)
     assert not recipe.needs_hessians
+    assert [r.params for r in recipe.rules if r.role == "mlp"] == [{"frac": 0.9}]
     w = _w()
-    qs, rows = quantize_state_dict({"blocks.0.mlp.fc.weight": w}, recipe)
-    ref = quantize_rtn(w, 4, 0.5 * w.abs().amax(dim=1) / 7)
-    assert torch.equal(qs.tensors["blocks.0.mlp.fc.weight"].q, ref.q) and rows[0]["method"] == "rtn"
+    qs, rows = quantize_state_dict({"blocks.0.mlp.fc.weight": w, "blocks.0.attn.c_q.weight": w}, recipe)
+    ref = quantize_rtn(w, 6, 0.9 * w.abs().amax(dim=1) / 31)
+    assert torch.equal(qs.tensors["blocks.0.mlp.fc.weight"].q, ref.q) and rows[0]["method"] == "fracmax_rtn"
+    assert rows[1]["method"] == "gptq_lite"
     assert dequantize_state(qs)["blocks.0.mlp.fc.weight"].shape == w.shape
-    with pytest.raises(ValueError, match="no QAT fake-quant rule for method 'halfmax'"):
-        fake_quant_rule("halfmax", 4, {})
-    with pytest.raises(ValueError, match="unknown method 'halfmaxx'"):
-        QuantRecipe(name="u", description="", rules=(TensorRule(role="*", method="halfmaxx"),)).validate()
+    assert get_method("fracmax_rtn").candidates(6, None, (1.0,), 1) == [(5, None), (6, None), (7, None)]
+    with pytest.raises(ValueError, match="no QAT fake-quant rule for method 'fracmax_rtn'"):
+        fake_quant_rule("fracmax_rtn", 4, {})
+    with pytest.raises(ValueError, match="takes no parameter 'fraq'"):
+        recipe_from_dict({"name": "u", "rules": [{"role": "*", "method": "fracmax_rtn", "params": {"fraq": 1}}]})
+    with pytest.raises(ValueError, match="unknown method 'fracmaxx'"):
+        QuantRecipe(name="u", description="", rules=(TensorRule(role="*", method="fracmaxx"),)).validate()
