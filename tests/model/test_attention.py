@@ -173,3 +173,17 @@ def test_cuda_varlen_equals_masked_sdpa():
     y = attend(q, k, v, ctx)
     ref = attend(q, k, v, build_attention_context(idx, cos, sin, doc_isolation=True, bos_id=BOS, backend="sdpa"))
     torch.testing.assert_close(y.float(), ref.float(), rtol=0, atol=2e-2)
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_masked_sdpa_equals_flex_attention_document_mask():
+    """A third implementation of the same rule: flex_attention (eager, forward) with a document block mask."""
+    flex = pytest.importorskip("torch.nn.attention.flex_attention")
+    idx = _rows()
+    gen = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(2, 8, h, 16, generator=gen) for h in (4, 2, 2))
+    starts = document_starts(idx, BOS)
+    bm = flex.create_block_mask(lambda b, h, qi, ki: (ki <= qi) & (ki >= starts[b, qi]), 2, None, 8, 8, device="cpu")
+    ref = flex.flex_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), block_mask=bm,
+                              enable_gqa=True).transpose(1, 2)
+    torch.testing.assert_close(attend(q, k, v, _ctx(idx, doc_isolation=True)), ref, rtol=1e-5, atol=1e-5)

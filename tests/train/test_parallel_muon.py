@@ -150,8 +150,9 @@ def _worker(rank: int, ws: int, port: int, out: str) -> None:
         res["rr"], res["rr_v"], _ = _run(Muon, rank=rank, ws=ws, clip=2.0, dist_grads=True)
         res["pm"], res["pm_v"], opt = _run(ParallelMuon, rank=rank, ws=ws, clip=2.0, dist_grads=True)
         res["state"] = opt.state_dict()  # collective: every rank
-        res["fb"], _, _ = _run(ParallelMuon, rank=rank, ws=ws, clip=2.0, dist_grads=True,
-                               native_reduce_scatter=False)
+        if ws == 2:  # the all_reduce + slice fallback (some gloo builds have no reduce-scatter)
+            res["fb"], _, _ = _run(ParallelMuon, rank=rank, ws=ws, clip=2.0, dist_grads=True,
+                                   native_reduce_scatter=False)
         saved: list = []
         counter = _Counter(saved)
         try:
@@ -201,7 +202,8 @@ def test_gloo_parallel_muon_equals_single_process_and_round_robin(tmp_path, ws):
         res = torch.load(f"{out}.{rank}")
         _assert_all_close(res["pm"], single, 1e-5)  # = one process with the averaged gradients
         _assert_all_close(res["pm"], res["rr"], 1e-5)  # = pgolf's round-robin distributed Muon
-        _assert_all_close(res["fb"], res["pm"], 1e-6)  # all_reduce + slice fallback = native reduce-scatter
+        if ws == 2:
+            _assert_all_close(res["fb"], res["pm"], 1e-6)  # all_reduce + slice fallback = native reduce-scatter
         _assert_all_close(res["pm_v"], single_v, 1e-5)  # the clip used the global norm of averaged gradients
         assert not res["fallback"]  # this gloo build has a native reduce-scatter
         assert set(res["state"]["state"]) == set(single_state) == set(range(len(SHAPES)))
