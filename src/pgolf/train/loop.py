@@ -121,7 +121,7 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     step, elapsed, tokens_seen, resumed_from = 0, 0.0, 0, 0
     history: list[dict[str, float]] = []
-    step_loss: list[float] = []  # every step's loss (already a Python float: no extra device sync)
+    losses: list[float] = []  # every step's loss (already a Python float: no extra device sync)
     qat_record: dict[str, Any] = {}  # step / lr_mult / calibration at switch-on
 
     if resume and ckpt_path.is_file():
@@ -137,7 +137,7 @@ def train(
         _set_rng_state(state["rng"])
         step, elapsed, tokens_seen = state["step"], state["elapsed_s"], state["tokens_seen"]
         history = list(state.get("history", []))
-        step_loss = list(state.get("step_loss", []))
+        losses = list(state.get("step_loss", []))
         if qat is not None and state.get("qat"):
             qat.load_state_dict(state["qat"]["state"])
             qat_record = dict(state["qat"].get("record", {}))
@@ -163,7 +163,7 @@ def train(
                 "elapsed_s": elapsed,
                 "tokens_seen": tokens_seen,
                 "history": history,
-                "step_loss": step_loss,
+                "step_loss": losses,
                 "qat": {"state": qat.state_dict(), "record": qat_record} if qat is not None else None,
                 "config": config_dict or {},
             })
@@ -233,7 +233,7 @@ def train(
         dt = time.perf_counter() - t0
         elapsed = _synced(elapsed + dt, device)
         step += 1
-        step_loss.append(round(last_loss, 5))
+        losses.append(round(last_loss, 5))
         tokens_seen += cfg.train_batch_tokens
         tok_s = cfg.train_batch_tokens / max(dt, 1e-9)
         if step % cfg.log_every == 0 or step == 1:
@@ -258,7 +258,7 @@ def train(
         ema.copy_to(model)
     model.eval()
     return TrainResult(steps=step, train_seconds=elapsed, tokens_seen=tokens_seen, final_loss=last_loss,
-                       stopped_by=stopped_by, resumed_from_step=resumed_from, history=history, step_loss=step_loss,
+                       stopped_by=stopped_by, resumed_from_step=resumed_from, history=history, step_loss=losses,
                        qat={**qat_record, **qat.summary()} if qat is not None else None, weights=weights)
 
 
