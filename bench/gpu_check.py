@@ -181,27 +181,24 @@ def train_check(preset: str, cfg, device, run_dir: Path, warmup: int) -> tuple[d
     return row, model
 
 
-def eval_check(model, cfg, device, modes: list[str], tokens: int) -> list[dict[str, Any]]:
+def eval_check(model, cfg, device, mode: str, tokens: int) -> dict[str, Any]:
     import torch
 
     from pgolf.eval.modes import evaluate
 
     val = synthetic_tokens(tokens + 1, cfg.model.vocab_size, cfg.model.bos_id, seed=10_000)
     target_bytes = torch.full((val.numel(),), 3, dtype=torch.int64)
-    rows = []
-    for mode in modes:
-        ecfg = dataclasses.replace(cfg.eval, mode=mode)
-        _sync(device)
-        t0 = _now()
-        res = evaluate(model, val, target_bytes, ecfg, seq_len=cfg.eval_seq_len, device=device,
-                       bos_id=cfg.model.bos_id, max_seconds=0)
-        _sync(device)
-        sec = _now() - t0
-        rows.append({"mode": mode, "tokens": tokens, "seconds": round(sec, 2), "tokens_per_s": round(tokens / sec),
-                     "val_bpb": round(res.val_bpb, 4),
-                     "stages_s": {k.removeprefix("seconds_"): round(v, 2) for k, v in (res.timing or {}).items()
-                                  if k.startswith("seconds_") and k != "seconds_total"}})
-    return rows
+    ecfg = dataclasses.replace(cfg.eval, mode=mode)
+    _sync(device)
+    t0 = _now()
+    res = evaluate(model, val, target_bytes, ecfg, seq_len=cfg.eval_seq_len, device=device,
+                   bos_id=cfg.model.bos_id, max_seconds=0)
+    _sync(device)
+    sec = _now() - t0
+    return {"mode": mode, "tokens": tokens, "seconds": round(sec, 2), "tokens_per_s": round(tokens / sec),
+            "val_bpb": round(res.val_bpb, 4),
+            "stages_s": {k.removeprefix("seconds_"): round(v, 2) for k, v in (res.timing or {}).items()
+                         if k.startswith("seconds_") and k != "seconds_total"}}
 
 
 def pack_check(model, cfg, device, run_dir: Path, tokens: int) -> dict[str, Any]:
@@ -246,11 +243,24 @@ def pack_check(model, cfg, device, run_dir: Path, tokens: int) -> dict[str, Any]
 # ---------------------------------------------------------------------------------------------------- driver
 
 
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
 class Checker:
-    def __init__(self, deadline_s: float) -> None:
-        self.t0, self.deadline = _now(), deadline_s
-        self.failures: list[dict[str, str]] = []
-        self.skipped: list[str] = []
+    """Runs stages in isolation; after each one the report so far is rewritten (atomically), so a run killed by its
+    time limit still leaves every finished stage on disk."""
+
+    def __init__(self, deadline_s: float, report: dict[str, Any], out: Path) -> None:
+        self.t0, self.deadline, self.report, self.out = _now(), deadline_s, report, out
+        self.failures: list[dict[str, str]] = report.setdefault("failures", [])
+        self.skipped: list[str] = report.setdefault("skipped", [])
+
+    def save(self) -> None:
+        self.report["total_s"] = round(_now() - self.t0, 1)
+        write_json_atomic(self.out, self.report)
 
     def run(self, name: str, fn: Callable[[], Any]) -> Any:
         if self.deadline and _now() - self.t0 > self.deadline:
@@ -268,6 +278,8 @@ class Checker:
                                   "traceback": traceback.format_exc()})
             print(f"[gpu_check] {name}: FAILED {type(exc).__name__}: {exc}", flush=True)
             return None
+        finally:
+            self.report.setdefault("stage_seconds", {})[name] = round(_now() - t, 2)
 
 
 def table(report: dict[str, Any]) -> str:
@@ -328,39 +340,45 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(min(2, torch.get_num_threads()))
     device = torch.device("cpu" if args.dry_run else "cuda")
     modes = [m for m in args.modes.split(",") if m] or list(EVAL_MODES)
-    check = Checker(args.time_limit)
     report: dict[str, Any] = {"format": "pgolf-gpu-check-v1", "dry_run": args.dry_run,
                               "argv": sys.argv[1:] if argv is None else argv, "env": {}, "train": [], "eval": {},
                               "pack": {}, "record_ms_per_step": RECORD_MS_PER_STEP,
                               "shape_note": f"records' global batch / {RECORD_GPUS} GPUs per step"}
+    out_path = Path(args.out)
+    check = Checker(args.time_limit, report, out_path)
     report["env"] = check.run("env", lambda: check_env(device)) or {}
+    check.save()
     with tempfile.TemporaryDirectory(prefix="pgolf-gpu-check-") as tmp:
         for preset in [s for s in args.presets.split(",") if s]:
             cfg = check.run(f"config:{preset}", lambda preset=preset: preset_config(preset, args))
             if cfg is None:
+                check.save()
                 continue
             run_dir = Path(tmp) / preset
             run_dir.mkdir(parents=True, exist_ok=True)
             out = check.run(f"train:{preset}", lambda: train_check(preset, cfg, device, run_dir, args.warmup))
             if out is None:
+                check.save()
                 continue
             row, model = out
             report["train"].append(row)
-            rows = check.run(f"eval:{preset}", lambda: eval_check(model, cfg, device, modes, args.eval_tokens))
-            if rows is not None:
-                report["eval"][preset] = rows
+            check.save()
+            report["eval"][preset] = []
+            for mode in modes:  # each mode its own stage: one failing mode does not hide the others
+                row = check.run(f"eval:{preset}:{mode}", lambda mode=mode: eval_check(model, cfg, device, mode,
+                                                                                   args.eval_tokens))
+                if row is not None:
+                    report["eval"][preset].append(row)
+                check.save()
             packed = check.run(f"pack:{preset}", lambda: pack_check(model, cfg, device, run_dir, args.eval_tokens))
             if packed is not None:
                 report["pack"][preset] = packed
+            check.save()
             del model
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    report["failures"], report["skipped"] = check.failures, check.skipped
-    report["total_s"] = round(_now() - check.t0, 1)
-    out_path = Path(args.out)
-    tmp_path = out_path.with_name(out_path.name + ".tmp")
-    tmp_path.write_text(json.dumps(report, indent=2, default=str))
-    os.replace(tmp_path, out_path)
+    report["complete"] = True
+    check.save()
     print(table(report))
     print(f"[gpu_check] wrote {out_path} in {report['total_s']} s; {len(check.failures)} failed stage(s)")
     return 1 if check.failures else 0

@@ -28,7 +28,8 @@ def test_dry_run_runs_every_stage(tmp_path):
 
     proc, report = _run(tmp_path, "--dry-run")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert report["dry_run"] and not report["failures"] and not report["skipped"]
+    assert report["dry_run"] and report["complete"] and not report["failures"] and not report["skipped"]
+    assert "train:sota-sp8192" in report["stage_seconds"] and "eval:record-11l:ttt-phased" in report["stage_seconds"]
     assert report["env"]["attention_auto"]["documents"] == "SDPA + block-diagonal mask"
     assert [r["preset"] for r in report["train"]] == ["record-11l", "sota-sp8192"]
     for r in report["train"]:
