@@ -3,7 +3,7 @@ slice, quantize + pack + round trip. One JSON, one table, exit status 1 if any s
 
     bench/gpu_check.sh                                   # on one CUDA GPU (< 8 min on an H100/H200-class device)
     python bench/gpu_check.py --out gpu_check.json --steps 20
-    python bench/gpu_check.py --dry-run                  # CPU, tiny sizes, the same stages (CI: tests/test_gpu_check.py)
+    python bench/gpu_check.py --dry-run                  # CPU, tiny sizes, same stages (tests/test_gpu_check.py)
     python bench/gpu_check.py --set quant.recipe=... --presets sota-sp8192 --modes standard,doc
 
 Stages, each timed and isolated (a failure is recorded with its traceback and the next stage still runs):

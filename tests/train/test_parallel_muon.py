@@ -224,7 +224,8 @@ def test_gloo_parallel_muon_equals_single_process_and_round_robin(tmp_path, ws):
         other = torch.load(f"{out}.{rank}")
         _assert_all_close(other["pm"], r0["pm"], 0)
         for i in r0["state"]["state"]:
-            assert torch.equal(other["state"]["state"][i]["momentum_buffer"], r0["state"]["state"][i]["momentum_buffer"])
+            mine, theirs = other["state"]["state"][i], r0["state"]["state"][i]
+            assert torch.equal(mine["momentum_buffer"], theirs["momentum_buffer"])
 
 
 def test_train_config_selects_the_implementation():
