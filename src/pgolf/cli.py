@@ -81,20 +81,25 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         layers.append(("overrides", parse_overrides(_split_overrides(extra))))
     cfg = build_config(layers)
     logger = RunLogger(None)
-    tok_sha, dataset = None, None
+    tok_sha, dataset, accounting = None, None, None
     try:
+        from pgolf.data.bytes import byte_accounting
+        from pgolf.data.tokenizer import load_tokenizer
+
         dataset = resolve_dataset(cfg.data)
         tok_sha = sha256_file(dataset.tokenizer_path)
+        accounting = byte_accounting(dataset, load_tokenizer(dataset.tokenizer_path))
     except (OSError, ValueError):
         pass
     out = Path(args.out) if args.out else run_dir / ARTIFACT_NAME
     packed = quantize_stage(cfg, weights, run_dir, logger, tokenizer_sha256=tok_sha, artifact_path=out,
-                            looping_active=looping_active, progress=sys.stderr.isatty(), dataset=dataset)
+                            looping_active=looping_active, progress=sys.stderr.isatty(), dataset=dataset,
+                            byte_accounting=accounting)
     report_path = out.with_suffix(".quant.json")
-    write_json_atomic(report_path, {"recipe": cfg.quant.recipe, "codec": cfg.pack.codec,
-                                    "bytes": packed.bytes_report.to_dict(), "seconds": packed.quantize_seconds,
-                                    "calibration": packed.calibration, "fit": packed.fit,
-                                    "tensors": packed.tensor_report})
+    report = {"recipe": cfg.quant.recipe, "codec": cfg.pack.codec, "bytes": packed.bytes_report.to_dict(),
+              "seconds": packed.quantize_seconds, "calibration": packed.calibration, "fit": packed.fit,
+              "tensors": packed.tensor_report}
+    write_json_atomic(report_path, report)
     _print_tensor_table(packed.tensor_report)
     if packed.fit:
         f = packed.fit
@@ -110,7 +115,16 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     print(packed.bytes_report.format())
     print(f"artifact: {out}\nreport: {report_path}")
     if args.eval:  # round trip: read the artifact back from disk, rebuild, score (the measured val_bpb)
-        _score_artifact(out, cfg, "auto")
+        report["eval"] = []  # one entry per scored dataset (--data-dir, repeatable; default the run's own)
+        for data_dir in args.data_dir or [None]:
+            dcfg = cfg if data_dir is None else build_config([*layers, ("--data-dir", {"data": {"data_dir": data_dir}})])
+            res, acc = _score_artifact(out, dcfg, "auto")
+            report["eval"].append({"data_dir": dcfg.data.data_dir, "mode": res.mode, "val_loss": res.val_loss,
+                                   "val_bpb": res.val_bpb, "tokens": res.num_tokens, "bytes": res.num_bytes,
+                                   "byte_accounting": acc})
+        write_json_atomic(report_path, report)
+    elif args.data_dir:
+        raise UsageError("--data-dir selects the datasets `quantize --eval` scores; add --eval")
     return 0
 
 
@@ -165,9 +179,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score_artifact(path: Path, cfg: Any, device: str) -> None:
+def _score_artifact(path: Path, cfg: Any, device: str) -> tuple[Any, str]:
     """Read the artifact back, rebuild the model, score it with cfg's data and eval settings, print the result
-    (`final_roundtrip` and, for modes that time their stages, `eval_timing`). Used by `eval` and `quantize --eval`."""
+    (`final_roundtrip` and, for modes that time their stages, `eval_timing`). Used by `eval` and `quantize --eval`.
+    The data may be eval-only (no train shard). Returns (EvalResult, byte accounting "sidecar"|"lut")."""
     from pgolf.log import RunLogger
     from pgolf.run import data_stage, roundtrip_stage
     from pgolf.train.distributed import init_distributed, shutdown_distributed
@@ -175,7 +190,7 @@ def _score_artifact(path: Path, cfg: Any, device: str) -> None:
     dist_info = init_distributed(device)
     logger = RunLogger(None, enabled=dist_info.is_main)
     try:
-        data = data_stage(cfg, dist_info, logger)
+        data = data_stage(cfg, dist_info, logger, require_train=False)
         res = roundtrip_stage(path, cfg, data, dist_info.device, logger, progress=logger.bar_mode)
     finally:
         shutdown_distributed()
@@ -184,6 +199,7 @@ def _score_artifact(path: Path, cfg: Any, device: str) -> None:
                  tokens_per_s=round(res.num_tokens / max(res.seconds, 1e-9), 1))
     if getattr(res, "timing", None):
         logger.event("eval_timing", **{k: round(v, 3) for k, v in res.timing.items()})
+    return res, data.byte_accounting
 
 
 def cmd_check_legal(args: argparse.Namespace) -> int:
@@ -454,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--budget", type=_byte_count, metavar="BYTES",
                    help="fit per-tensor bits/σ so code + model bytes land within 0.1%% under BYTES (e.g. 16e6)")
     q.add_argument("--eval", action="store_true", help="then read the artifact back and score its round-trip val_bpb")
+    q.add_argument("--data-dir", action="append", metavar="DIR",
+                   help="with --eval: score on this dataset (repeatable; eval-only datasets work); each score is "
+                        "recorded in the .quant.json 'eval' list (default: the run's own dataset)")
     q.add_argument("--weights", choices=("ema", "raw"),
                    help="which trained weights to quantize (default: the run's choice, train.ema_select)")
     e = sub.add_parser("eval", help="round-trip val_bpb of an artifact",
@@ -463,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--stride", type=int, help="sliding-window stride (0 = non-overlapping)")
     e.add_argument("--seq-len", type=int, help="evaluation context length")
     e.add_argument("--batch-seqs", type=int)
-    e.add_argument("--data-dir", help="dataset folder (default: the one the run used)")
+    e.add_argument("--data-dir", help="dataset folder (default: the one the run used); validation shards suffice "
+                   "(an eval-only dataset: `pgolf data prepare --val-only`)")
     e.add_argument("--val-max-tokens", type=int, help="score only the first N validation tokens (0 = all)")
     e.add_argument("--device", default="auto")
     e.add_argument("--mode", help="standard | sliding | doc | ttt-sgd | ttt-lora | ttt-phased")
