@@ -94,6 +94,13 @@ def check_env(device) -> dict[str, Any]:
     env["attention_auto"] = chosen_kernels("auto", device)
     env["varlen_attn"] = varlen_available(device)
     env["flash_attn_package"] = flash_available()
+    try:  # torch's FA3/FA4 activation hooks (need the flash-attn wheels; pgolf does not activate them)
+        import torch.nn.attention as tna
+
+        env["flash_impls_registered"] = tna.list_flash_attention_impls()
+        env["flash_impl_active"] = tna.current_flash_attention_impl()
+    except (ImportError, AttributeError):
+        env["flash_impls_registered"] = None
     return env
 
 
