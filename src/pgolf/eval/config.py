@@ -1,6 +1,6 @@
 """EvalConfig: how val_bpb is scored: the evaluation mode (eval/modes.py) and its test-time-training settings.
 
-Defaults of the ttt_* fields are the records' run values (parameter-golf.md §5.2–5.4); tests use tiny values.
+Defaults of the ttt_* fields are the records' run values (R0323, R0414, R0427); tests use tiny values.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ class EvalConfig:
     max_seconds: float = 0.0
     """Stop with a clear error when the projected evaluation time exceeds this (600 s in the challenge); 0 = off."""
 
-    # ---- full-model SGD score-first TTT (R0323 `eval_val_sliding_ttt`, PR #461; §5.2)
+    # ---- full-model SGD score-first TTT (R0323 `eval_val_sliding_ttt`, PR #461)
     ttt_chunk_tokens: int = 32768
     """Val stream chunk: score its windows, then train on it (TTT_CHUNK_TOKENS). Also the cosine unit of the
-    phased global SGD (§5.4)."""
+    phased global SGD (R0427)."""
     ttt_lr: float = 0.002
     """Peak SGD lr, cosine-decayed over chunks: lr·½(1+cos(π·ci/(N−1))) (TTT_LR)."""
     ttt_momentum: float = 0.9
@@ -52,7 +52,7 @@ class EvalConfig:
     ttt_freeze_blocks: int = 0
     """First N blocks kept frozen (TTT_FREEZE_BLOCKS; 0 in the record, 2 ablated)."""
 
-    # ---- per-document LoRA TTT (R0414/R0427 `BatchedTTTLoRA`; §5.3)
+    # ---- per-document LoRA TTT (R0414/R0427 `BatchedTTTLoRA`)
     ttt_lora_rank: int = 80
     """Rank (R0427 run: 80; R0414: 96)."""
     ttt_lora_alpha: float = 144.0
@@ -79,7 +79,7 @@ class EvalConfig:
     records: each GPU carries its own A, so scores depend on the world size); a fixed value (a multiple of the
     world size) gives the same scores on any number of processes. Irrelevant without ttt_lora_warm_start_a."""
 
-    # ---- phased global SGD (R0414/R0427 `eval_val_ttt_phased`; §5.4)
+    # ---- phased global SGD (R0414/R0427 `eval_val_ttt_phased`)
     phased_prefix_docs: int = 2500
     """Documents (in stream order) that feed the global SGD phases (R0427: 2500; R0414: 2000)."""
     phased_num_phases: int = 3
@@ -111,7 +111,7 @@ class EvalConfig:
 def check_length_order(cfg: EvalConfig) -> None:
     """Refuse the length-sorted LoRA queue where state crosses documents: the queue puts long documents from later
     in the stream before short earlier ones, so any carried state makes an earlier document's score depend on
-    later tokens (condition 1 of parameter-golf.md §5.1; the records did this, see eval/lora.py)."""
+    later tokens (condition 1 of parameter-golf issue #1017; the records did this, see eval/lora.py)."""
     if cfg.mode == "ttt-phased":
         raise ValueError(
             "eval.lora_order='length' with eval.mode='ttt-phased' is refused: the global SGD phases would train the "

@@ -1,5 +1,5 @@
-"""Per-document LoRA test-time training (R0414/R0427 `BatchedTTTLoRA`, `forward_ttt`; §5.3) and its phased
-variant with global SGD over already-scored documents (R0414/R0427 `eval_val_ttt_phased`; §5.4).
+"""Per-document LoRA test-time training (R0414/R0427 `BatchedTTTLoRA`, `forward_ttt`) and its phased
+variant with global SGD over already-scored documents (R0414/R0427 `eval_val_ttt_phased`).
 
     res = evaluate(model, val_tokens, target_bytes, EvalConfig(mode="ttt-lora"), seq_len=2048, device="cuda",
                    bos_id=1)
@@ -45,7 +45,7 @@ score depends on the number of GPUs). Batches go round-robin to ranks (lane l on
 fixed lanes value a single process keeps each lane's A and swaps it in, so any world size dividing lanes gives
 the same scores. Forwards run under bf16 autocast on CUDA.
 
-Phased (§5.4): the first phased_prefix_docs documents are split at phased_num_phases cumulative boundaries; after
+Phased (R0414/R0427): the first phased_prefix_docs documents are split at phased_num_phases cumulative boundaries; after
 the documents up to a boundary are scored, all base parameters take one epoch of SGD (lr phased_lr cosine over
 ttt_chunk_tokens chunks, momentum ttt_momentum, clip ttt_grad_clip, document-isolated attention) on those
 documents' tokens, a fresh LoRA is built, and the remaining documents are adapted on the updated base.
@@ -239,7 +239,7 @@ def adapt_documents(model: nn.Module, lora: DocumentLoRA, tokens: Tensor, spans:
 def global_sgd(model: nn.Module, tokens: Tensor, end: int, cfg: EvalConfig, *, seq_len: int, recorder,
                amp: torch.dtype | None = None) -> None:
     """Phased TTT's global step: one epoch of SGD on all base parameters over targets [0, end) (the scored
-    documents), cosine lr over ttt_chunk_tokens chunks, document-isolated attention (§5.4)."""
+    documents), cosine lr over ttt_chunk_tokens chunks, document-isolated attention (R0427)."""
     saved = model.cfg
     if dataclasses.is_dataclass(saved) and hasattr(saved, "doc_isolation"):
         model.cfg = dataclasses.replace(saved, doc_isolation=True)

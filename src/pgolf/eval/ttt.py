@@ -1,4 +1,4 @@
-"""Legal score-first test-time training with full-model SGD (R0323 `eval_val_sliding_ttt`, PR #461; §5.2).
+"""Legal score-first test-time training with full-model SGD (R0323 `eval_val_sliding_ttt`, PR #461).
 
     res = evaluate(model, val_tokens, target_bytes, EvalConfig(mode="ttt-sgd", stride=64), seq_len=2048, ...)
 
