@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     from pgolf.data.tokenizer import load_tokenizer
     from pgolf.eval.roundtrip import load_model_from_artifact
     from pgolf.model.gpt import GPT
-    from pgolf.pack.budget import measure_code_bytes
+    from pgolf.experiments.bundle import measure_code_bytes
     from pgolf.pack.container import encode_artifact
     from pgolf.quant.apply import quantize_state_dict
     from pgolf.quant.recipes import RECIPES, get_recipe

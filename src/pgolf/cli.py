@@ -271,7 +271,8 @@ def torch_device(name: str):
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from pgolf.pack.budget import ByteReport, format_byte_report, measure_code_bytes, tensor_byte_report
+    from pgolf.pack.budget import ByteReport, format_byte_report, tensor_byte_report
+    from pgolf.run import counted_code_bytes
     from pgolf.pack.container import artifact_codec, decode_artifact
 
     path = Path(args.artifact)
@@ -310,7 +311,7 @@ def _manifest_config(manifest: dict) -> Any:
         print("\nbytes of each tensor's codes compressed alone (entropy = order-0 bound; gap = bytes/entropy - 1):")
         print(format_byte_report(tensor_byte_report(qs, codecs)))
     print(f"artifact codec {artifact_codec(blob)}: {len(blob):,} bytes")
-    report = ByteReport(model_bytes=len(blob), code_bytes=measure_code_bytes(cfg=_manifest_config(manifest)))
+    report = ByteReport(model_bytes=len(blob), code_bytes=counted_code_bytes(_manifest_config(manifest)))
     print(report.format())
     return 0
 
@@ -336,7 +337,8 @@ def _same_tensor(a: Any, b: Any) -> bool:
 
 def cmd_pack(args: argparse.Namespace) -> int:
     """Re-encode an artifact with another codec (decode → encode → decode, verified bit-exact) and report bytes."""
-    from pgolf.pack.budget import ByteReport, format_byte_report, measure_code_bytes, tensor_byte_report
+    from pgolf.pack.budget import ByteReport, format_byte_report, tensor_byte_report
+    from pgolf.run import counted_code_bytes
     from pgolf.pack.container import CODEC_IDS, artifact_codec, decode_artifact, encode_artifact, write_artifact
 
     if args.codec not in CODEC_IDS:
@@ -369,7 +371,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     if args.out:
         write_artifact(args.out, new)
         print(f"wrote {args.out}")
-        print(ByteReport(model_bytes=len(new), code_bytes=measure_code_bytes(cfg=_manifest_config(manifest))).format())
+        print(ByteReport(model_bytes=len(new), code_bytes=counted_code_bytes(_manifest_config(manifest))).format())
     else:
         print("(dry run: pass --out PATH to write it)")
     return 0

@@ -33,7 +33,7 @@ from pgolf.eval.roundtrip import load_model_from_artifact
 from pgolf.io import atomic_write_json
 from pgolf.log import RunLogger
 from pgolf.model.gpt import GPT, format_parameter_counts
-from pgolf.pack.budget import ByteReport, check_budget, measure_code_bytes
+from pgolf.pack.budget import ByteReport, check_budget, script_code_bytes
 from pgolf.pack.container import encode_artifact, write_artifact
 from pgolf.quant.apply import quantize_state_dict
 from pgolf.quant.recipes import recipe_for
@@ -167,6 +167,17 @@ def train_stage(cfg: RunConfig, data: DataBundle, run_dir: Path, dist_info: Dist
     return model, result
 
 
+def counted_code_bytes(cfg: RunConfig | None) -> int:
+    """Code bytes charged against the cap: inside the single-file script its own size, else the size of the script
+    `pgolf bundle` writes for `cfg` (the bundler is tooling: never imported inside the script, nor by pack/)."""
+    own = script_code_bytes()
+    if own is not None:
+        return own
+    from pgolf.experiments.bundle import measure_code_bytes
+
+    return measure_code_bytes(cfg)
+
+
 @dataclass
 class PackResult:
     path: Path
@@ -260,7 +271,7 @@ def quantize_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], run_dir:
         "looping_active": looping_active, "recipe_spec": asdict(recipe),
         "byte_accounting": byte_accounting,  # "sidecar" | "lut" | None (unknown); pgolf eval refuses a mismatch
     }
-    code_bytes = measure_code_bytes(cfg=cfg)  # the counted script of this configuration
+    code_bytes = counted_code_bytes(cfg)  # the counted script of this configuration
     fit_info = None
     if cfg.pack.budget:  # fit per-tensor bits/σ to the byte budget with the real encoder (pack/fit.py)
         from pgolf.pack.fit import FitError, fit_to_budget

@@ -1,4 +1,5 @@
-"""ByteReport arithmetic/format, the budget check, and the code-bytes measure.
+"""ByteReport arithmetic/format, the budget check, and the code-bytes figure it is given (pgolf.run.counted_code_bytes:
+the bundler's measure outside the script, the script's own size inside it).
 
     python -m pytest tests/pack/test_budget.py -q
 """
@@ -10,7 +11,8 @@ import lzma
 
 import pytest
 
-from pgolf.pack.budget import BudgetError, ByteReport, check_budget, code_bundle, measure_code_bytes
+from pgolf.experiments.bundle import bundle_source, counted_source, measure_code_bytes, package_files
+from pgolf.pack.budget import BudgetError, ByteReport, check_budget, script_code_bytes
 
 
 def test_byte_report_matches_the_baseline_submission():
@@ -42,21 +44,27 @@ def test_measure_code_bytes_counts_the_compressed_single_file_script(tmp_path):
     (pkg / "sub" / "a.py").write_text("A = 1\n")
     (pkg / "unused.py").write_text("B = 2\n" * 50)  # not imported by pgolf.submission: not in the bundle
     (pkg / "notes.txt").write_text("not code\n")
-    bundle = code_bundle(pkg).decode()
+    bundle = bundle_source(package_files(pkg))
     assert "'pgolf/sub/a.py'" in bundle and "unused" not in bundle and "notes" not in bundle
-    counted = code_bundle(pkg, counted=True)
-    assert measure_code_bytes(pkg) == len(counted) == measure_code_bytes(pkg)  # deterministic
+    counted = counted_source(package_files(pkg)).encode()
+    assert measure_code_bytes(package_root=pkg) == len(counted) == measure_code_bytes(package_root=pkg)
     assert counted.startswith(b"import lzma as L,base64 as B\nexec(L.decompress(B.b85decode(")
     b85 = counted.split(b"b85decode('", 1)[1].split(b"')", 1)[0]
     minified = lzma.decompress(base64.b85decode(b85), format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
     assert b"Docstring" not in minified and b"comment" not in minified and b"A = 1" in minified
-    assert measure_code_bytes(pkg, codec="brotli") != measure_code_bytes(pkg)
-    n = measure_code_bytes()
-    assert n == measure_code_bytes() and 10_000 < n < 1_000_000  # the installed pgolf package
+    assert measure_code_bytes(package_root=pkg, codec="brotli") != measure_code_bytes(package_root=pkg)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no .py files"):
-        measure_code_bytes(tmp_path / "empty")
+        measure_code_bytes(package_root=tmp_path / "empty")
     with pytest.raises(ValueError, match="is not a directory"):
-        measure_code_bytes(tmp_path / "missing")
+        measure_code_bytes(package_root=tmp_path / "missing")
     with pytest.raises(ValueError, match="unknown counted-code codec"):
-        measure_code_bytes(pkg, codec="zlib")
+        measure_code_bytes(package_root=pkg, codec="zlib")
+
+
+def test_counted_code_bytes_outside_the_script_is_the_bundlers_measure():
+    from pgolf.run import counted_code_bytes
+
+    assert script_code_bytes() is None  # not running from the single-file script
+    n = counted_code_bytes(None)
+    assert n == measure_code_bytes() and 5_000 < n < 1_000_000  # the installed pgolf package

@@ -1,13 +1,14 @@
 """Bytes as the judge counts them: code bytes + compressed model bytes ≤ 16,000,000 decimal bytes (§6).
 
-    report = ByteReport(model_bytes=len(blob), code_bytes=measure_code_bytes())
+    report = ByteReport(model_bytes=len(blob), code_bytes=counted_code_bytes(cfg))   # pgolf.run
     print(report.format())   # model 15,815,847 + code 47,642 = 15,863,489 / 16,000,000 bytes (headroom 136,511)
     check_budget(report, allow_over=False)   # BudgetError when over the cap
 
 Code bytes: the records count the *compressed* code of the script that runs (R0414/R0427 minify, lzma/brotli and
 base85-wrap it: 122–158 KB of source count as 27.6–32.0 KB). pgolf counts its single-file submission script
-(`pgolf.experiments.bundle`): what the configured run executes (entry `pgolf.submission`, the closure rules of
-`pgolf.experiments.closure`) plus the preset files, minified (docstrings, comments, function annotations removed),
+(`pgolf.experiments.bundle.measure_code_bytes`, called by `pgolf.run.counted_code_bytes`; this module only takes
+the figure, and inside the script `script_code_bytes` reads the script's own size): what the configured run
+executes (entry `pgolf.submission`, the closure rules of `pgolf.experiments.closure`) plus the preset files, minified (docstrings, comments, function annotations removed),
 lzma-compressed and base85-wrapped in a self-extracting `exec` — the `train_gpt.py` that `pgolf bundle` and
 `pgolf submit` write, byte for byte. Deterministic for a given source tree, configuration and Python version.
 """
@@ -15,8 +16,6 @@ lzma-compressed and base85-wrapped in a self-extracting `exec` — the `train_gp
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
 
 from pgolf.pack.codecs import compress
 from pgolf.pack.config import CHALLENGE_BYTE_LIMIT
@@ -54,28 +53,15 @@ class ByteReport:
                 f"({tail})")
 
 
-def code_bundle(package_root: Path | None = None, *, counted: bool = False, codec: str = "lzma",
-                cfg: Any = None) -> bytes:
-    """The single-file script of configuration `cfg` (default: the cpu-demo preset) for the package at
-    `package_root` (default: the running pgolf): the readable bundle, or with `counted=True` its minified,
-    compressed, base85-wrapped form (what `measure_code_bytes` counts)."""
-    from pgolf.experiments.bundle import bundle_source, counted_source, package_files  # tooling, not in the script
+def script_code_bytes() -> int | None:
+    """Inside the single-file submission script: its own size in bytes (its importer records it); else None.
 
-    files = package_files(package_root)
-    text = counted_source(files, cfg, codec) if counted else bundle_source(files, cfg)
-    return text.encode("utf-8")
+    Outside the script the counted size is computed by the bundler (`pgolf.experiments.bundle.measure_code_bytes`,
+    tooling above this layer); `pgolf.run.counted_code_bytes` picks whichever applies."""
+    import pgolf
 
-
-def measure_code_bytes(package_root: Path | None = None, codec: str = "lzma", cfg: Any = None) -> int:
-    """Bytes of the counted single-file script of `cfg` (`code_bundle(..., counted=True)`); inside a running
-    script, that script's own size. `codec` is the wrapper's compressor: "lzma" (default) or "brotli"."""
-    if package_root is None:
-        import pgolf
-
-        own = getattr(getattr(pgolf, "__loader__", None), "code_bytes", None)
-        if own is not None:
-            return int(own)
-    return len(code_bundle(package_root, counted=True, codec=codec, cfg=cfg))
+    own = getattr(getattr(pgolf, "__loader__", None), "code_bytes", None)
+    return None if own is None else int(own)
 
 
 def check_budget(report: ByteReport, allow_over: bool) -> bool:
