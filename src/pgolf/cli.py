@@ -153,13 +153,10 @@ def _print_tensor_table(rows: list[dict]) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from pgolf.eval.modes import EvalTimeout
-    from pgolf.pack.container import decode_artifact
+    from pgolf.pack.validate import read_artifact, run_config
 
-    blob = Path(args.artifact).read_bytes()
-    _, manifest = decode_artifact(blob)
-    if "config" not in manifest:
-        raise UsageError(f"{args.artifact}: artifact manifest has no run configuration to evaluate with")
-    d = manifest["config"]
+    _, manifest, _ = read_artifact(args.artifact)  # decoded and validated in full before anything is built
+    d = run_config(manifest).to_dict()
     overrides: dict[str, dict[str, Any]] = {"eval": {}, "data": {}}
     for key, section, fieldname in (("mode", "eval", "mode"), ("max_seconds", "eval", "max_seconds"),
                                     ("stride", "eval", "stride"), ("seq_len", "eval", "seq_len"),
@@ -215,12 +212,12 @@ def cmd_check_legal(args: argparse.Namespace) -> int:
 
     args.artifact = args.artifact or args.artifact_path
     if args.artifact:
-        from pgolf.eval.roundtrip import load_model_from_artifact
-        from pgolf.pack.container import decode_artifact
+        from pgolf.eval.roundtrip import model_from_state
+        from pgolf.pack.validate import read_artifact, run_config
 
-        blob = Path(args.artifact).read_bytes()
-        cfg = config_from_dict(decode_artifact(blob)[1]["config"])
-        model, _ = load_model_from_artifact(blob)
+        qs, manifest, model_cfg = read_artifact(args.artifact)  # decoded and validated in full
+        cfg = run_config(manifest)
+        model = model_from_state(qs, manifest, model_cfg)
     else:  # a fresh --preset model with its zero-initialised projections filled, so attention reaches the output
         cfg = build_config([("preset", load_preset(args.preset))])
         model = informative_init(build_model(cfg, torch_device("cpu")), seed=args.seed)
@@ -273,11 +270,12 @@ def torch_device(name: str):
 def cmd_info(args: argparse.Namespace) -> int:
     from pgolf.pack.budget import ByteReport, format_byte_report, tensor_byte_report
     from pgolf.run import counted_code_bytes
-    from pgolf.pack.container import artifact_codec, decode_artifact
+    from pgolf.pack.container import artifact_codec
+    from pgolf.pack.validate import read_artifact
 
     path = Path(args.artifact)
+    qs, manifest, _ = read_artifact(path)  # decoded and validated in full
     blob = path.read_bytes()
-    qs, manifest = decode_artifact(blob)
     print(f"artifact: {path}")
     print(f"format: {manifest.get('format', 'pgolf-v1')}  recipe: {manifest.get('recipe')}  "
           f"codec: {manifest.get('codec')}  pgolf: {manifest.get('pgolf_version')}")
@@ -346,7 +344,9 @@ def cmd_pack(args: argparse.Namespace) -> int:
     path = Path(args.artifact)
     blob = path.read_bytes()
     old_codec = artifact_codec(blob)
-    qs, manifest = decode_artifact(blob)
+    from pgolf.pack.validate import read_artifact
+
+    qs, manifest, _ = read_artifact(path)  # decoded and validated in full
     manifest = {**manifest, "codec": args.codec}
     t0 = time.perf_counter()
     new = encode_artifact(qs, manifest, args.codec)

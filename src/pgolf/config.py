@@ -212,6 +212,8 @@ def _typed_value(tp: Any, raw: Any, key: str) -> Any:
 
 def merge(base: dict[str, dict[str, Any]], layer: Mapping[str, Mapping[str, Any]], where: str) -> None:
     """Merge `layer` into `base` in place, validating section and field names against the dataclasses."""
+    if not isinstance(layer, Mapping):
+        raise ValueError(f"{where} must be a table of sections, got {_kind(layer)}")
     for section, values in layer.items():
         if section not in SECTIONS:
             raise _unknown("section", section, list(SECTIONS), where)

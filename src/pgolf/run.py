@@ -29,7 +29,7 @@ from pgolf.data.loader import DistributedTokenLoader, load_validation_tokens
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.eval.modes import evaluate
 from pgolf.eval.score import EvalResult, lut_target_bytes
-from pgolf.eval.roundtrip import load_model_from_artifact
+from pgolf.eval.roundtrip import check_score, load_model_from_artifact
 from pgolf.io import atomic_write_json
 from pgolf.log import RunLogger
 from pgolf.model.gpt import GPT, format_parameter_counts
@@ -317,8 +317,10 @@ def roundtrip_stage(artifact_path: Path, cfg: RunConfig, data: DataBundle, devic
                          f"{manifest['byte_accounting']!r} but {data.dataset.data_dir} gives {data.byte_accounting!r} "
                          "(a CaseOps model needs its val byte sidecar; a plain model the tokenizer's LUT): "
                          "point --data-dir at the data the model was trained on")
-    return evaluate(model, data.val_tokens, val_target_bytes(data), cfg.eval, seq_len=cfg.eval_seq_len,
-                    device=device, bos_id=cfg.model.bos_id, progress=progress, max_seconds=cfg.eval.max_seconds)
+    res = evaluate(model, data.val_tokens, val_target_bytes(data), cfg.eval, seq_len=cfg.eval_seq_len,
+                   device=device, bos_id=cfg.model.bos_id, progress=progress, max_seconds=cfg.eval.max_seconds)
+    check_score(res.val_loss, res.val_bpb)  # a NaN score is an error (rc 2), never a result
+    return res
 
 
 # ------------------------------------------------------------------------------------------------ pgolf run

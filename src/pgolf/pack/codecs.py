@@ -66,14 +66,23 @@ def decompress(data: bytes, codec: str, max_size: int | None = None) -> bytes:
 
 def _decompress(data: bytes, codec: str, limit: int) -> tuple[bytes, bool, int]:
     """(output, stream complete, trailing byte count); output is at most limit + 1 bytes."""
-    if codec == "zlib":
-        d = zlib.decompressobj()
-        out = d.decompress(data, limit + 1)
-        return out, d.eof, len(d.unused_data)
-    if codec == "lzma":
-        d = lzma.LZMADecompressor()
-        out = d.decompress(data, max_length=limit + 1)
-        return out, d.eof, len(d.unused_data)
+    if codec in ("zlib", "lzma"):  # 1 MiB steps: peak memory ≈ the output, not the 2× of one growing buffer
+        d = zlib.decompressobj() if codec == "zlib" else lzma.LZMADecompressor()
+        out, pending = bytearray(), data
+        while len(out) <= limit:
+            step = min(1 << 20, limit + 1 - len(out))
+            if codec == "zlib":
+                piece = d.decompress(pending, step)
+                pending = d.unconsumed_tail
+            else:
+                piece = d.decompress(pending, max_length=step)
+                pending = b""
+            out += piece
+            if len(out) > limit:
+                raise CodecError(f"{codec} stream decompresses to more than the {limit:,}-byte limit")
+            if d.eof or (not piece and (not pending if codec == "zlib" else d.needs_input)):
+                break
+        return bytes(out), d.eof, len(d.unused_data)
     if codec == "zstd":
         declared = zstandard.frame_content_size(data)
         if declared > limit:

@@ -33,19 +33,19 @@ for both, header, scales, extras and passthrough go through brotli-11 + shuffle.
 
 The decoder trusts nothing: magic, version, codec, decompressed size, header length, JSON shape, dtype allowlist,
 shape × itemsize = nbytes, offsets tiling the payload, stream lengths, each rANS stream's dtype/shape against its
-row, the payload CRC, scale/code consistency. Every failure is an `ArtifactError` with a message; nothing allocates
-more than MAX_BODY_BYTES (decompressed body plus decoded codes).
+row, the payload CRC, scale/code consistency (pack/validate.py `assemble`). Every failure is an `ArtifactError` with a
+message; nothing allocates more than MAX_BODY_BYTES (decompressed body plus decoded codes; pack/format.py). The
+semantic checks (codes vs bits, finite values, the tensor table against the manifest's model) are
+`pgolf.pack.validate.validate_artifact`, which every command that reads an artifact runs (`read_artifact`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import struct
 import sys
 import zlib
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,15 +54,16 @@ from torch import Tensor
 from pgolf.io import atomic_write
 from pgolf.pack.codecs import CODECS, CodecError, byte_shuffle, byte_unshuffle, compress, decompress
 from pgolf.pack.entropy import EntropyDecodeError, decode_codes, encode_codes
+from pgolf.pack.format import (  # noqa: F401  (re-exported: the format's names have always lived here)
+    DTYPES, FORMAT_ID, KINDS, MAGIC, MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_NDIM, ArtifactError, is_uint, itemsize,
+)
+from pgolf.pack.validate import assemble
 from pgolf.quant.apply import QuantizedState, dtype_name
-from pgolf.quant.primitives import QuantizedTensor
 
-MAGIC = b"PGOLF\0"
 FORMAT_VERSION = 2
 """Newest container version this pgolf writes; plain zlib/zstd/lzma/brotli artifacts are still written as version 1
 (byte-identical to before), so older readers keep reading them."""
 READABLE_VERSIONS = (1, 2)
-FORMAT_ID = "pgolf-v1"  # the JSON header format (unchanged by version 2)
 CODEC_IDS: dict[str, int] = {
     "zlib": 1, "zstd": 2, "lzma": 3, "brotli": 4,
     "zlib+shuffle": 5, "zstd+shuffle": 6, "lzma+shuffle": 7, "brotli+shuffle": 8,
@@ -74,22 +75,9 @@ CODEC_VERSION = {name: (1 if cid <= 4 else 2) for name, cid in CODEC_IDS.items()
 RANS_INNER = "brotli+shuffle"
 """General codec of everything but the code blobs in a rans artifact (brotli-11 + shuffle: smallest on the fp16
 scales/passthrough of real artifacts, bench/pack.py)."""
-MAX_BODY_BYTES = 1 << 30  # 1 GiB decompressed: ~60× the 16 MB cap, far above any real artifact
-MAX_HEADER_BYTES = 64 << 20
-MAX_NDIM = 8
-DTYPES: dict[str, torch.dtype] = {
-    "int8": torch.int8, "uint8": torch.uint8, "int16": torch.int16, "int32": torch.int32, "int64": torch.int64,
-    "bool": torch.bool, "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
-    "float64": torch.float64,
-}
-KINDS = ("q", "scale", "extra", "passthrough")
 _PREFIX = len(MAGIC) + 2
 
 assert set(CODECS) <= set(CODEC_IDS)
-
-
-class ArtifactError(ValueError):
-    """The bytes are not a valid pgolf artifact (corrupt, truncated, unknown version/codec, inconsistent)."""
 
 
 # ------------------------------------------------------------------------------------------------ encode
@@ -128,15 +116,11 @@ def _layout(qs: QuantizedState) -> tuple[list[dict], list[bytes]]:
     return rows, chunks
 
 
-def _itemsize(dtype: str) -> int:
-    return torch.empty((), dtype=DTYPES[dtype]).element_size()
-
-
 def _runs(rows: list[dict]) -> list[tuple[int, int]]:
     """(byte length, element size) of each maximal run of consecutive rows with equal element size."""
     runs: list[tuple[int, int]] = []
     for row in rows:
-        k = _itemsize(row["dtype"])
+        k = itemsize(row["dtype"])
         if runs and runs[-1][1] == k:
             runs[-1] = (runs[-1][0] + row["nbytes"], k)
         else:
@@ -161,7 +145,7 @@ def _unshuffle(payload: bytes | memoryview, rows: Any) -> bytes:
     clean = []
     for i, row in enumerate(rows):
         if not (isinstance(row, dict) and isinstance(row.get("dtype"), str) and row["dtype"] in DTYPES
-                and _is_uint(row.get("nbytes"))):
+                and is_uint(row.get("nbytes"))):
             raise ArtifactError(f"tensor row {i}: dtype/nbytes missing or invalid")
         clean.append({"dtype": row["dtype"], "nbytes": row["nbytes"]})
     runs = _runs(clean)
@@ -294,7 +278,7 @@ def decode_artifact(data: bytes) -> tuple[QuantizedState, dict]:
         raise ArtifactError(f"payload is {len(payload):,} bytes but the header declares {header['payload_bytes']:,}")
     if zlib.crc32(payload) != header["payload_crc32"]:
         raise ArtifactError("payload CRC32 mismatch: the tensor bytes are corrupt")
-    return _assemble(header, payload), header["manifest"]
+    return assemble(header, payload), header["manifest"]
 
 
 def _decode_rans(data: bytes, codec: str) -> tuple[dict[str, Any], memoryview]:
@@ -315,7 +299,7 @@ def _decode_rans(data: bytes, codec: str) -> tuple[dict[str, Any], memoryview]:
     if header.get("layout") != codec:
         raise ArtifactError(f"a {codec} artifact must declare layout {codec!r}")
     rows, lens = header["tensors"], header.get("code_streams")
-    if not isinstance(lens, list) or not all(_is_uint(v) for v in lens):
+    if not isinstance(lens, list) or not all(is_uint(v) for v in lens):
         raise ArtifactError("rans artifact header has no valid 'code_streams' list")
     nq = len(lens)
     if nq > len(rows):
@@ -328,11 +312,11 @@ def _decode_rans(data: bytes, codec: str) -> tuple[dict[str, Any], memoryview]:
     codes = []
     for i, (row, m) in enumerate(zip(rows[:nq], lens)):
         if not (isinstance(row, dict) and row.get("kind") == "q" and row.get("dtype") == "int8"
-                and _is_uint(row.get("nbytes")) and isinstance(row.get("shape"), list)):
+                and is_uint(row.get("nbytes")) and isinstance(row.get("shape"), list)):
             raise ArtifactError(f"tensor row {i}: a code stream's row must be an int8 q row with shape and nbytes")
         if row["nbytes"] > budget:
             raise ArtifactError(f"tensor row {i}: {row['nbytes']:,} code bytes exceed the decode limit")
-        dims = [d for d in row["shape"] if _is_uint(d)]
+        dims = [d for d in row["shape"] if is_uint(d)]
         limit = min(budget, max([row["nbytes"], *dims]))  # empty tensors may have dims > 0 (shape (0, 4))
         try:
             arr = decode_codes(data[pos : pos + m], max_symbols=limit)
@@ -363,102 +347,9 @@ def _parse_header(raw: bytes) -> dict[str, Any]:
         if not isinstance(header.get(key), kind):
             raise ArtifactError(f"artifact header field {key!r} is missing or not a {kind.__name__}")
     for key in ("payload_bytes", "payload_crc32"):
-        if not _is_uint(header.get(key)):
+        if not is_uint(header.get(key)):
             raise ArtifactError(f"artifact header field {key!r} is missing or not a non-negative integer")
     for name, dt in header["dtypes"].items():
         if not (isinstance(dt, str) and dt in DTYPES):
             raise ArtifactError(f"tensor {name[:100]!r}: original dtype {str(dt)[:30]!r} is not allowed")
     return header
-
-
-def _is_uint(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _check_row(i: int, row: Any, expected_offset: int, payload_len: int) -> None:
-    if not isinstance(row, dict):
-        raise ArtifactError(f"tensor row {i} is not an object")
-    where = f"tensor row {i}"
-    if not isinstance(row.get("name"), str):
-        raise ArtifactError(f"{where}: 'name' is missing or not a string")
-    where = f"tensor row {i} ({row['name'][:100]!r})"
-    if not (isinstance(row.get("kind"), str) and row["kind"] in KINDS):
-        raise ArtifactError(f"{where}: kind {str(row.get('kind'))[:30]!r} is not one of {', '.join(KINDS)}")
-    if not (isinstance(row.get("dtype"), str) and row["dtype"] in DTYPES):
-        raise ArtifactError(f"{where}: dtype {str(row.get('dtype'))[:30]!r} is not allowed; allowed: "
-                            f"{', '.join(DTYPES)}")
-    shape = row.get("shape")
-    if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(_is_uint(d) for d in shape):
-        raise ArtifactError(f"{where}: shape must be a list of ≤ {MAX_NDIM} non-negative integers")
-    if math.prod(max(d, 1) for d in shape) > MAX_BODY_BYTES:
-        raise ArtifactError(f"{where}: shape {shape} is implausibly large")
-    offset, nbytes = row.get("offset"), row.get("nbytes")
-    if not _is_uint(offset) or not _is_uint(nbytes):
-        raise ArtifactError(f"{where}: offset and nbytes must be non-negative integers")
-    if offset != expected_offset:
-        raise ArtifactError(f"{where}: offset {offset:,} breaks the contiguous layout (expected {expected_offset:,})")
-    if offset + nbytes > payload_len:
-        raise ArtifactError(f"{where}: bytes [{offset:,}, {offset + nbytes:,}) run past the "
-                            f"{payload_len:,}-byte payload")
-    itemsize = torch.empty((), dtype=DTYPES[row["dtype"]]).element_size()
-    if math.prod(shape) * itemsize != nbytes:
-        raise ArtifactError(f"{where}: shape {shape[:MAX_NDIM]} × {itemsize} bytes ≠ nbytes {nbytes:,}")
-    if row["kind"] == "q":
-        if row["dtype"] != "int8" or not _is_uint(row.get("bits")) or not 1 <= row["bits"] <= 8:
-            raise ArtifactError(f"{where}: codes must be int8 with 1 ≤ bits ≤ 8")
-        if not isinstance(row.get("method"), str):
-            raise ArtifactError(f"{where}: 'method' is missing or not a string")
-    if row["kind"] == "extra" and not isinstance(row.get("key"), str):
-        raise ArtifactError(f"{where}: extra tensor without a string 'key'")
-
-
-def _tensor(payload: memoryview, row: dict) -> Tensor:
-    dtype, shape = DTYPES[row["dtype"]], tuple(row["shape"])
-    if row["nbytes"] == 0:
-        return torch.empty(shape, dtype=dtype)
-    buf = bytearray(payload[row["offset"] : row["offset"] + row["nbytes"]])
-    return torch.frombuffer(buf, dtype=torch.uint8).view(dtype).reshape(shape)
-
-
-def _assemble(header: dict, payload: memoryview) -> QuantizedState:
-    codes: dict[str, tuple[dict, Tensor]] = {}
-    scales: dict[str, Tensor] = {}
-    extras: dict[str, dict[str, Tensor]] = {}
-    passthrough: dict[str, Tensor] = {}
-    offset = 0
-    for i, row in enumerate(header["tensors"]):
-        _check_row(i, row, offset, len(payload))
-        offset += row["nbytes"]
-        name, kind = row["name"], row["kind"]
-        t = _tensor(payload, row)
-        if kind == "extra":
-            slot = extras.setdefault(name, {})
-            if row["key"] in slot:
-                raise ArtifactError(f"tensor {name[:100]!r}: extra {row['key'][:50]!r} appears twice")
-            slot[row["key"]] = t
-            continue
-        table = {"q": codes, "scale": scales, "passthrough": passthrough}[kind]
-        if name in table:
-            raise ArtifactError(f"tensor {name[:100]!r}: {kind} appears twice")
-        table[name] = (row, t) if kind == "q" else t
-    if offset != len(payload):
-        raise ArtifactError(f"{len(payload) - offset:,} payload bytes are not described by any tensor row")
-    if set(codes) != set(scales):
-        odd = sorted(set(codes) ^ set(scales))[:3]
-        raise ArtifactError(f"quantized tensors without both codes and scale: {odd}")
-    if set(codes) & set(passthrough):
-        both = sorted(set(codes) & set(passthrough))[:3]
-        raise ArtifactError(f"tensors stored both quantized and passthrough: {both}")
-    if set(extras) - set(codes):
-        raise ArtifactError(f"extras for unknown quantized tensors: {sorted(set(extras) - set(codes))[:3]}")
-    dtypes: dict[str, str] = header["dtypes"]
-    if set(dtypes) != set(codes) | set(passthrough):
-        raise ArtifactError("the dtype table does not list exactly the stored tensors")
-    tensors: dict[str, QuantizedTensor] = {}
-    for name, (row, q) in codes.items():
-        try:
-            tensors[name] = QuantizedTensor(q=q, scale=scales[name], bits=row["bits"], method=row["method"],
-                                            extras=extras.get(name, {}))
-        except ValueError as e:
-            raise ArtifactError(f"tensor {name[:100]!r}: {e}") from None
-    return QuantizedState(tensors=tensors, passthrough=passthrough, dtypes=dict(dtypes))

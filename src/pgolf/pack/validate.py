@@ -1,0 +1,277 @@
+"""Everything a reader checks in an untrusted artifact, after the container has been decompressed and before any
+model is built. Every refusal is one `ArtifactError` naming the field, its value and what was expected.
+
+    qs = assemble(header, payload)              # tensor rows → QuantizedState (structure: rows tile the payload, …)
+    cfg = validate_artifact(qs, manifest)       # semantics: manifest types/ranges, codes vs bits, finite floats,
+                                                # dtypes, the tensor table against the model the config implies
+    qs, manifest, cfg = read_artifact(path)     # file → decode → validate (what every command that reads one calls)
+
+`validate_artifact` builds the model on the meta device (shapes only, no memory) and compares its state dict, name
+by name, with the artifact's tensors: shape, original dtype and the parameter count (≤ MAX_MODEL_PARAMS). Only then
+may a caller allocate the real model (pgolf.eval.roundtrip.load_model_from_artifact).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import typing
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pgolf.pack.format import (
+    DTYPES, FLOAT_DTYPES, KINDS, MAX_BODY_BYTES, MAX_MODEL_PARAMS, MAX_NDIM, ArtifactError, is_uint, itemsize, short,
+)
+from pgolf.quant.apply import QuantizedState
+from pgolf.quant.primitives import QuantizedTensor
+
+MODEL_CAPS: dict[str, int] = {
+    "vocab_size": 65536, "num_layers": 256, "model_dim": 16384, "num_heads": 1024, "num_kv_heads": 1024,
+    "rope_dims": 16384, "rope_ntk_seq_len": 1 << 22, "xsa_last_n": 4096, "gate_window": 16384,
+    "bigram_vocab_size": 1 << 20, "bigram_dim": 16384, "ve_dim": 16384, "num_loops": 16, "loop_start": 256,
+    "loop_end": 256, "parallel_start_layer": 256, "bos_id": 65535,
+}
+"""Upper bounds on the integer model fields of an artifact (far above any record; they keep even the meta-device
+construction of a forged config instant). The lower bounds are the config's own (pgolf.config.FIELD_RANGES)."""
+MAX_MLP_MULT = 64.0
+
+
+# ------------------------------------------------------------------------------------------------ structure
+
+def check_row(i: int, row: Any, expected_offset: int, payload_len: int) -> None:
+    if not isinstance(row, dict):
+        raise ArtifactError(f"tensor row {i} is {type(row).__name__}, expected an object")
+    where = f"tensor row {i}"
+    if not isinstance(row.get("name"), str):
+        raise ArtifactError(f"{where}: 'name' is {short(row.get('name'))}, expected a string")
+    where = f"tensor row {i} ({row['name'][:100]!r})"
+    if not (isinstance(row.get("kind"), str) and row["kind"] in KINDS):
+        raise ArtifactError(f"{where}: kind {short(row.get('kind'), 30)} is not one of {', '.join(KINDS)}")
+    if not (isinstance(row.get("dtype"), str) and row["dtype"] in DTYPES):
+        raise ArtifactError(f"{where}: dtype {short(row.get('dtype'), 30)} is not allowed; allowed: "
+                            f"{', '.join(DTYPES)}")
+    shape = row.get("shape")
+    if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(is_uint(d) for d in shape):
+        raise ArtifactError(f"{where}: shape {short(shape)} must be a list of ≤ {MAX_NDIM} non-negative integers")
+    if math.prod(max(d, 1) for d in shape) > MAX_BODY_BYTES:
+        raise ArtifactError(f"{where}: shape {shape} is implausibly large (over {MAX_BODY_BYTES:,} elements)")
+    offset, nbytes = row.get("offset"), row.get("nbytes")
+    if not is_uint(offset) or not is_uint(nbytes):
+        raise ArtifactError(f"{where}: offset {short(offset)} and nbytes {short(nbytes)} must be non-negative "
+                            "integers")
+    if offset != expected_offset:
+        raise ArtifactError(f"{where}: offset {offset:,} breaks the contiguous layout (expected {expected_offset:,})")
+    if offset + nbytes > payload_len:
+        raise ArtifactError(f"{where}: bytes [{offset:,}, {offset + nbytes:,}) run past the "
+                            f"{payload_len:,}-byte payload")
+    size = itemsize(row["dtype"])
+    if math.prod(shape) * size != nbytes:
+        raise ArtifactError(f"{where}: shape {shape[:MAX_NDIM]} × {size} bytes ≠ nbytes {nbytes:,}")
+    if row["kind"] == "q":
+        if row["dtype"] != "int8" or not is_uint(row.get("bits")) or not 1 <= row["bits"] <= 8:
+            raise ArtifactError(f"{where}: codes must be int8 with 1 ≤ bits ≤ 8, got dtype {row['dtype']} "
+                                f"bits {short(row.get('bits'))}")
+        if not isinstance(row.get("method"), str):
+            raise ArtifactError(f"{where}: 'method' is {short(row.get('method'))}, expected a string")
+    if row["kind"] == "extra" and not isinstance(row.get("key"), str):
+        raise ArtifactError(f"{where}: extra tensor without a string 'key'")
+
+
+def _tensor(payload: memoryview, row: dict) -> Tensor:
+    dtype, shape = DTYPES[row["dtype"]], tuple(row["shape"])
+    if row["nbytes"] == 0:
+        return torch.empty(shape, dtype=dtype)
+    buf = bytearray(payload[row["offset"] : row["offset"] + row["nbytes"]])
+    return torch.frombuffer(buf, dtype=torch.uint8).view(dtype).reshape(shape)
+
+
+def assemble(header: dict, payload: memoryview) -> QuantizedState:
+    """The QuantizedState the header's tensor rows describe (every row checked before its bytes are copied)."""
+    rows = header["tensors"]
+    offset = 0
+    for i, row in enumerate(rows):  # all rows first: nothing is copied out of a payload a later row contradicts
+        check_row(i, row, offset, len(payload))
+        offset += row["nbytes"]
+    if offset != len(payload):
+        raise ArtifactError(f"{len(payload) - offset:,} payload bytes are not described by any tensor row")
+    codes: dict[str, tuple[dict, Tensor]] = {}
+    scales: dict[str, Tensor] = {}
+    extras: dict[str, dict[str, Tensor]] = {}
+    passthrough: dict[str, Tensor] = {}
+    for row in rows:
+        name, kind = row["name"], row["kind"]
+        t = _tensor(payload, row)
+        if kind == "extra":
+            slot = extras.setdefault(name, {})
+            if row["key"] in slot:
+                raise ArtifactError(f"tensor {name[:100]!r}: extra {row['key'][:50]!r} appears twice")
+            slot[row["key"]] = t
+            continue
+        table = {"q": codes, "scale": scales, "passthrough": passthrough}[kind]
+        if name in table:
+            raise ArtifactError(f"tensor {name[:100]!r}: {kind} appears twice")
+        table[name] = (row, t) if kind == "q" else t
+    if set(codes) != set(scales):
+        odd = sorted(set(codes) ^ set(scales))[:3]
+        raise ArtifactError(f"quantized tensors without both codes and scale: {odd}")
+    if set(codes) & set(passthrough):
+        both = sorted(set(codes) & set(passthrough))[:3]
+        raise ArtifactError(f"tensors stored both quantized and passthrough: {both}")
+    if set(extras) - set(codes):
+        raise ArtifactError(f"extras for unknown quantized tensors: {sorted(set(extras) - set(codes))[:3]}")
+    dtypes: dict[str, str] = header["dtypes"]
+    if set(dtypes) != set(codes) | set(passthrough):
+        odd = sorted(set(dtypes) ^ (set(codes) | set(passthrough)))[:3]
+        raise ArtifactError(f"the dtype table does not list exactly the stored tensors (differs on {odd})")
+    tensors: dict[str, QuantizedTensor] = {}
+    for name, (row, q) in codes.items():
+        try:
+            tensors[name] = QuantizedTensor(q=q, scale=scales[name], bits=row["bits"], method=row["method"],
+                                            extras=extras.get(name, {}))
+        except ValueError as e:
+            raise ArtifactError(f"tensor {name[:100]!r}: {e}") from None
+    return QuantizedState(tensors=tensors, passthrough=passthrough, dtypes=dict(dtypes))
+
+
+# ------------------------------------------------------------------------------------------------ semantics
+
+def _finite(name: str, what: str, t: Tensor) -> None:
+    if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ArtifactError(f"tensor {name[:100]!r}: {what} holds {bad:,} NaN/inf value(s); expected finite numbers")
+
+
+def check_state(qs: QuantizedState) -> None:
+    """Codes within the range their `bits` label allows, finite scales / extras / passthrough, consistent dtypes."""
+    for name, qt in qs.tensors.items():
+        qmax = max(1, (1 << (qt.bits - 1)) - 1)
+        if qt.q.numel():
+            lo, hi = int(qt.q.min()), int(qt.q.max())
+            if lo < -qmax or hi > qmax:
+                raise ArtifactError(f"tensor {name[:100]!r}: codes span [{lo}, {hi}] but bits={qt.bits} allows "
+                                    f"only ±{qmax}")
+        _finite(name, "scale", qt.scale)
+        for key, t in qt.extras.items():
+            _finite(name, f"extra {key[:50]!r}", t)
+        orig = qs.dtypes[name]
+        if orig not in FLOAT_DTYPES:
+            raise ArtifactError(f"tensor {name[:100]!r}: quantized, but its original dtype is {orig}; expected one "
+                                f"of {', '.join(FLOAT_DTYPES)}")
+    for name, t in qs.passthrough.items():
+        _finite(name, "passthrough value", t)
+        stored, orig = str(t.dtype).removeprefix("torch."), qs.dtypes[name]
+        allowed = ("float16", "float32") if orig in FLOAT_DTYPES else (orig,)
+        if stored not in allowed:
+            raise ArtifactError(f"tensor {name[:100]!r}: stored as {stored} for an original {orig}; expected "
+                                f"{' or '.join(allowed)}")
+
+
+def model_config(manifest: dict[str, Any]):
+    """manifest["model"] → GPTConfig: strictly typed fields, the config's ranges, MODEL_CAPS, divisibility."""
+    from pgolf.config import check_ranges, parse_value
+    from pgolf.model.config import GPTConfig
+
+    raw = manifest.get("model")
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"manifest field 'model' is {short(raw)}, expected an object of GPTConfig fields")
+    hints = typing.get_type_hints(GPTConfig)
+    unknown = sorted(set(raw) - set(hints))
+    if unknown:
+        raise ArtifactError(f"manifest model fields unknown to this pgolf: {short(unknown, 120)}")
+    kwargs: dict[str, Any] = {}
+    try:
+        for key, value in raw.items():
+            kwargs[key] = parse_value(hints[key], value, f"manifest model.{key}")
+        check_ranges("model", kwargs)
+    except ValueError as e:
+        raise ArtifactError(str(e)) from None
+    for key, cap in MODEL_CAPS.items():
+        if key in kwargs and kwargs[key] > cap:
+            raise ArtifactError(f"manifest model.{key}={kwargs[key]:,}: expected at most {cap:,}")
+    if kwargs.get("mlp_mult", 2.0) > MAX_MLP_MULT:
+        raise ArtifactError(f"manifest model.mlp_mult={kwargs['mlp_mult']}: expected at most {MAX_MLP_MULT}")
+    if len(kwargs.get("ve_layers", ())) > MODEL_CAPS["num_layers"]:
+        raise ArtifactError(f"manifest model.ve_layers has {len(kwargs['ve_layers'])} entries; expected at most "
+                            f"{MODEL_CAPS['num_layers']}")
+    try:
+        cfg = GPTConfig(**kwargs)
+    except (TypeError, ValueError, ZeroDivisionError) as e:
+        raise ArtifactError(f"manifest model config is inconsistent: {e}") from None
+    if cfg.model_dim % cfg.num_heads or cfg.head_dim % 2 or (cfg.rope_dims or cfg.head_dim) % 2:
+        raise ArtifactError(f"manifest model: head_dim = model_dim/num_heads = {cfg.model_dim}/{cfg.num_heads} "
+                            "must be an even integer (rotary embeddings pair dimensions)")
+    if cfg.bos_id >= cfg.vocab_size:
+        raise ArtifactError(f"manifest model.bos_id={cfg.bos_id}: expected an id below vocab_size={cfg.vocab_size}")
+    return cfg
+
+
+def expected_tensors(cfg) -> dict[str, tuple[tuple[int, ...], str]]:
+    """name → (shape, dtype) of the state dict GPT(cfg) has, from a meta-device build (no memory allocated)."""
+    from pgolf.model.gpt import GPT
+
+    try:
+        with torch.device("meta"):
+            model = GPT(cfg)
+    except (ValueError, RuntimeError, TypeError, ZeroDivisionError, IndexError) as e:
+        raise ArtifactError(f"manifest model config does not build a model: {type(e).__name__}: {e}") from None
+    return {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()}
+
+
+def check_tensor_table(qs: QuantizedState, cfg) -> None:
+    """The artifact's tensors are exactly the model's: same names, shapes and original dtypes; ≤ MAX_MODEL_PARAMS."""
+    expected = expected_tensors(cfg)
+    n_params = sum(math.prod(s) for s, _ in expected.values())
+    if n_params > MAX_MODEL_PARAMS:
+        raise ArtifactError(f"manifest model describes {n_params:,} parameters ({4 * n_params / 2**30:.1f} GiB in "
+                            f"fp32); this pgolf builds at most {MAX_MODEL_PARAMS:,}")
+    stored = {n: tuple(qt.q.shape) for n, qt in qs.tensors.items()}
+    stored.update({n: tuple(t.shape) for n, t in qs.passthrough.items()})
+    missing, extra = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+    if missing or extra:
+        raise ArtifactError(f"the tensor table does not match the manifest model: missing {short(missing[:3], 150)}"
+                            f", unexpected {short(extra[:3], 150)}")
+    for name, (shape, dtype) in expected.items():
+        if stored[name] != shape:
+            raise ArtifactError(f"tensor {name!r}: shape {list(stored[name])} but the manifest model implies "
+                                f"{list(shape)}")
+        if qs.dtypes[name] != dtype:
+            raise ArtifactError(f"tensor {name!r}: original dtype {qs.dtypes[name]} but the model's is {dtype}")
+
+
+def run_config(manifest: dict[str, Any]):
+    """manifest["config"] → RunConfig (for eval / check-legal), its errors as ArtifactError."""
+    from pgolf.config import config_from_dict
+
+    d = manifest.get("config")
+    if not isinstance(d, dict):
+        raise ArtifactError(f"manifest field 'config' is {short(d)}, expected the run configuration object")
+    try:
+        return config_from_dict(d)
+    except (ValueError, TypeError) as e:
+        raise ArtifactError(f"manifest run configuration is invalid: {e}") from None
+
+
+def validate_artifact(qs: QuantizedState, manifest: dict[str, Any]):
+    """All semantic checks of a decoded artifact → its GPTConfig; ArtifactError on the first violation."""
+    if "looping_active" in manifest and not isinstance(manifest["looping_active"], bool):
+        raise ArtifactError(f"manifest field 'looping_active' is {short(manifest['looping_active'])}, "
+                            "expected true or false")
+    cfg = model_config(manifest)
+    check_tensor_table(qs, cfg)  # before check_state: a forged table is refused without reading the payload
+    check_state(qs)
+    return cfg
+
+
+def read_artifact(path: str | os.PathLike) -> tuple[QuantizedState, dict[str, Any], Any]:
+    """Read, decode and validate the artifact at `path` → (QuantizedState, manifest, GPTConfig)."""
+    from pgolf.pack.container import decode_artifact
+
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_BODY_BYTES:
+        raise ArtifactError(f"{path} is {size:,} bytes; an artifact is at most {MAX_BODY_BYTES:,}")
+    qs, manifest = decode_artifact(path.read_bytes())
+    return qs, manifest, validate_artifact(qs, manifest)
