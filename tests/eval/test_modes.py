@@ -166,3 +166,19 @@ def test_bf16_autocast_path(mode):
     assert (res.num_tokens, res.num_bytes) == (ref.num_tokens, ref.num_bytes) == (299, ref.num_bytes)
     assert res.val_loss == pytest.approx(ref.val_loss, rel=1e-2)
     assert res.val_loss != ref.val_loss  # bf16 really ran
+
+
+def test_eval_imports_run_one_way():
+    """score ← modes, score ← ttt/lora: the TTT modes plug into the registry without importing it, and the registry
+    loads them only when one is used (no import circle; the checker stays out of the scoring path)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, importlib; m = sys.argv[1]; importlib.import_module(m); "
+            "print(' '.join(sorted(k for k in sys.modules if k.startswith('pgolf.eval.'))))")
+    loaded = {m: set(subprocess.run([sys.executable, "-c", code, m], capture_output=True, text=True,
+                                    check=True).stdout.split())
+              for m in ("pgolf.eval.modes", "pgolf.eval.lora")}  # two fresh interpreters: a few seconds
+    assert loaded["pgolf.eval.modes"] == {"pgolf.eval.modes", "pgolf.eval.score", "pgolf.eval.config"}
+    assert {"pgolf.eval.ttt", "pgolf.eval.score"} <= loaded["pgolf.eval.lora"]  # lora builds on ttt's SGD
+    assert not {"pgolf.eval.modes", "pgolf.eval.legal"} & loaded["pgolf.eval.lora"]
