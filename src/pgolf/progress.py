@@ -11,8 +11,8 @@ user code prints nothing unless asked): False/None = silent; True or "auto" = a 
 else lines; "bar" / "lines" force one. `pgolf run` passes its logger's mode (run.progress: auto|bar|lines), so a
 terminal shows a live bar per phase and a log file or pipe gets a line every `PGOLF_PROGRESS_EVERY` seconds
 (default 10). Fast paths print nothing: a bar appears only after a second, the first plain line only after the
-interval, and a loop that printed a line ends with a "done" line. Everything goes to stderr, as tqdm's bars do; rank 0 only where the caller says so (`enabled=... and
-rank == 0`).
+interval, and a loop that printed a line ends with a "done" line. Everything goes to stderr, as tqdm's bars do;
+rank 0 only where the caller says so (`enabled=... and rank == 0`).
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ DEFAULT_PRESET = "cpu-demo"
 
 def run_configured(cfg, preset: str, *, resume: bool = False, train_only: bool = False,
                    notes: Sequence[str] = ()) -> int:
-    """data → train → quantize → pack → round-trip score into run.out_dir/run.name (train_only: data → train)."""
+    """data → train → quantize → pack → round-trip score into run.out_dir/run.name (train_only: data →
+    train)."""
     from pgolf.log import RunLogger
     from pgolf.run import RUN_RECORD, data_stage, environment_info, run_pipeline, train_stage, write_json_atomic
     from pgolf.train.distributed import broadcast_object, init_distributed, shutdown_distributed

@@ -214,7 +214,8 @@ def test_bundle_verb_writes_both_scripts_and_reports_their_sizes(tmp_path, capsy
     assert counted.stat().st_size == measure_code_bytes()
     assert f"counted (lzma + base85) {counted.stat().st_size:,} bytes" in out
     assert f"readable {readable.stat().st_size:,}" in out
-    assert main(["bundle", "--out", str(tmp_path / "s"), "--preset", "sota-sp8192", *[f"--{k}={v}" for k, v in SOTA]]) == 0
+    overrides = [f"--{k}={v}" for k, v in SOTA]
+    assert main(["bundle", "--out", str(tmp_path / "s"), "--preset", "sota-sp8192", *overrides]) == 0
     out = capsys.readouterr().out
     assert "recipe sota-lqer, codec rans-ctx, eval ttt-phased" in out
     assert (tmp_path / "s" / "train_gpt.py").stat().st_size == measure_code_bytes(cfg=_cfg("sota-sp8192", *SOTA))

@@ -175,3 +175,72 @@ def test_report_verb(tmp_path, capsys):
     d = write_run(tmp_path, make_run(5))
     assert _cli(["report", str(d), "--out", str(tmp_path / "r")]) == 0
     assert "report.md" in capsys.readouterr().out
+
+
+def test_single_run_omits_score_vs_bytes_and_plots_every_step(tmp_path):
+    rec = make_run(5)
+    rec["train"]["step_loss"] = [7.0 - 0.001 * i for i in range(rec["train"]["steps"])]
+    d = write_run(tmp_path, rec)
+    written = write_report(d)
+    assert [p.name for p in written] == ["training.png", "quant_tensors.png", "report.md"]
+    md = (d / "report" / "report.md").read_text()
+    assert "val_bpb against artifact bytes: omitted: it compares runs" in md
+    assert "artifact: `model.pgolf` as written by the run" in md
+
+
+def test_report_describes_the_artifact_after_a_requantize(tmp_path):
+    import os
+
+    from pgolf.experiments.report import with_current_artifact
+
+    rec = make_run(7, total_bytes=15_912_345)
+    d = write_run(tmp_path, rec)
+    (d / "model.pgolf").write_bytes(b"x" * (15_912_345 - 27_610))
+    assert with_current_artifact(load_runs([d])[0])["quant"]["recipe"] == "int6-sdclip"  # no re-quantize yet
+    q = {"recipe": "sdclip-rtn", "codec": "rans-ctx", "seconds": 3.0, "calibration": None, "fit": None,
+         "bytes": {"model_bytes": 1000, "code_bytes": 27_610, "total": 28_610, "limit": 16_000_000,
+                   "headroom": 16_000_000 - 28_610, "fits": True},
+         "tensors": [{"name": "blocks.0.mlp.fc.weight", "role": "mlp", "method": "sdclip_rtn", "bits": 6,
+                      "numel": 4096, "mse": 2e-6}]}
+    (d / "model.pgolf").write_bytes(b"y" * 1000)
+    (d / "model.quant.json").write_text(json.dumps(q))
+    os.utime(d / "run.json", (1, 1))  # the run record is older than the re-quantize report
+    run = with_current_artifact(load_runs([d])[0])
+    assert run["quant"]["recipe"] == "sdclip-rtn" and run["bytes"]["total"] == 28_610
+    assert run["config"]["pack"]["codec"] == "rans-ctx"
+    assert run["roundtrip"] is None and "not re-scored (add --eval)" in run["_artifact"]  # old score dropped
+    q["eval"] = [{"data_dir": "", "mode": "standard", "val_loss": 2.5, "val_bpb": 1.5, "tokens": 10, "bytes": 25}]
+    (d / "model.quant.json").write_text(json.dumps(q))
+    os.utime(d / "run.json", (1, 1))
+    run = with_current_artifact(load_runs([d])[0])
+    assert run["roundtrip"]["val_bpb"] == 1.5 and math.isclose(run["quant_gap_bpb"], 1.5 - rec["prequant"]["val_bpb"])
+    write_report(d)
+    md = (d / "report" / "report.md").read_text()
+    assert "re-quantized after the run" in md and "sdclip-rtn" in md and "28,610" in md
+    (d / "model.pgolf").write_bytes(b"z" * 999)  # replaced by hand: the report says so
+    assert "warning" in with_current_artifact(load_runs([d])[0])["_artifact"]
+
+
+def test_quant_colour_scale_is_centred_on_the_median_and_at_least_a_decade_each_way(tmp_path, monkeypatch):
+    import matplotlib.axes
+    import numpy as np
+
+    from pgolf.experiments import plots
+
+    rec = make_run(9)
+    for i, r in enumerate(rec["quant"]["tensors"]):  # nearly equal errors: a 0.2 % spread must stay pale
+        if r["mse"]:
+            r["mse"] = 5.28e-6 * (1 + 0.002 * (i % 2))
+    d = write_run(tmp_path, rec)
+    calls = []
+    orig = matplotlib.axes.Axes.imshow
+
+    def spy(self, m, **kw):
+        calls.append((m, kw))
+        return orig(self, m, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", spy)
+    plots.plot_quant_tensors(load_runs([d])[0], tmp_path / "q.png")
+    (mat, kw), = calls
+    assert kw["vmin"] == -1.0 and kw["vmax"] == 1.0 and kw["cmap"].name.startswith("RdBu_r")  # ×0.1 … ×10
+    assert abs(float(np.nanmedian(mat))) < 1e-3 and float(np.nanmax(np.abs(mat))) < 0.01

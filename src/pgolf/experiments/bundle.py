@@ -429,7 +429,8 @@ def bundle_sizes(files: Mapping[str, str] | None = None, cfg: Any = None, codec:
 def write_bundle(out_dir: str | Path, files: Mapping[str, str] | None = None, cfg: Any = None, codec: str = "lzma",
                  counted_name: str = "train_gpt.py", readable_name: str = "train_gpt_readable.py",
                  preset: str | None = None) -> dict[str, Path]:
-    """Write the counted script and the readable bundle into `out_dir` (atomically); → {"counted": p, "readable": p}."""
+    """Write the counted script and the readable bundle into `out_dir` (atomically); → {"counted": p,
+    "readable": p}."""
     files = package_files() if files is None else files
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,10 +4,12 @@
     seeds_table(runs)                            → markdown: one row per run + mean and std rows
     write_report("runs/a", out_dir=None)         → [training.png, score_vs_bytes.png, quant_tensors.png, report.md]
 
-Plots: (a) training loss and LR multiplier against elapsed seconds; (b) val_bpb against artifact bytes, one point
-per run coloured by recipe (round trip filled, pre-quant hollow); (c) per-tensor stored bits and quantization MSE
-(heat map layers × tensor kind when names look like `blocks.N.…`, else a bar chart). Every file is written to a
-temporary name and renamed. matplotlib (Agg canvas, no pyplot) is imported lazily.
+Plots (pgolf.experiments.plots): (a) the loss of every training step and the LR multiplier against the step;
+(b) val_bpb against artifact bytes, one point per run coloured by recipe (round trip filled, pre-quant hollow),
+omitted for a single run; (c) per-tensor stored bits and quantization MSE relative to the median tensor (heat map
+layers × tensor kind when names look like `blocks.N.…`, else a bar chart). The report describes the artifact in
+the run directory: after `pgolf quantize RUN`, RUN/model.quant.json (`with_current_artifact`). Every file is
+written to a temporary name and renamed.
 
     python -m pytest tests/experiments/test_report.py -q
 """
@@ -23,6 +25,7 @@ from typing import Any, Callable, Sequence
 from pgolf.experiments.stats import RECORD_MARGIN_NATS, nats_to_bpb, summarize, tokens_per_byte
 
 RUN_RECORD = "run.json"
+ARTIFACT = "model.pgolf"
 REPORT_DIR = "report"
 _BLOCK = re.compile(r"^blocks\.(\d+)\.(.+?)(\.weight)?$")
 
@@ -48,6 +51,39 @@ def load_runs(paths: Sequence[str | Path]) -> list[dict]:
     if not runs:
         raise ValueError("no runs given")
     return runs
+
+
+def with_current_artifact(run: dict) -> dict:
+    """The run as its directory's artifact stands: after `pgolf quantize RUN` rewrote RUN/model.pgolf, its report
+    RUN/model.quant.json (newer than run.json) replaces the quantization, the bytes and, when it was scored with
+    --eval on the run's data, the round trip; without that score the round trip is dropped (it described the old
+    artifact). "_artifact" says which record the report shows; a size mismatch with model.pgolf is flagged."""
+    d = Path(run["_path"]).parent
+    art, rep = d / ARTIFACT, d / (Path(ARTIFACT).stem + ".quant.json")
+    run = {**run, "_artifact": f"`{ARTIFACT}` as written by the run"}
+    if rep.is_file() and art.is_file() and rep.stat().st_mtime >= Path(run["_path"]).stat().st_mtime:
+        q = json.loads(rep.read_text())
+        run["quant"] = {k: q.get(k) for k in ("recipe", "seconds", "calibration", "fit", "tensors")}
+        run["bytes"] = q.get("bytes")
+        pack = {**dotted_get(run, "config.pack", {}), "codec": q.get("codec")}
+        run["config"] = {**run.get("config", {}), "pack": pack}
+        data_dir = dotted_get(run, "config.data.data_dir", "")
+        ev = next((e for e in q.get("eval") or [] if (e.get("data_dir") or "") == (data_dir or "")), None)
+        pre = dotted_get(run, "prequant.val_bpb")
+        if ev:
+            run["roundtrip"] = {"val_bpb": ev["val_bpb"], "val_loss": ev["val_loss"], "num_tokens": ev.get("tokens"),
+                                "num_bytes": ev.get("bytes"), "mode": ev.get("mode")}
+            run["quant_gap_bpb"] = ev["val_bpb"] - pre if pre is not None else None
+        else:
+            run["roundtrip"], run["quant_gap_bpb"] = None, None
+        run["_artifact"] = (f"`{ARTIFACT}` re-quantized after the run (`{rep.name}`: recipe {q.get('recipe')}, codec "
+                            f"{q.get('codec')}); round trip " + ("re-scored by `pgolf quantize --eval`" if ev else
+                                                                 "not re-scored (add --eval)"))
+    size = art.stat().st_size if art.is_file() else None
+    if size is not None and dotted_get(run, "bytes.model_bytes") not in (None, size):
+        run["_artifact"] += (f"; **warning**: {ARTIFACT} is {size:,} bytes, the record says "
+                             f"{run['bytes']['model_bytes']:,}: the artifact was replaced without a report")
+    return run
 
 
 def dotted_get(d: Any, dotted: str, default: Any = None) -> Any:
@@ -109,15 +145,6 @@ def seeds_table(runs: Sequence[dict]) -> str:
 
 # ------------------------------------------------------------------------------------------------ plots
 
-def _new_figure(w: float, h: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(w, h), dpi=110)
-    FigureCanvasAgg(fig)  # the Agg canvas: no display, no pyplot global state
-    return fig
-
-
 def save_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
     """Call write(f) on a temporary file next to `path`, then rename it over `path` (nothing half-written)."""
     from pgolf.io import atomic_write
@@ -137,162 +164,11 @@ class _Text:
         return self._f.write(s.encode("utf-8"))
 
 
-def _save_figure(fig, path: Path) -> Path:
-    fig.tight_layout()
-    return save_atomic(path, lambda f: fig.savefig(f, format="png"))
-
-
-def plot_training(runs: Sequence[dict], path: Path) -> Path | None:
-    """Loss (left axis) and LR multiplier (right axis, dashed) against elapsed training seconds."""
-    runs = [r for r in runs if dotted_get(r, "train.history")][:8]
-    if not runs:
-        return None
-    fig = _new_figure(8, 4.5)
-    ax = fig.add_subplot()
-    ax2 = ax.twinx()
-    for i, r in enumerate(runs):
-        hist = r["train"]["history"]
-        x = [h.get("elapsed_s", h.get("step", 0)) for h in hist]
-        color = f"C{i}"
-        ax.plot(x, [h.get("loss", math.nan) for h in hist], color=color, lw=1.6, label=run_name(r))
-        if "lr_mult" in hist[0]:
-            ax2.plot(x, [h.get("lr_mult", math.nan) for h in hist], color=color, ls="--", lw=1.1, alpha=0.7)
-    ax.set_xlabel("elapsed training time (s)")
-    ax.set_ylabel("train loss (nats / token)")
-    ax2.set_ylabel("LR multiplier (dashed)")
-    # headroom above the LR curve keeps the legend (top right) off it
-    ax2.set_ylim(0, 1.45 * max([1.0] + [max(h.get("lr_mult", 0) for h in r["train"]["history"]) for r in runs]))
-    ax.grid(alpha=0.3)
-    from matplotlib.lines import Line2D
-
-    styles = [Line2D([], [], color="gray", lw=1.6, label="loss (left)"),
-              Line2D([], [], color="gray", ls="--", lw=1.1, label="LR multiplier (right)")]
-    ax.legend(handles=ax.get_legend_handles_labels()[0] + styles, loc="upper right", fontsize=8,
-              ncol=2 if len(runs) > 3 else 1)
-    steps = dotted_get(runs[0], "train.steps", "?")
-    ax.set_title(f"Training loss and LR schedule ({run_name(runs[0])}: {steps} steps)")
-    return _save_figure(fig, path)
-
-
-def plot_score_vs_bytes(runs: Sequence[dict], path: Path, byte_limit: int = 16_000_000) -> Path | None:
-    """One point per run: round-trip val_bpb (filled) and pre-quant (hollow) at the artifact's total bytes."""
-    pts = [r for r in runs if dotted_get(r, "bytes.total") and dotted_get(r, "roundtrip.val_bpb") is not None]
-    if not pts:
-        return None
-    from matplotlib.lines import Line2D
-
-    fig = _new_figure(8, 5)
-    ax = fig.add_subplot()
-    recipes = list(dict.fromkeys(run_recipe(r) for r in pts))
-    for r in pts:
-        x = r["bytes"]["total"] / 1e6
-        color = f"C{recipes.index(run_recipe(r)) % 10}"
-        rt, pre = r["roundtrip"]["val_bpb"], dotted_get(r, "prequant.val_bpb")
-        if pre is not None:
-            ax.plot([x, x], [pre, rt], color=color, lw=0.8, alpha=0.6)
-            ax.scatter([x], [pre], s=110, facecolors="none", edgecolors=color, linewidths=1.5, zorder=3)
-        ax.scatter([x], [rt], s=45, color=color, zorder=4)  # smaller than the ring: a zero gap stays visible
-        if len(pts) <= 12:
-            ax.annotate(f"{run_name(r)}", (x, rt), textcoords="offset points", xytext=(6, -10), fontsize=7)
-    xmax = max(r["bytes"]["total"] for r in pts)
-    if xmax > byte_limit / 2:
-        ax.axvline(byte_limit / 1e6, color="red", ls=":", lw=1.2)
-        ax.text(byte_limit / 1e6, 0.98, "16 MB cap ", color="red", va="top", ha="right", fontsize=8,
-                transform=ax.get_xaxis_transform())
-    handles = [Line2D([], [], marker="o", ls="", color=f"C{i % 10}", label=f"recipe {n}")
-               for i, n in enumerate(recipes)]
-    handles += [Line2D([], [], marker="o", ls="", color="k", label="round trip (the score)"),
-                Line2D([], [], marker="o", ls="", mfc="none", mec="k", label="pre-quant")]
-    ax.legend(handles=handles, fontsize=8, loc="best")
-    ax.margins(x=0.1, y=0.1)
-    ax.set_xlabel("artifact bytes: code + compressed model (MB = 10⁶ bytes)")
-    ax.set_ylabel("val_bpb (bits per byte, lower is better)")
-    ax.set_title(f"Score against artifact size ({len(pts)} run{'s' if len(pts) != 1 else ''})")
-    ax.grid(alpha=0.3)
-    return _save_figure(fig, path)
-
+# ------------------------------------------------------------------------------------------------ report.md
 
 def _bits_label(row: dict) -> str:
     return f"{'fp' if row.get('method') == 'passthrough' else 'int'}{row.get('bits', '?')}"
 
-
-def plot_quant_tensors(run: dict, path: Path) -> Path | None:
-    """Heat map (layers × tensor kind; colour = log10 MSE, text = stored bits) plus bars for non-block tensors."""
-    rows = dotted_get(run, "quant.tensors") or []
-    if not rows:
-        return None
-    import numpy as np
-
-    block = [(int(m.group(1)), m.group(2), r) for r in rows if (m := _BLOCK.match(r["name"]))]
-    other = [r for r in rows if not _BLOCK.match(r["name"])]
-    if len(block) < len(rows) / 2:
-        block, other = [], rows
-    kinds = sorted(dict.fromkeys(k for _, k, _ in block), key=lambda k: -max(r["numel"] for _, kk, r in block
-                                                                             if kk == k))
-    layers = sorted({i for i, _, _ in block})
-    n_other = len(other)
-    other = sorted(other, key=lambda r: -r.get("numel", 0))[:40]
-    n_panels = (1 if block else 0) + (1 if other else 0)
-    width = (1.5 + 0.85 * len(kinds) if block else 0) + (4.5 if other else 0)
-    height = max(3.5, 1.6 + 0.38 * max(len(layers), len(other) if other else 0))
-    fig = _new_figure(max(width, 6), height)
-    gs = fig.add_gridspec(1, n_panels, width_ratios=([0.85 * len(kinds) + 1.5] if block else [])
-                          + ([4.5] if other else []))
-    if block:
-        ax = fig.add_subplot(gs[0, 0])
-        mat = np.full((len(layers), len(kinds)), np.nan)
-        for i, k, r in block:
-            mse = r.get("mse") or 0.0  # float-kept tensors stay grey: their ~1e-9 fp16 error would swamp the scale
-            if mse > 0 and r.get("method") != "passthrough":
-                mat[layers.index(i), kinds.index(k)] = math.log10(mse)
-        cmap = _cmap_with_gray()
-        im = ax.imshow(mat, aspect="auto", cmap=cmap)
-        for i, k, r in block:
-            y, x = layers.index(i), kinds.index(k)
-            ax.text(x, y, _bits_label(r), ha="center", va="center", fontsize=7,
-                    color="white" if np.isfinite(mat[y, x]) and mat[y, x] < np.nanmean(mat) else "black")
-        ax.set_xticks(range(len(kinds)), kinds, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(len(layers)), [f"block {i}" for i in layers], fontsize=8)
-        ax.set_xlabel("tensor kind")
-        ax.set_title("stored format (text) and log₁₀ MSE of quantized tensors (colour; grey = kept in float)",
-                     fontsize=9)
-        if np.isfinite(mat).any():
-            fig.colorbar(im, ax=ax, label="log₁₀ mean (W − Ŵ)²", shrink=0.9)
-        else:
-            ax.set_title("stored format per tensor (no block tensor was quantized)", fontsize=9)
-    if other:
-        ax = fig.add_subplot(gs[0, n_panels - 1])
-        names = [r["name"] for r in other]
-        mses = [r.get("mse") or 0.0 for r in other]
-        floor = min([m for m in mses if m > 0], default=1e-12) / 10
-        ax.barh(range(len(other)), [m if m > 0 else floor for m in mses],
-                color=["C0" if m > 0 else "lightgray" for m in mses])
-        ax.set_xscale("log")
-        ax.set_xlim(floor / 2, max(max(mses), floor) * 3)
-        from matplotlib.ticker import LogLocator, NullFormatter
-
-        ax.xaxis.set_major_locator(LogLocator(numticks=6))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        for y, r in enumerate(other):
-            ax.text(floor, y, f" {_bits_label(r)}" + ("" if (r.get("mse") or 0) > 0 else " exact"),
-                    va="center", fontsize=7)
-        ax.set_yticks(range(len(other)), names, fontsize=7)
-        ax.invert_yaxis()
-        ax.set_xlabel("mean (W − Ŵ)² (log scale)")
-        shown = f" ({len(other)} largest of {n_other})" if n_other > len(other) else ""
-        ax.set_title(("non-block tensors: storage and MSE" if block else "per-tensor storage and MSE") + shown,
-                     fontsize=9)
-    fig.suptitle(f"Quantization per tensor: recipe {run_recipe(run)} ({run_name(run)})", fontsize=11)
-    return _save_figure(fig, path)
-
-
-def _cmap_with_gray():
-    from matplotlib import colormaps
-
-    return colormaps["viridis"].with_extremes(bad="lightgray")
-
-
-# ------------------------------------------------------------------------------------------------ report.md
 
 def _quant_summary(run: dict) -> list[str]:
     rows = dotted_get(run, "quant.tensors") or []
@@ -313,7 +189,8 @@ def _quant_summary(run: dict) -> list[str]:
 def _markdown(runs: Sequence[dict], images: dict[str, Path | None]) -> str:
     r = runs[0]
     g = lambda k, d=None: dotted_get(r, k, d)  # noqa: E731
-    L = [f"# Run report: {run_name(r)}", "", f"Record: `{r.get('_path')}` (preset {g('preset', '—')}).", ""]
+    L = [f"# Run report: {run_name(r)}", "", f"Record: `{r.get('_path')}` (preset {g('preset', '—')}); artifact: "
+         f"{r.get('_artifact', '—')}.", ""]
     L += ["## Score", "", "| | val_bpb | val_loss (nats/token) | tokens | bytes | mode | eval s |",
           "|---|---:|---:|---:|---:|---|---:|"]
     for label, key in (("pre-quant", "prequant"), ("**round trip (the score)**", "roundtrip")):
@@ -364,7 +241,9 @@ def _markdown(runs: Sequence[dict], images: dict[str, Path | None]) -> str:
     captions = {"training": "Training loss and LR multiplier", "score_vs_bytes": "val_bpb against artifact bytes",
                 "quant_tensors": "Per-tensor bits and quantization error"}
     for key, p in images.items():
-        L.append(f"![{captions[key]}]({p.name})" if p else f"- {captions[key]}: no data in the run record")
+        why = ("omitted: it compares runs; give the runs to compare (`pgolf report RUN OTHER ...`)"
+               if key == "score_vs_bytes" and len(runs) < 2 else "no data in the run record")
+        L.append(f"![{captions[key]}]({p.name})" if p else f"- {captions[key]}: {why}")
         L.append("")
     return "\n".join(L).rstrip() + "\n"
 
@@ -375,9 +254,11 @@ def write_report(run_dir: str | Path | Sequence[str | Path], out_dir: str | Path
     out_dir defaults to FIRST_RUN_DIR/report. Returns the paths written (PNGs first, report.md last).
     """
     paths = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
-    runs = load_runs(paths)
+    runs = [with_current_artifact(r) for r in load_runs(paths)]
     out = Path(out_dir) if out_dir is not None else Path(runs[0]["_path"]).parent / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
+    from pgolf.experiments.plots import plot_quant_tensors, plot_score_vs_bytes, plot_training
+
     images = {"training": plot_training(runs, out / "training.png"),
               "score_vs_bytes": plot_score_vs_bytes(runs, out / "score_vs_bytes.png"),
               "quant_tensors": plot_quant_tensors(runs[0], out / "quant_tensors.png")}

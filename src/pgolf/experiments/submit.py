@@ -292,7 +292,8 @@ def readme_text(runs: Sequence[dict], sub: dict[str, Any], sizes: dict[str, int]
         lines.append(f"| {s} | {_fmt_bytes(v['model_bytes'])} | {_fmt_bytes(sub['bytes_code'])} | "
                      f"{_fmt_bytes(v['artifact_bytes'])} |")
     lines += ["", f"Code: {sizes['files']} files ({_fmt_bytes(sizes['source_bytes'])} bytes of source: what this "
-              "configuration's run executes, from pgolf.submission, and the presets) → `{READABLE_NAME}` {_fmt_bytes(sizes['bundle_bytes'])} bytes "
+              "configuration's run executes, from pgolf.submission, and the presets) → "
+              f"`{READABLE_NAME}` {_fmt_bytes(sizes['bundle_bytes'])} bytes "
               f"→ minified {_fmt_bytes(sizes['minified_bytes'])} → lzma + base85 self-extracting `{SCRIPT_NAME}` "
               f"**{_fmt_bytes(sizes['counted_bytes'])} bytes** (counted; brotli would be "
               f"{_fmt_bytes(sizes['counted_bytes_brotli'])}). Limit {_fmt_bytes(runs[0]['bytes'].get('limit', 0))} "
