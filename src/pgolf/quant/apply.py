@@ -22,7 +22,7 @@ from torch import Tensor
 
 from pgolf.quant.gptq import collector_damping, output_error
 from pgolf.quant.lqer import apply_lqer, select_lqer_tensors
-from pgolf.quant.methods import get_method
+from pgolf.quant.methods import METHODS, get_method
 from pgolf.quant.plan import TensorPlan, cross_tensor_overrides, resolve_plan, route_tensors
 from pgolf.quant.primitives import QuantizedTensor
 from pgolf.quant.recipes import PASSTHROUGH, QuantRecipe, get_recipe
@@ -135,7 +135,7 @@ def lqer_step(qts: Mapping[str, QuantizedTensor], weights: Mapping[str, Tensor],
     if not recipe.lqer_top_k:
         return out, applied
     cands = {n: weights[n].float() - qt.dequantize() for n, qt in qts.items()
-             if qt.method != "gate_int8_row" and qt.q.dim() == 2}
+             if getattr(METHODS.get(qt.method), "lqer", True) and qt.q.dim() == 2}
     for n in select_lqer_tensors(cands, k=recipe.lqer_top_k):
         qt2, info = apply_lqer(qts[n], weights[n], rank=recipe.lqer_rank, mode=recipe.lqer_mode)
         if info["applied"]:

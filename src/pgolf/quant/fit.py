@@ -50,7 +50,7 @@ from torch import Tensor
 from pgolf.quant.allocate import prune_ones_to_budget
 from pgolf.quant.apply import QuantizedState, lqer_step, quantize_state_dict
 from pgolf.quant.gptq import collector_damping, output_error
-from pgolf.quant.methods import get_method
+from pgolf.quant.methods import METHODS, get_method
 from pgolf.quant.primitives import QuantizedTensor
 from pgolf.quant.recipes import QuantRecipe, get_recipe
 
@@ -219,7 +219,7 @@ def fit_to_budget(state_dict: Mapping[str, Tensor], recipe: QuantRecipe | str, *
 
     # candidate fronts of every tensor whose knobs are free, in one distortion unit
     use_h = bool(hessians)
-    names = [n for n, qt in qs0.tensors.items() if get_method(qt.method).fit_bits
+    names = [n for n, qt in qs0.tensors.items() if qt.method in METHODS and METHODS[qt.method].fit_bits
              and (not use_h or (n in hessians and weights[n].dim() == 2
                                 and tuple(hessians[n].shape) == (weights[n].shape[1],) * 2))]
     items = names

@@ -58,6 +58,8 @@ class MethodSpec:
     """The fake-quant rule equals the dequantized export bit for bit (data-free rules on the stored fp16 scale)."""
     batch: Batch | None = None
     """Optional: several σ at once (used by the budget fit)."""
+    lqer: bool = True
+    """The recipe's LQER step may correct its tensors (R0427 leaves the int8 gates out)."""
 
     def __call__(self, w: Tensor, **kwargs: Any) -> tuple[QuantizedTensor, dict[str, Any]]:
         return self.fn(w, **kwargs)
@@ -224,6 +226,6 @@ for _spec in (
     MethodSpec("gptq_clip_search", _gptq_clip_search, "R0325 full GPTQ at the best of 5 clip percentiles",
                needs_hessian=True, fit_bits=True, fake_quant=_fq_absmax),
     MethodSpec("gate_int8_row", _gate_int8_row, "R0427 int8 per-row attention gates (rowmax/127)",
-               fake_quant=_fq_absmax, qat_exact=True),
+               fake_quant=_fq_absmax, qat_exact=True, lqer=False),
 ):
     register_method(_spec)

@@ -25,6 +25,7 @@ from pgolf.quant.methods import get_method
 from pgolf.quant.recipes import PASSTHROUGH, QuantRecipe, TensorRule
 
 GATE_NUMEL_RANGE = (32, 8192)  # R0427 `_quantize_gate_int8_row` size window
+GATE_METHOD = "gate_int8_row"  # the method of the tensors matching recipe.gate_pattern
 KEEP = ("asis", "fp16", "fp32")
 
 
@@ -69,7 +70,7 @@ def route_tensors(tensors: Mapping[str, Tensor], recipe: QuantRecipe) -> Plan:
             plan[name] = TensorPlan(name, role, "asis")
         elif (recipe.gate_pattern and fnmatch.fnmatchcase(name, recipe.gate_pattern)
               and GATE_NUMEL_RANGE[0] <= t.numel() <= GATE_NUMEL_RANGE[1]):
-            plan[name] = TensorPlan(name, role, "quant", "gate_int8_row", 8)
+            plan[name] = TensorPlan(name, role, "quant", GATE_METHOD, 8)
         elif t.numel() <= recipe.passthrough_max_numel:
             # BASE keeps its control tensors fp32: `any(pattern in name ...)` over CONTROL_TENSOR_NAME_PATTERNS
             keep32 = any(p in name for p in recipe.keep_fp32_patterns)
