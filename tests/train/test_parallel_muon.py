@@ -86,6 +86,21 @@ def test_single_process_clipping_equals_clip_grad_norm():
     assert max((a - b).abs().max() for a, b in zip(ref, unclipped)) > 1e-4  # the clip did bite
 
 
+def test_a_matrix_without_gradient_is_left_alone():
+    """As Muon: no decay, no update for a parameter whose .grad is None; its bank-mates step normally."""
+    params, grads, _ = _problem()
+    outs = []
+    for cls in (Muon, ParallelMuon):
+        ps = [torch.nn.Parameter(p.clone()) for p in params]
+        opt = cls(ps, **KW)
+        for i, (p, g) in enumerate(zip(ps, grads[0])):
+            p.grad = None if i == 1 else g.clone()  # index 1 shares its (16, 32) bank with 0 and 2
+        opt.step()
+        outs.append([p.detach().clone() for p in ps])
+    assert torch.equal(outs[1][1], params[1])
+    _assert_all_close(outs[1], outs[0], 1e-6)
+
+
 def test_state_dict_is_muons_layout_and_resumes():
     """ParallelMuon's checkpoint loads into Muon (and back) and the continued run equals an uninterrupted one."""
     params, grads, _ = _problem()

@@ -173,11 +173,15 @@ class ParallelMuon(Muon):
             if not any(bank.active):
                 bank.handle, bank.reduced = None, True
                 continue
-            for k, p in enumerate(bank.params):
-                if p.grad is None:
-                    bank.grads[k].zero_()
-                else:
-                    bank.grads[k].copy_(p.grad)
+            rows = bank.grads.unbind(0)
+            if all(bank.active):  # one foreach copy per bank rather than one kernel per matrix
+                torch._foreach_copy_(list(rows[:bank.count]), [p.grad for p in bank.params])
+            else:
+                for k, p in enumerate(bank.params):
+                    if p.grad is None:
+                        rows[k].zero_()
+                    else:
+                        rows[k].copy_(p.grad)
             bank.grads[bank.count:].zero_()
             bank.reduced = False
             if ws > 1:
