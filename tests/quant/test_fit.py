@@ -158,6 +158,15 @@ def test_quantize_verb_fits_a_budget_and_scores_the_round_trip(tiny_dataset, tmp
     assert main(["quantize", str(tmp_path / "fit"), "--recipe", str(recipe), "--codec", "rans",
                  "--out", str(plain)]) == 0
     code = json.loads(plain.with_suffix(".quant.json").read_text())["bytes"]["code_bytes"]
+    # a per-role override on the command line changes exactly that role's tensors (issue 18)
+    mlp5 = tmp_path / "mlp5.pgolf"
+    assert main(["quantize", str(tmp_path / "fit"), "--recipe", str(recipe), "--codec", "rans",
+                 "--out", str(mlp5), "--quant.mlp.bits", "5"]) == 0
+    rows0 = {r["name"]: r for r in json.loads(plain.with_suffix(".quant.json").read_text())["tensors"]}
+    rows5 = {r["name"]: r for r in json.loads(mlp5.with_suffix(".quant.json").read_text())["tensors"]}
+    mlp = {n for n, r in rows0.items() if r["role"] == "mlp" and r["method"] != "passthrough"}
+    assert mlp and all(rows5[n]["bits"] == 5 and rows0[n]["bits"] == 6 for n in mlp)
+    assert all(rows5[n] == rows0[n] for n in rows0 if n not in mlp)
     budget = code + plain.stat().st_size - 2000
     out = tmp_path / "fit.pgolf"
     capsys.readouterr()
