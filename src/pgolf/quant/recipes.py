@@ -19,12 +19,14 @@ stored fp16; names matching `keep_fp32_patterns` stay fp32, as BASE keeps its co
     method = "rtn"
     bits = 6
 
-Methods (`methods.METHODS`, one spec each): the data-free `int8_percentile`, `rtn`, `gptq_lite` (R0322), `sdclip_rtn`, `gate_int8_row`
-and the Hessian methods `gptq_clip_search` (R0325: 5-percentile search around GPTQ) and `sdclip_gptq` (R0405+:
-GPTQ on the SDClip grid k·std(row)/cr, param `clip_sigma`, optional `hessian_lambda` for R0406). Recipe-level
-switches add the cross-tensor steps: `adaptive_clip` (PR #1962 σ), `mixed_precision` (int5/6/7 by sensitivity),
+Methods (`methods.METHODS`, one spec each): the data-free `int8_percentile`, `rtn`, `gptq_lite` (R0322),
+`sdclip_rtn`, `gate_int8_row` and the Hessian methods `gptq_clip_search` (R0325: 5-percentile search around GPTQ)
+and `sdclip_gptq` (R0405+: GPTQ on the SDClip grid k·std(row)/cr, param `clip_sigma`, optional `hessian_lambda` for
+R0406). Roles come from the recipe's pattern table (`roles`: ROLE_TABLES). Recipe-level switches add the cross-tensor
+steps: `adaptive_clip` (PR #1962 σ), `mixed_precision` (int5/6/7 by sensitivity, `mixed_precision_split`),
 `lqer_top_k` (R0427 LQER) and `gate_pattern` (R0427 int8 per-row gates, checked before the passthrough rule).
-`calib_*` give the record's calibration defaults; `QuantConfig.calib_*` override them.
+`calib_*` give the calibration defaults (one for all: DEFAULT_CALIB_SEQS); `QuantConfig.calib_*` override them. A
+file's `[[amend]]` tables and `--quant.ROLE.KNOB` change one role's rule (quant/amend.py, `recipe_for`).
 """
 
 from __future__ import annotations
