@@ -36,7 +36,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pgolf.data.bytes import ByteLUT, token_bytes
+from pgolf.data.bytes import ByteLUT, target_bytes_from_lut
 from pgolf.train.distributed import world
 
 if TYPE_CHECKING:
@@ -63,10 +63,9 @@ class EvalResult:
 # ------------------------------------------------------------------------------------------------ bytes
 
 def lut_target_bytes(lut: ByteLUT, tokens: Tensor) -> Tensor:
-    """`target_bytes` from the tokenizer LUT: entry i = token_bytes(lut, tokens[i−1], tokens[i]), entry 0 = 0."""
-    tokens = tokens.reshape(-1).long()
-    first = torch.zeros(1, dtype=torch.int64, device=tokens.device)
-    return torch.cat([first, token_bytes(lut, tokens[:-1], tokens[1:])])
+    """`target_bytes` from the tokenizer LUT: entry i = token_bytes(lut, tokens[i−1], tokens[i]), entry 0 = 0
+    (pgolf.data.bytes.target_bytes_from_lut; a dataset with a byte sidecar uses data.bytes.validation_bytes)."""
+    return target_bytes_from_lut(lut, tokens.reshape(-1).long())
 
 
 def check_target_bytes(target_bytes: Tensor, tokens: Tensor) -> None:
