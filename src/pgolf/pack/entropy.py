@@ -150,7 +150,9 @@ def _encode_adaptive(arr: np.ndarray, model: str, order0: bytes, v1: bytes) -> b
     where the version-1 modes already beat order-0 by ADAPTIVE_GATE (bounds encode time on i.i.d. matrices)."""
     from pgolf.pack import adaptive as ad
 
-    if arr.ndim < 2 or arr.shape[0] < 2 * ad.MIN_ROWS or arr.size > ad.MAX_SYMBOLS or len(v1) > ADAPTIVE_GATE * len(order0):
+    if arr.ndim < 2 or not 2 * ad.MIN_ROWS <= arr.shape[0] <= ad.MAX_ROWS or arr.size > ad.MAX_SYMBOLS:
+        return None
+    if len(v1) > ADAPTIVE_GATE * len(order0):
         return None
     mat = arr.reshape(arr.shape[0], -1).astype(np.int64)
     lo, span = int(mat.min()), int(mat.max() - mat.min())
