@@ -55,7 +55,8 @@ def mode_config(mode: str):
     from pgolf.eval.config import EvalConfig
 
     return dataclasses.replace(EvalConfig(), mode=mode, stride=16, batch_seqs=4, ttt_chunk_tokens=4 * SEQ_LEN,
-                               ttt_lora_chunk=SEQ_LEN, ttt_lora_rank=2, phased_prefix_docs=1, phased_num_phases=1, max_seconds=0)
+                               ttt_lora_chunk=SEQ_LEN, ttt_lora_rank=2, phased_prefix_docs=1, phased_num_phases=1,
+                               max_seconds=0)
 
 
 MODES = ("standard", "sliding", "doc", "ttt-sgd", "ttt-lora", "ttt-phased")

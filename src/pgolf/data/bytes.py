@@ -143,7 +143,8 @@ def byte_accounting(dataset, sp: spm.SentencePieceProcessor) -> str:
     if is_caseops_tokenizer(sp):
         raise ValueError(
             f"{dataset.tokenizer_path} is a CaseOps tokenizer (it reserves the case operators U+E001..U+E004) but "
-            f"{dataset.data_dir} has no byte sidecar (fineweb_val_bytes_NNNNNN.bin beside each fineweb_val_NNNNNN.bin): "
+            f"{dataset.data_dir} has no byte sidecar (fineweb_val_bytes_NNNNNN.bin beside each "
+            "fineweb_val_NNNNNN.bin): "
             "its val_bpb would count the operators' bytes. Prepare the data with `pgolf data prepare --caseops` or "
             "download it with `pgolf data fineweb --variant caseops`")
     return BYTES_LUT

@@ -9,7 +9,7 @@ reserves the four operator characters as user-defined pieces (ids 4–7 of
     ALLCAPS word (≥ 2 letters) ALLCAPS + lowercase                "NASA"   → "\\ue002nasa"
     Titlecase word            TITLE + lowercase                  "Launch" → "\\ue001launch"
     any other mixed case      [TITLE if the first letter is upper] + each later upper letter preceded by CAPNEXT
-                                                                 "iPhone" → "i\\ue003phone", "McD" → "\\ue001mc\\ue003d"
+                                                       "iPhone" → "i\\ue003phone", "McD" → "\\ue001mc\\ue003d"
     an operator char in the input   ESC + that char              "\\ue001" → "\\ue004\\ue001"
 
 Everything else (digits, punctuation, whitespace, non-ASCII letters of any case) is left alone, so `decode(encode(t))
