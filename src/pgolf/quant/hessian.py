@@ -15,7 +15,7 @@ What feeds which matrix (parameter-golf.md §2.4, R0405/R0414/R0427 `collect_hes
 H is normalised by the number of batches, not tokens (as every record; GPTQ is invariant to H's scale), is per rank
 (the records never all-reduce it) and stays on the model's device. No damping here: the quantizer adds it.
 
-Per §12 of the style notes this is one of the two nn.Module-aware quant files (hooks feed `HessianAccumulator`).
+This is one of the two nn.Module-aware quant files (with qat.py): hooks feed `HessianAccumulator`.
 """
 
 from __future__ import annotations
