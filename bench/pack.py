@@ -54,6 +54,12 @@ def int6_sdclip(weights: dict[str, torch.Tensor], k: float = 12.85, bits: int = 
 
 
 MODE_NAMES = {2: "order0", 3: "order0", 4: "raw", 5: "context", 6: "brotli", 7: "brotli-T"}
+
+
+def mode_name(stream: bytes) -> str:
+    """The entropy.py mode of a code stream (version-2 streams are the adaptive mode)."""
+    return "adaptive" if stream[0] >> 5 == 2 else MODE_NAMES.get((stream[0] >> 2) & 7, "trivial")
+
 LAYOUTS = {  # name: arrange() flags
     "per tensor, row-major": {},
     "per tensor, transposed": {"transpose": True},
@@ -78,7 +84,7 @@ def bench_codes(qs: QuantizedState, general: list[str]) -> dict[str, int]:
         assert np.array_equal(decode_codes(blob), arr)
         t_enc, t_dec = t_enc + t1 - t0, t_dec + time.perf_counter() - t1
         r["bytes"]["rans-ctx"] = len(blob)
-        modes[MODE_NAMES.get((blob[0] >> 2) & 7, "trivial")] += 1
+        modes[mode_name(blob)] += 1
     tot = byte_report_totals(rows)
     h = tot["entropy_bytes"]
     print(f"weight codes, each tensor compressed alone: order-0 entropy {h:,.0f} bytes ({8 * h / max(n, 1):.3f} b/w)")
@@ -159,6 +165,8 @@ def main() -> None:
     p.add_argument("--codecs", default=",".join(CODEC_IDS))
     p.add_argument("--skip-27m", action="store_true")
     p.add_argument("--skip-layouts", action="store_true", help="skip the general-codec layout table")
+    p.add_argument("--skip-lrzip", action="store_true", help="skip rans-ctx ÷ R0427's per-group lrzip "
+                   "(bench/pack_vs_lrzip.py, run with its defaults)")
     args = p.parse_args()
     codecs = args.codecs.split(",")
     torch.set_num_threads(2)
@@ -189,6 +197,10 @@ def main() -> None:
                 sd[k] = torch.randn(v.shape, generator=g) * torch.exp(0.5 * torch.randn(v.shape[1], generator=g))[None]
         print("\n## (d) the same shapes with log-normal column spreads (context mode in every code tensor)")
         bench_27m(int6_sdclip(sd), codecs)
+    if not args.skip_lrzip:
+        import pack_vs_lrzip
+
+        pack_vs_lrzip.main([])
 
 
 def stream_modes(blob: bytes) -> dict[str, int]:
@@ -199,7 +211,7 @@ def stream_modes(blob: bytes) -> dict[str, int]:
     (hlen,) = struct.unpack_from("<I", body, 0)
     p, modes = pos + 5 + n, Counter()
     for m in json.loads(body[4 : 4 + hlen])["code_streams"]:
-        modes[MODE_NAMES.get((blob[p] >> 2) & 7, "trivial")] += 1
+        modes[mode_name(blob[p : p + 1])] += 1
         p += m
     return dict(modes)
 

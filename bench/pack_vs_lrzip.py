@@ -23,14 +23,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pack import MODE_NAMES, int6_sdclip  # noqa: E402
+from pack import int6_sdclip, mode_name  # noqa: E402
 
 from pgolf.pack.entropy import decode_codes, encode_codes, order0_entropy_bytes  # noqa: E402
 from pgolf.pack.lrzip import code_groups, group_layout, lrzip_compress, lrzip_path  # noqa: E402
-
-
-def mode_name(blob: bytes) -> str:
-    return "adaptive" if blob[0] >> 5 == 2 else MODE_NAMES.get((blob[0] >> 2) & 7, "trivial")
 
 
 def compare_groups(label: str, codes: dict[str, np.ndarray]) -> tuple[int, int]:
