@@ -83,7 +83,8 @@ class _Model:
 
     def weights(self) -> np.ndarray:
         pb = (self.b + ALPHA_B * (self.g / self.gsum)) / (self.bsum + ALPHA_B)[:, None]
-        return self.a[self.c, self.u] + ALPHA_A * pb[self.c]
+        k = self.g.size
+        return np.take(self.a.reshape(-1, k), self.c * k + self.u, axis=0) + np.take(ALPHA_A * pb, self.c, axis=0)
 
     def update(self, x: np.ndarray) -> None:
         np.add.at(self.a, (self.c, self.u, x), 1.0)
