@@ -133,7 +133,7 @@ def test_stride_equal_to_seq_len_is_non_overlapping():
     b = score_standard(model, toks, lut, seq_len=32, stride=32, batch_seqs=5)
     assert (a.val_loss, a.val_bpb, a.num_tokens, a.num_bytes) == pytest.approx(
         (b.val_loss, b.val_bpb, b.num_tokens, b.num_bytes), rel=1e-12)
-    assert a.mode == "standard(seq_len=32,stride=0)" and b.mode == "standard(seq_len=32,stride=32)"
+    assert a.mode == "non-overlapping(seq_len=32)" and b.mode == "sliding(seq_len=32,stride=32)"
 
 
 @pytest.mark.parametrize("n, L, stride", [(150, 32, 8), (90, 32, 5), (20, 32, 8)])

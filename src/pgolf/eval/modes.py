@@ -102,7 +102,9 @@ def _windowed(model: nn.Module, ctx: ModeContext, windows: Tensor) -> None:
 def standard_mode(model: nn.Module, ctx: ModeContext) -> str:
     stride = ctx.cfg.stride  # > seq_len is an error (window_table), as in the records' eval_val_sliding
     _windowed(model, ctx, window_table(ctx.num_targets, ctx.seq_len, stride))
-    return f"standard(seq_len={ctx.seq_len},stride={stride})"
+    if stride:  # the label says which windows were scored
+        return f"sliding(seq_len={ctx.seq_len},stride={stride})"
+    return f"non-overlapping(seq_len={ctx.seq_len})"
 
 
 def sliding_mode(model: nn.Module, ctx: ModeContext) -> str:
