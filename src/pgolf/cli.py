@@ -530,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pgolf.train.threads import quiet_openmp_waits
+
+    quiet_openmp_waits()  # OMP_WAIT_POLICY=PASSIVE before torch loads: no collapse on a shared machine
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     try:
