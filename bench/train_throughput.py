@@ -1,95 +1,248 @@
-"""Training throughput: tokens/s and peak memory of full optimizer steps (forward, backward, Muon + AdamW, EMA).
+"""Training throughput: pgolf's full optimizer step against a plain PyTorch GPT loop of the same shape.
 
-    python bench/train_throughput.py                       # cpu-demo and record-11l shapes, 2 warm-up + 5 timed steps
-    python bench/train_throughput.py --presets cpu-demo --steps 10 --batch-tokens 8192 --seq-len 256
+    python bench/train_throughput.py                              # cpu-demo and record-11l (seq 256), 1 thread
+    python bench/train_throughput.py --presets cpu-demo --repeats 5 --steps 4
+    python bench/train_throughput.py --presets cpu-demo --baseline-src /tmp/base/src   # + an older pgolf checkout
 
-Each preset runs in its own subprocess so the peak resident memory (ru_maxrss, CPU) or the peak CUDA allocation
-belongs to that shape alone. The batch defaults to the preset's sequence length and a CPU-sized token count
-(override with --batch-tokens); the model, optimizers and step are the real ones from pgolf.
+A pgolf step is the training loop's step: forward, backward, grad clip (when the preset clips), Muon + AdamW,
+zero_grad, EMA update (when the preset keeps one). The reference ("plain") is a textbook PyTorch GPT of the same shape
+(layers, width, heads, KV heads, MLP width, LeakyReLU(0.5)² or ReLU², tied embeddings, RoPE, RMSNorm, SDPA),
+trained with `torch.optim.Muon` for the block matrices and `torch.optim.AdamW` for the rest, with none of the
+records' extras (no softcap, gates, skips, SmearGate, BigramHash, EMA, clipping).
+
+Every measurement runs in its own subprocess (same interpreter, same thread count, random tokens, fixed seed):
+per repeat the variants run one after another in a rotating order, so a loaded machine slows them alike. A
+subprocess reports the median wall time and the median process CPU time of its timed steps; the table gives the
+median over repeats and the ratio pgolf ÷ plain of those medians. CPU time is the steadier figure when other
+processes compete for the cores; wall time is what a wallclock budget sees.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
 
 
-def measure(preset: str, steps: int, warmup: int, batch_tokens: int, seq_len: int, device: str) -> dict:
+def _shape(preset: str, batch_tokens: int, seq_len: int):
+    from pgolf.config import build_config, load_preset, parse_overrides
+
+    over = [("train.train_batch_tokens", str(batch_tokens))]
+    if seq_len:
+        over.append(("train.train_seq_len", str(seq_len)))
+    return build_config([("preset", load_preset(preset)), ("bench", parse_overrides(over))])
+
+
+def _pgolf_step(cfg, dev):
     import torch
 
-    from pgolf.config import build_config, load_preset, parse_overrides
     from pgolf.model.gpt import GPT
     from pgolf.train.ema import EMA
     from pgolf.train.optim import build_optimizers
 
-    layers = [("preset", load_preset(preset))]
-    over = [("train.train_batch_tokens", str(batch_tokens))]
-    if seq_len:
-        over.append(("train.train_seq_len", str(seq_len)))
-    cfg = build_config(layers + [("bench", parse_overrides(over))])
-    dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(0)
     model = GPT(cfg.model).to(dev)
     if getattr(cfg.model, "num_loops", 0):
-        model.set_looping(True)  # measure the steady state after recurrence switches on
+        model.set_looping(True)  # the steady state after recurrence switches on
+    model.train()
     opts = build_optimizers(model, cfg.train)
-    ema = EMA(model, 0.997)
-    T = cfg.train.train_seq_len
-    B = cfg.train.train_batch_tokens // T
-    x = torch.randint(0, cfg.model.vocab_size, (B, T + 1), device=dev)
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
+    ema = EMA(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+    params = [p for p in model.parameters() if p.requires_grad]
+    clip = cfg.train.grad_clip_norm
+
+    def step(x, y):
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            loss = model(x[:, :-1], x[:, 1:])
+            loss = model(x, y)
+        loss.backward()
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        for o in opts:
+            o.step()
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(model)
+
+    return model, step
+
+
+def _plain_step(cfg, dev):
+    """A plain GPT of cfg.model's shape with torch.optim.Muon (matrices) + AdamW (embedding)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    m, t = cfg.model, cfg.train
+    C, H, Hkv = m.model_dim, m.num_heads, m.num_kv_heads
+    D = C // H
+    slope = 0.5 if m.mlp_act == "leaky_relu2" else 0.0
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q, self.k, self.v = (nn.Linear(C, C, bias=False), nn.Linear(C, Hkv * D, bias=False),
+                                      nn.Linear(C, Hkv * D, bias=False))
+            self.o = nn.Linear(C, C, bias=False)
+            self.fc, self.proj = nn.Linear(C, m.mlp_hidden, bias=False), nn.Linear(m.mlp_hidden, C, bias=False)
+
+        def forward(self, x, cos, sin):
+            B, T, _ = x.shape
+            n = F.rms_norm(x, (C,))
+            q = self.q(n).view(B, T, H, D).transpose(1, 2)
+            k = self.k(n).view(B, T, Hkv, D).transpose(1, 2)
+            v = self.v(n).view(B, T, Hkv, D).transpose(1, 2)
+            q, k = rope(q, cos, sin), rope(k, cos, sin)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=Hkv != H)
+            x = x + self.o(y.transpose(1, 2).reshape(B, T, C))
+            h = self.fc(F.rms_norm(x, (C,)))
+            h = F.leaky_relu(h, slope) if slope else torch.relu(h)
+            return x + self.proj(h.square())
+
+    def rope(x, cos, sin):
+        x1, x2 = x[..., : D // 2], x[..., D // 2:]
+        return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
+
+    class PlainGPT(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(m.vocab_size, C)
+            self.blocks = nn.ModuleList(Block() for _ in range(m.num_layers))
+
+        def forward(self, idx, targets):
+            T = idx.size(1)
+            inv = 1.0 / 10000.0 ** (torch.arange(0, D, 2, device=idx.device, dtype=torch.float32) / D)
+            f = torch.outer(torch.arange(T, device=idx.device, dtype=torch.float32), inv)
+            cos, sin = f.cos()[None, None], f.sin()[None, None]
+            x = self.emb(idx)
+            for b in self.blocks:
+                x = b(x, cos, sin)
+            logits = F.linear(F.rms_norm(x, (C,)), self.emb.weight)
+            return F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
+
+    torch.manual_seed(0)
+    model = PlainGPT().to(dev).train()
+    matrices = [p for p in model.blocks.parameters() if p.ndim == 2]
+    opts = [torch.optim.Muon(matrices, lr=t.matrix_lr, momentum=t.muon_momentum, weight_decay=0.0),
+            torch.optim.AdamW([model.emb.weight], lr=t.tied_embed_lr, betas=(t.adam_beta1, t.adam_beta2))]
+
+    def step(x, y):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            loss = model(x, y)
         loss.backward()
         for o in opts:
             o.step()
         for o in opts:
             o.zero_grad(set_to_none=True)
-        ema.update(model)
+
+    return model, step
+
+
+def measure(variant: str, preset: str, steps: int, warmup: int, batch_tokens: int, seq_len: int,
+            device: str) -> dict:
+    import torch
+
+    cfg = _shape(preset, batch_tokens, seq_len)
+    dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, step = (_plain_step if variant == "plain" else _pgolf_step)(cfg, dev)
+    T = cfg.train.train_seq_len
+    B = cfg.train.train_batch_tokens // T
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randint(0, cfg.model.vocab_size, (B, T + 1), generator=gen).to(dev)
+    wall, cpu = [], []
+    for i in range(warmup + steps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        step(x[:, :-1], x[:, 1:])
         if dev.type == "cuda":
             torch.cuda.synchronize()
         if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    step_s = sorted(times)[len(times) // 2]
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     peak = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"preset": preset, "device": str(dev), "threads": torch.get_num_threads(),
+    return {"variant": variant, "preset": preset, "device": str(dev), "threads": torch.get_num_threads(),
             "params": sum(p.numel() for p in model.parameters()), "seq_len": T, "batch_tokens": B * T,
-            "median_step_s": round(step_s, 4), "tokens_per_s": round(B * T / step_s, 1),
-            "peak_mem_mb": round(peak / 1e6, 1)}
+            "step_s": statistics.median(wall), "cpu_s": statistics.median(cpu), "peak_mem_mb": round(peak / 1e6, 1)}
+
+
+def _run_one(variant: str, preset: str, args: argparse.Namespace, src: str | None) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--one", variant, "--presets", preset, "--steps",
+           str(args.steps), "--warmup", str(args.warmup), "--batch-tokens", str(args.batch_tokens), "--seq-len",
+           str(args.seq_len), "--device", args.device]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(args.threads))
+    if src:  # an older pgolf checkout (its src/ folder) for a side-by-side baseline
+        env["PYTHONPATH"] = os.path.abspath(src) + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise RuntimeError(f"{variant} {preset} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", default="cpu-demo,record-11l")
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=3, help="timed steps per subprocess")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3, help="subprocesses per variant, alternating")
     p.add_argument("--batch-tokens", type=int, default=8192)
-    p.add_argument("--seq-len", type=int, default=0, help="0 = the preset's train_seq_len")
+    p.add_argument("--seq-len", type=int, default=256, help="0 = the preset's train_seq_len")
+    p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each subprocess (unless already set)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--baseline-src", help="src/ folder of another pgolf checkout, measured as variant 'baseline'")
+    p.add_argument("--no-plain", action="store_true", help="skip the plain PyTorch reference")
+    p.add_argument("--json", help="also write every measurement to this file")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.steps, args.warmup, args.batch_tokens, args.seq_len, args.device)))
+        print(json.dumps(measure(args.one, args.presets, args.steps, args.warmup, args.batch_tokens, args.seq_len,
+                                 args.device)))
         return
-    rows = []
+    variants = [("pgolf", None)] + ([] if args.no_plain else [("plain", None)])
+    if args.baseline_src:
+        variants.append(("baseline", args.baseline_src))
+    rows, allruns = [], []
     for preset in args.presets.split(","):
-        cmd = [sys.executable, __file__, "--one", preset, "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--batch-tokens", str(args.batch_tokens), "--seq-len", str(args.seq_len), "--device", args.device]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    cols = ["preset", "device", "threads", "params", "seq_len", "batch_tokens", "median_step_s", "tokens_per_s",
-            "peak_mem_mb"]
+        runs: dict[str, list[dict]] = {v: [] for v, _ in variants}
+        for r in range(args.repeats):
+            order = variants[r % len(variants):] + variants[:r % len(variants)]  # rotate who goes first
+            for v, src in order:
+                res = _run_one("pgolf" if v == "baseline" else v, preset, args, src)
+                res["variant"] = v
+                runs[v].append(res)
+                allruns.append(res)
+                print(f"# {preset} repeat {r + 1} {v}: step {res['step_s']:.3f} s, cpu {res['cpu_s']:.3f} s",
+                      file=sys.stderr, flush=True)
+        ref = runs["plain"] if "plain" in runs else None
+        for v, _ in variants:
+            step = statistics.median(x["step_s"] for x in runs[v])
+            cpu = statistics.median(x["cpu_s"] for x in runs[v])
+            row = {**runs[v][0], "variant": v, "step_s": step, "cpu_s": cpu,
+                   "tokens_per_s": runs[v][0]["batch_tokens"] / step,
+                   "peak_mem_mb": max(x["peak_mem_mb"] for x in runs[v])}
+            if ref is not None:
+                row["wall_ratio"] = step / statistics.median(x["step_s"] for x in ref)
+                row["cpu_ratio"] = cpu / statistics.median(x["cpu_s"] for x in ref)
+            rows.append(row)
+    cols = ["preset", "variant", "device", "threads", "params", "seq_len", "batch_tokens", "step_s", "cpu_s",
+            "tokens_per_s", "peak_mem_mb"] + (["wall_ratio", "cpu_ratio"] if not args.no_plain else [])
+    print(f"medians of {args.repeats} alternating subprocesses × {args.steps} timed steps "
+          f"(ratios: ÷ plain PyTorch + torch.optim.Muon)")
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
-        print("| " + " | ".join(f"{r[c]:,}" if isinstance(r[c], int) else str(r[c]) for c in cols) + " |")
+        cells = []
+        for c in cols:
+            v = r[c]
+            cells.append(f"{v:,}" if isinstance(v, int) else f"{v:.3f}" if isinstance(v, float) else str(v))
+        print("| " + " | ".join(cells) + " |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "runs": allruns, "args": vars(args)}, f, indent=2)
 
 
 if __name__ == "__main__":
