@@ -99,6 +99,7 @@ def train(
     config_dict: dict[str, Any] | None = None,
     qat: Any = None,
     select_fn: Callable[[torch.nn.Module], Any] | None = None,
+    step_fn: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> TrainResult:
     """Train `model` in place; on return the model holds the weights the run reports (`TrainResult.weights`).
 
@@ -109,6 +110,8 @@ def train(
 
     loader: a pgolf.data.loader.DistributedTokenLoader (next_batch, state_dict, load_state_dict).
     val_fn: optional model → EvalResult, called every cfg.val_every steps (excluded from the wallclock).
+    step_fn: optional (step, model) callback after every optimizer step, outside the wallclock (benches, e.g.
+    bench/ema_warmup.py keeps a second EMA with it).
     qat: a quant.qat.QAT installed on `model` (off); switched on (`QAT.switch_on`: the Hessian calibration of
     adaptive-σ / mixed-bits recipes, counted in the wallclock, then the flag) once the LR multiplier <
     cfg.qat_threshold. Its state (on, per-tensor σ / bits) is checkpointed, so a resumed run keeps the same grid.
@@ -236,6 +239,8 @@ def train(
         losses.append(round(last_loss, 5))
         tokens_seen += cfg.train_batch_tokens
         tok_s = cfg.train_batch_tokens / max(dt, 1e-9)
+        if step_fn is not None:
+            step_fn(step, model)
         if step % cfg.log_every == 0 or step == 1:
             row = {"step": step, "loss": round(last_loss, 5), "lr_mult": round(mult, 5),
                    "momentum": round(momentum, 5), "elapsed_s": round(elapsed, 3), "tokens_per_s": round(tok_s, 1)}
