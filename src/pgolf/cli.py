@@ -93,7 +93,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         pass
     out = Path(args.out) if args.out else run_dir / ARTIFACT_NAME
     packed = quantize_stage(cfg, weights, run_dir, logger, tokenizer_sha256=tok_sha, artifact_path=out,
-                            looping_active=looping_active, progress=sys.stderr.isatty(), dataset=dataset,
+                            looping_active=looping_active, progress=True, dataset=dataset,
                             byte_accounting=accounting)
     report_path = out.with_suffix(".quant.json")
     report = {"recipe": cfg.quant.recipe, "codec": cfg.pack.codec, "bytes": packed.bytes_report.to_dict(),
@@ -188,7 +188,7 @@ def _score_artifact(path: Path, cfg: Any, device: str) -> tuple[Any, str]:
     logger = RunLogger(None, enabled=dist_info.is_main)
     try:
         data = data_stage(cfg, dist_info, logger, require_train=False)
-        res = roundtrip_stage(path, cfg, data, dist_info.device, logger, progress=logger.bar_mode)
+        res = roundtrip_stage(path, cfg, data, dist_info.device, logger, progress=logger.progress_mode)
     finally:
         shutdown_distributed()
     logger.event("final_roundtrip", mode=res.mode, val_loss=f"{res.val_loss:.8f}", val_bpb=f"{res.val_bpb:.8f}",
