@@ -118,3 +118,15 @@ def test_quantize_help_lists_the_role_knobs_and_amend(capsys):
         main(["quantize", "--help"])
     out = capsys.readouterr().out
     assert "--quant.mlp.bits 5 --quant.attn.clip_sigma 13" in out and "[[amend]]" in out
+
+
+def test_role_knobs_from_a_config_file_table(tmp_path):
+    """`[quant.mlp] bits = 5` in a run config file is the same override as --quant.mlp.bits 5."""
+    from pgolf.overrides import resolve_config
+
+    path = tmp_path / "run.toml"
+    path.write_text('[quant]\nrecipe = "sota-lqer"\n[quant.mlp]\nbits = 5\nclip_sigma = 10.0\n')
+    cfg, _ = resolve_config("cpu-smoke", ["--quant.attn.bits", "7"], config_file=str(path))
+    assert cfg.quant.rule_overrides == "mlp.bits=5,mlp.clip_sigma=10.0,attn.bits=7"
+    rules = {r.role: r for r in recipe_for(cfg.quant).rules}
+    assert (rules["mlp"].bits, rules["mlp"].params, rules["attn"].bits) == (5, {"clip_sigma": 10.0}, 7)
