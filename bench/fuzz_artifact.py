@@ -121,7 +121,7 @@ def _tiny_configs():
     from pgolf.config import build_config, load_preset
 
     base = build_config([("preset", load_preset("cpu-smoke"))])
-    m = replace(base.model, vocab_size=base.model.vocab_size)
+    m = replace(base.model, model_dim=192, num_heads=4, num_kv_heads=2)  # MLP 192×384 > 65,536: quantized rows
     variants = [
         m,
         replace(m, bigram_vocab_size=64, bigram_dim=16, ve_dim=16, ve_layers=(m.num_layers - 1,),
@@ -349,9 +349,21 @@ def m_semantic(blob, rng, others):
 _BOMBS: dict[tuple[str, int], bytes] = {}
 
 
+def _fast_compress(data: bytes, codec: str) -> bytes:
+    import lzma
+
+    import brotli
+    import zstandard
+
+    if codec == "lzma":
+        return lzma.compress(data, preset=0)
+    if codec == "zstd":
+        return zstandard.ZstdCompressor(level=1, write_content_size=False).compress(data)
+    return brotli.compress(data, quality=1)
+
+
 @mutator("bomb")
 def m_bomb(blob, rng, others):
-    from pgolf.pack.codecs import compress
     from pgolf.pack.container import CODEC_IDS
     from pgolf.pack.format import MAGIC
 
@@ -364,8 +376,8 @@ def m_bomb(blob, rng, others):
             chunk = bytes(1 << 20)
             if d is not None:
                 data = b"".join(d.compress(chunk) for _ in range(size >> 20)) + d.flush()
-            else:
-                data = compress(bytes(257 << 20), op)
+            else:  # fast settings: a bomb need not be small, only decompress past the limit
+                data = _fast_compress(bytes(257 << 20), op)
             _BOMBS[key] = MAGIC + bytes([1, CODEC_IDS[op]]) + data
         return _BOMBS[key]
     header, payload = unpack(blob)

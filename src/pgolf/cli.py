@@ -57,9 +57,27 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str], *, train_only: bool 
     cfg, notes = resolve_config(args, extra)
     if args.resume and not cfg.run.name:
         raise UsageError("--resume needs --run.name NAME (the run directory to continue)")
+    if args.resume and not (Path(cfg.run.out_dir) / cfg.run.name).is_dir():
+        raise UsageError(f"--resume: run directory {Path(cfg.run.out_dir) / cfg.run.name} does not exist "
+                         "(check --run.name and --run.out_dir)")
     from pgolf.submission import run_configured
 
-    return run_configured(cfg, args.preset, resume=args.resume, train_only=train_only, notes=notes)
+    out = Path(cfg.run.out_dir)
+    before = set(out.iterdir()) if out.is_dir() else set()
+    try:
+        return run_configured(cfg, args.preset, resume=args.resume, train_only=train_only, notes=notes)
+    except BaseException:
+        _drop_new_empty_run_dirs(out, before)
+        raise
+
+
+def _drop_new_empty_run_dirs(out: Path, before: set[Path]) -> None:
+    """After a failed run: remove the run directories this command created that hold no result (only a log)."""
+    import shutil
+
+    for d in (set(out.iterdir()) - before) if out.is_dir() else ():
+        if d.is_dir() and all(p.name == "train.log" for p in d.iterdir()):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -529,12 +547,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so it unwinds like Ctrl-C (temporary files removed, clean message)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from pgolf.train.threads import quiet_openmp_waits
 
     quiet_openmp_waits()  # OMP_WAIT_POLICY=PASSIVE before torch loads: no collapse on a shared machine
+    import signal
+    import threading
+
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _dispatch(args, extra)
+    except Terminated:
+        print(f"pgolf {args.verb}: terminated (SIGTERM); partial files were removed", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(args: argparse.Namespace, extra: Sequence[str]) -> int:
     try:
         if args.verb in ("run", "train"):
             return cmd_run(args, extra, train_only=args.verb == "train")
@@ -566,7 +609,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"pgolf {args.verb}: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if isinstance(e, Terminated):
+            raise
         print(f"pgolf {args.verb}: interrupted", file=sys.stderr)
         return 130
 

@@ -20,7 +20,8 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from pgolf.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from pgolf.io import remove_stale_temps
+from pgolf.train.checkpoint import CHECKPOINT_NAME, check_resumable, load_checkpoint, save_checkpoint
 from pgolf.train.config import TrainConfig
 from pgolf.train.distributed import world
 from pgolf.train.ema import EMA
@@ -127,8 +128,11 @@ def train(
     losses: list[float] = []  # every step's loss (already a Python float: no extra device sync)
     qat_record: dict[str, Any] = {}  # step / lr_mult / calibration at switch-on
 
+    if resume:
+        remove_stale_temps(run_dir)  # temp files of a killed writer (pgolf.io)
     if resume and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
+        check_resumable(state, config_dict, model)
         model.load_state_dict(state["model"])
         for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
             opt.load_state_dict(opt_state)
