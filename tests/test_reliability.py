@@ -272,3 +272,28 @@ def test_decode_still_rejects_byte_corruption(good_artifact):
     with pytest.raises(ArtifactError):
         decode_artifact(bytes(blob))
     _ = replace
+
+
+# ------------------------------------------------------------------------------------------------ workflow errors
+
+def test_compare_with_one_run_per_side_is_an_error_before_any_statistics(capsys):
+    assert main(["compare", "--a-values", "1.88", "--b-values", "1.89,1.88"]) == 2
+    cap = capsys.readouterr()
+    assert "side A has 1 run(s)" in cap.err and "nan" not in cap.out + cap.err and "±" not in cap.out
+
+
+def test_pruning_with_nothing_quantized_says_so():
+    from pgolf.quant.allocate import prune_ones_to_budget
+
+    with pytest.raises(ValueError, match="no quantized tensor whose ±1 codes could be pruned"):
+        prune_ones_to_budget({}, lambda qts: 1000, 10)
+
+
+def test_quantize_without_out_writes_a_new_named_artifact(tiny_dataset, tmp_path, capsys):
+    assert main(["train", *smoke_args(tiny_dataset.data_dir, tmp_path, "q", "--train.iterations", "2")]) == 0
+    run = tmp_path / "q"
+    (run / "model.pgolf").write_bytes(b"the run's artifact")
+    assert main(["quantize", str(run), "--codec", "zlib+shuffle"]) == 0
+    assert (run / "model.pgolf").read_bytes() == b"the run's artifact"  # never silently replaced
+    new = run / "model.int8-baseline.zlib-shuffle.pgolf"
+    assert read_artifact(new)[1]["codec"] == "zlib+shuffle" and f"artifact: {new}" in capsys.readouterr().out

@@ -82,7 +82,7 @@ def _drop_new_empty_run_dirs(out: Path, before: set[Path]) -> None:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from pgolf.log import RunLogger
-    from pgolf.run import ARTIFACT_NAME, load_run_or_checkpoint, quantize_stage, sha256_file, write_json_atomic
+    from pgolf.run import load_run_or_checkpoint, quantize_stage, sha256_file, write_json_atomic
     from pgolf.data.corpus import resolve_dataset
 
     cfg, weights, run_dir, looping_active = load_run_or_checkpoint(Path(args.source), args.weights)
@@ -109,7 +109,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         accounting = byte_accounting(dataset, load_tokenizer(dataset.tokenizer_path))
     except (OSError, ValueError):
         pass
-    out = Path(args.out) if args.out else run_dir / ARTIFACT_NAME
+    out = Path(args.out) if args.out else _new_artifact_path(run_dir, cfg)
     packed = quantize_stage(cfg, weights, run_dir, logger, tokenizer_sha256=tok_sha, artifact_path=out,
                             looping_active=looping_active, progress=True, dataset=dataset,
                             byte_accounting=accounting)
@@ -144,6 +144,16 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     elif args.data_dir:
         raise UsageError("--data-dir selects the datasets `quantize --eval` scores; add --eval")
     return 0
+
+
+def _new_artifact_path(run_dir: Path, cfg: Any) -> Path:
+    """quantize without --out: RUN_DIR/model.RECIPE.CODEC.pgolf, a new file; RUN_DIR/model.pgolf, which run.json and
+    `pgolf report` describe, is never replaced behind their back."""
+    import re
+
+    recipe = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(cfg.quant.recipe).stem if cfg.quant.recipe.endswith(".toml")
+                    else cfg.quant.recipe)
+    return run_dir / f"model.{recipe}.{cfg.pack.codec.replace('+', '-')}.pgolf"
 
 
 def _byte_count(text: str) -> int:
@@ -485,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("source", help="run directory or checkpoint.pt")
     q.add_argument("--recipe", help="quantization recipe name or .toml file")
     q.add_argument("--codec", help="zlib|zstd|lzma|brotli (each optionally +shuffle), rans or rans-ctx")
-    q.add_argument("--out", help="artifact path (default RUN_DIR/model.pgolf)")
+    q.add_argument("--out", help="artifact path (default RUN_DIR/model.RECIPE.CODEC.pgolf, a new file: the run's "
+                   "model.pgolf, described by run.json, is never replaced)")
     q.add_argument("--allow-over-limit", action="store_true", help="write even if over the byte cap")
     q.add_argument("--budget", type=_byte_count, metavar="BYTES",
                    help="fit per-tensor bits/σ so code + model bytes land within 0.1%% under BYTES (e.g. 16e6)")

@@ -95,6 +95,10 @@ def _add_submit_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     a_nats, a_bpb, a_desc, a_tpb = side("A", args.a, args.a_values)
     b_nats, b_bpb, b_desc, b_tpb = side("B", args.b, args.b_values)
+    for label, vals in (("A", a_nats), ("B", b_nats)):
+        if len(vals) < 2:
+            raise ValueError(f"side {label} has {len(vals)} run(s); Welch's test needs at least 2 per side "
+                             "(pgolf seeds runs several seeds)")
     tpb = args.tokens_per_byte or a_tpb or b_tpb  # literal nats are converted with the runs' tokenizer if any
     if tpb:
         a_bpb = a_bpb or [nats_to_bpb(v, tpb) for v in a_nats]

@@ -125,6 +125,9 @@ def prune_ones_to_budget(qts: Mapping[str, QuantizedTensor], size_fn: Callable[[
     if size0 <= target_bytes:
         return base, 0
     names = list(base)
+    if not names:
+        raise ValueError(f"the artifact needs {size0:,} bytes, over the {target_bytes:,}-byte target, and has no "
+                         "quantized tensor whose ±1 codes could be pruned; raise the budget or use fewer bits")
     flat_idx, costs, owner = [], [], []
     for t, name in enumerate(names):
         qt = base[name]
