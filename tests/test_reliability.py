@@ -297,3 +297,19 @@ def test_quantize_without_out_writes_a_new_named_artifact(tiny_dataset, tmp_path
     assert (run / "model.pgolf").read_bytes() == b"the run's artifact"  # never silently replaced
     new = run / "model.int8-baseline.zlib-shuffle.pgolf"
     assert read_artifact(new)[1]["codec"] == "zlib+shuffle" and f"artifact: {new}" in capsys.readouterr().out
+
+
+def test_token_ids_beyond_the_vocabulary_name_shard_offset_and_vocab(tiny_dataset, tmp_path, capsys):
+    import shutil
+
+    from pgolf.data.shards import read_shard, write_shard
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset.data_dir, data)
+    shard = sorted(data.glob("*train_*.bin"))[0]
+    tokens = np.array(read_shard(shard))
+    tokens[1234] = 4000
+    write_shard(shard, tokens)
+    _refused(["train", *smoke_args(data, tmp_path / "runs", "bad-data")], capsys,
+             str(shard), "token id 4000 at offset 1,234", "model.vocab_size=1024")
+    assert not (tmp_path / "runs" / "bad-data").exists()

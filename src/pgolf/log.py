@@ -53,7 +53,17 @@ class RunLogger:
 
     def step(self, event: str, **fields: Any) -> None:
         """A frequent event: a plain line without a bar; file-only (plus the bar's postfix) with a bar."""
+        self._last_step_line = time.time()
         self.line(format_kv(event, fields), console=not self.bar_mode)
+
+    def step_due(self) -> bool:
+        """Without a bar: True when PGOLF_PROGRESS_EVERY seconds (pgolf.progress, default 10) passed since the last
+        step line, so slow steps still show progress between the logged ones."""
+        if not self.enabled or self.bar_mode:
+            return False
+        from pgolf.progress import _interval
+
+        return time.time() - getattr(self, "_last_step_line", self.t0) >= _interval()
 
     # ---- progress bar
     def start_bar(self, total: float, desc: str, unit: str = "s") -> None:

@@ -26,6 +26,7 @@ from pgolf.config import RunConfig, config_from_dict
 from pgolf.data.bytes import BYTES_LUT, ByteLUT, build_byte_lut, validation_bytes
 from pgolf.data.corpus import DatasetInfo, resolve_dataset
 from pgolf.data.loader import DistributedTokenLoader, load_validation_tokens
+from pgolf.data.shards import check_token_ids
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.eval.modes import evaluate
 from pgolf.eval.score import EvalResult, lut_target_bytes
@@ -102,6 +103,7 @@ def data_stage(cfg: RunConfig, dist_info: DistInfo, logger: RunLogger, *, requir
         dataset = resolve_dataset(cfg.data, require_train=require_train)
     sp = load_tokenizer(dataset.tokenizer_path)
     lut = build_byte_lut(sp, cfg.model.vocab_size, name=str(dataset.tokenizer_path))
+    check_token_ids([*dataset.train_files, *dataset.val_files], cfg.model.vocab_size)  # shard, offset, vocab
     val_tokens = load_validation_tokens(dataset.val_files, cfg.eval_seq_len, cfg.data.val_max_tokens)
     target_bytes, accounting = validation_bytes(dataset, sp, val_tokens, lut)
     logger.event("data", dir=str(dataset.data_dir), train_tokens=dataset.num_train_tokens,

@@ -90,3 +90,15 @@ def read_shard(path: str | os.PathLike) -> np.ndarray:
         empty.setflags(write=False)
         return empty
     return np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES, shape=(num_tokens,))
+
+
+def check_token_ids(paths: "list[str | os.PathLike]", vocab_size: int) -> None:
+    """ShardError naming the shard, the offset and the vocabulary when a shard holds a token id ≥ vocab_size (an
+    embedding lookup would fail with an IndexError deep inside the model). One vectorised pass per shard."""
+    for path in paths:
+        tokens = read_shard(path)
+        if tokens.size and int(tokens.max()) >= vocab_size:
+            offset = int(np.argmax(np.asarray(tokens) >= vocab_size))
+            raise ShardError(f"{path}: token id {int(tokens[offset])} at offset {offset:,} is outside the "
+                             f"vocabulary (model.vocab_size={vocab_size}: ids 0..{vocab_size - 1}); the shard was "
+                             "made with another tokenizer")

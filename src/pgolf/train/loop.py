@@ -251,6 +251,8 @@ def train(
             history.append(row)
             eta = (budget - elapsed) if budget else (cfg.iterations - step) * elapsed / step
             logger.step("train", **row, eta_s=round(max(eta, 0.0), 1))
+        elif getattr(logger, "step_due", bool)():  # a progress line between logged steps (not in the history)
+            logger.step("train", step=step, loss=round(last_loss, 5), elapsed_s=round(elapsed, 3))
         logger.update_bar(elapsed if budget else step, step=step, loss=last_loss, tok_s=f"{tok_s:,.0f}")
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
             checkpoint()
