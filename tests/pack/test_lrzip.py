@@ -85,3 +85,49 @@ def test_oversized_lrzip_header_is_rejected_before_running_lrzip():
         pytest.skip("the lrzip binary is not installed")
     with pytest.raises(lz.LrzipError, match="over the"):
         lz.lrzip_decompress(blob, max_size=1 << 20)
+
+
+def _state():
+    import torch
+
+    from pgolf.quant.apply import QuantizedState
+    from pgolf.quant.primitives import QuantizedTensor
+
+    qs = QuantizedState()
+    for n, a in _codes().items():
+        q = torch.from_numpy(a)
+        qs.tensors[n] = QuantizedTensor(q=q, scale=torch.ones(q.shape[0], dtype=torch.float16), bits=6, method="rtn")
+        qs.dtypes[n] = "float32"
+    qs.passthrough["norm.weight"] = torch.arange(8, dtype=torch.float16)
+    qs.dtypes["norm.weight"] = "float16"
+    return qs
+
+
+@needs_lrzip
+def test_lrzip_groups_artifact_round_trips_and_rejects_corruption():
+    import torch
+
+    from pgolf.pack.container import ArtifactError, artifact_codec, decode_artifact, encode_artifact
+
+    qs = _state()
+    blob = encode_artifact(qs, {"model": {"a": 1}}, "lrzip-groups")
+    assert artifact_codec(blob) == "lrzip-groups"
+    back, manifest = decode_artifact(blob)
+    assert manifest == {"model": {"a": 1}} and list(back.tensors) == list(qs.tensors)
+    for n, t in qs.tensors.items():
+        assert torch.equal(back.tensors[n].q, t.q) and torch.equal(back.tensors[n].scale, t.scale)
+    assert torch.equal(back.passthrough["norm.weight"], qs.passthrough["norm.weight"])
+    for bad in (blob[:-5], blob[:20], blob[:12] + b"\xff" + blob[13:], blob + b"\x00"):
+        with pytest.raises(ArtifactError):
+            decode_artifact(bad)
+
+
+def test_lrzip_groups_without_the_binary_names_it(monkeypatch):
+    from pgolf.pack.container import ArtifactError, decode_artifact, encode_artifact
+
+    monkeypatch.setattr(lz.shutil, "which", lambda name: None)
+    with pytest.raises(lz.LrzipMissingError, match="lrzip"):
+        encode_artifact(_state(), {}, "lrzip-groups")
+    forged = b"PGOLF\0" + bytes([2, 18]) + b"\x00" * 8
+    with pytest.raises(ArtifactError, match="needs the `lrzip` binary"):
+        decode_artifact(forged)

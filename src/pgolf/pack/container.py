@@ -72,6 +72,9 @@ CODEC_IDS: dict[str, int] = {
 ENTROPY_CODECS: dict[str, str] = {"rans": "order0", "rans-ctx": "best"}
 """Codecs that entropy-code each q row alone, and the pgolf.pack.entropy.encode_codes model each uses."""
 CODEC_VERSION = {name: (1 if cid <= 4 else 2) for name, cid in CODEC_IDS.items()}
+EXTERNAL_CODECS: dict[str, int] = {"lrzip-groups": 18}
+"""Version-2 codecs that need an external binary, kept out of CODEC_IDS (which every test and bench loops over):
+lrzip-groups = R0427's per-group lrzip (pgolf.pack.lrzip_artifact; `lrzip` on PATH)."""
 RANS_INNER = "brotli+shuffle"
 """General codec of everything but the code blobs in a rans artifact (brotli-11 + shuffle: smallest on the fp16
 scales/passthrough of real artifacts, bench/pack.py)."""
@@ -164,8 +167,12 @@ def _unshuffle(payload: bytes | memoryview, rows: Any) -> bytes:
 def encode_artifact(qs: QuantizedState, manifest: dict, codec: str, *, progress: object = False) -> bytes:
     """Serialize a QuantizedState plus a JSON-able manifest; deterministic for equal inputs. `progress`: a bar or
     lines over the entropy-coded tensors (pgolf.progress)."""
+    if codec in EXTERNAL_CODECS:
+        from pgolf.pack.lrzip_artifact import encode_artifact_groups
+
+        return encode_artifact_groups(qs, manifest)
     if codec not in CODEC_IDS:
-        raise ValueError(f"unknown codec {codec!r}; valid codecs: {', '.join(CODEC_IDS)}")
+        raise ValueError(f"unknown codec {codec!r}; valid codecs: {', '.join([*CODEC_IDS, *EXTERNAL_CODECS])}")
     dtypes = _dtype_table(qs)
     rows, chunks = _layout(qs)
     payload = b"".join(chunks)
@@ -239,6 +246,9 @@ def artifact_codec(data: bytes) -> str:
             if CODEC_VERSION[name] != version:
                 raise ArtifactError(f"codec {name} is not valid in a version-{version} artifact")
             return name
+    for name, cid in EXTERNAL_CODECS.items():
+        if cid == codec_id and version == 2:
+            return name
     raise ArtifactError(f"unknown codec id {codec_id} in artifact; known: "
                         + ", ".join(f"{cid}={n}" for n, cid in CODEC_IDS.items()))
 
@@ -267,6 +277,10 @@ def decode_artifact(data: bytes) -> tuple[QuantizedState, dict]:
         header, payload = _split_body(_decompress(data[_PREFIX:], codec, MAX_BODY_BYTES))
         if "layout" in header:
             raise ArtifactError(f"a {codec} artifact must not declare a layout")
+    elif codec in EXTERNAL_CODECS:
+        from pgolf.pack.lrzip_artifact import decode_artifact_groups
+
+        header, payload = decode_artifact_groups(data)
     elif codec not in ENTROPY_CODECS:
         header, shuffled = _split_body(_decompress(data[_PREFIX:], codec.split("+")[0], MAX_BODY_BYTES))
         if header.get("layout") != "shuffle":
