@@ -230,7 +230,6 @@ def _score_artifact(path: Path, cfg: Any, device: str) -> tuple[Any, str]:
 def cmd_check_legal(args: argparse.Namespace) -> int:
     """The causality checker (eval/legal.py) on the user's model and settings: an artifact (or a --preset model
     with informative random weights), its eval config with --eval.* overrides, each requested mode."""
-    from pgolf.config import config_from_dict
     from pgolf.eval.config import EVAL_MODES
     from pgolf.eval.legal import check_legal, informative_init, mode_eval_fn
     from pgolf.eval.score import lut_target_bytes
@@ -246,13 +245,15 @@ def cmd_check_legal(args: argparse.Namespace) -> int:
         qs, manifest, model_cfg = read_artifact(args.artifact)  # decoded and validated in full
         cfg = run_config(manifest)
         model = model_from_state(qs, manifest, model_cfg)
+    overrides = parse_overrides(_split_overrides(args.overrides or []))  # dotted --eval.* / --data.* ...
+    if args.artifact and "model" in overrides:
+        raise UsageError(f"--model.* overrides with an artifact: its model is fixed by {args.artifact}")
+    if args.artifact:
+        cfg = build_config([("configuration", cfg.to_dict()), ("overrides", overrides)])
     else:  # a fresh --preset model with its zero-initialised projections filled, so attention reaches the output
-        cfg = build_config([("preset", load_preset(args.preset))])
+        cfg = build_config([("preset", load_preset(args.preset)), ("overrides", overrides)])
         model = informative_init(build_model(cfg, torch_device("cpu")), seed=args.seed)
-    if args.overrides:  # dotted --eval.* / --data.* overrides over the artifact's (or preset's) configuration
-        cfg = build_config([("configuration", cfg.to_dict()),
-                            ("overrides", parse_overrides(_split_overrides(args.overrides)))])
-    data = data_stage(cfg, DistInfo(), RunLogger(None, enabled=False))
+    data = data_stage(cfg, DistInfo(), RunLogger(None, enabled=False), require_train=False)  # val only
     tokens = data.val_tokens[: args.tokens + 1]
     if getattr(data, "byte_accounting", "lut") == "sidecar":  # CaseOps: the original text's bytes, per position
         target_bytes = data.target_bytes[: tokens.numel()]
@@ -280,13 +281,32 @@ def cmd_check_legal(args: argparse.Namespace) -> int:
         failed += not report.passed
         print(f"{name:<11} {'PASS' if report.passed else 'FAIL'}  "
               + "  ".join(f"{k}:{'ok' if v else 'VIOLATED'}" for k, v in report.checks.items()))
-        print(f"            {report.summary()} in {tokens.numel() - 1} tokens, seq_len {seq_len}")
+        print(f"            {report.summary()} in {tokens.numel() - 1} tokens, seq_len {seq_len}, "
+              f"bytes {getattr(data, 'byte_accounting', 'lut')}")
         if report.updates == 0 and name not in ("standard", "sliding", "doc"):
             print("            note: no parameter update ran on these tokens, so the update path is unchecked; use "
                   "more --tokens or smaller --eval.ttt_chunk_tokens / --eval.ttt_lora_chunk / phased_prefix_docs")
         for line in report.details if not report.passed else []:
             print(f"    {line}")
     return 1 if failed else 0
+
+
+def _take_dotted(argv: list[str]) -> tuple[list[str], list[str]]:
+    """check-legal: its --section.field VALUE overrides out of argv before parsing, so that no VALUE is taken for the
+    optional ARTIFACT. Other verbs: unchanged."""
+    if argv[:1] != ["check-legal"]:
+        return argv, []
+    rest, dotted, i = [], [], 0
+    while i < len(argv):
+        tok = argv[i]
+        n = (1 if "=" in tok else 2) if tok.startswith("--") and "." in tok.split("=", 1)[0] else 0
+        if n:
+            dotted += argv[i : i + n]
+            i += n
+        else:
+            rest.append(tok)
+            i += 1
+    return rest, dotted
 
 
 def torch_device(name: str):
@@ -365,12 +385,10 @@ def cmd_pack(args: argparse.Namespace) -> int:
     """Re-encode an artifact with another codec (decode → encode → decode, verified bit-exact) and report bytes."""
     from pgolf.pack.budget import ByteReport, format_byte_report, tensor_byte_report
     from pgolf.run import counted_code_bytes
-    from pgolf.pack.container import (
-        CODEC_IDS, EXTERNAL_CODECS, artifact_codec, decode_artifact, encode_artifact, write_artifact,
-    )
+    from pgolf.pack.container import CODEC_IDS, artifact_codec, decode_artifact, encode_artifact, write_artifact
 
-    if args.codec not in CODEC_IDS and args.codec not in EXTERNAL_CODECS:
-        raise UsageError(f"unknown codec {args.codec!r}; valid: {', '.join([*CODEC_IDS, *EXTERNAL_CODECS])}")
+    if args.codec not in CODEC_IDS:
+        raise UsageError(f"unknown codec {args.codec!r}; valid: {', '.join(CODEC_IDS)}")
     path = Path(args.artifact)
     blob = path.read_bytes()
     old_codec = artifact_codec(blob)
@@ -392,7 +410,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
             and qt.extras.keys() == bt.extras.keys() and all(_same_tensor(v, bt.extras[k]) for k, v in qt.extras.items())
     if not same:
         raise RuntimeError("re-encoded artifact does not round-trip bit-exactly (please report this bug)")
-    target = "rans-ctx" if args.codec in EXTERNAL_CODECS else args.codec.split("+")[0]  # lrzip-groups: whole groups
+    target = args.codec.split("+")[0]
     codecs = _report_codecs(args.codecs) if args.codecs is not None else sorted({"rans", target})
     if codecs:
         print(format_byte_report(tensor_byte_report(qs, codecs)))
@@ -546,8 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "'all' or 'none' (default zstd,brotli,rans,rans-ctx)")
     pk = sub.add_parser("pack", help="re-encode an artifact with another codec (verified bit-exact) and report bytes")
     pk.add_argument("artifact")
-    pk.add_argument("--codec", required=True, help="zlib|zstd|lzma|brotli, each optionally +shuffle, rans, rans-ctx, "
-                    "or lrzip-groups (R0427's per-group lrzip; needs the lrzip binary)")
+    pk.add_argument("--codec", required=True, help="zlib|zstd|lzma|brotli, each optionally +shuffle, rans or rans-ctx")
     pk.add_argument("--out", help="write the re-encoded artifact here (default: report only)")
     pk.add_argument("--codecs", help="per-tensor report codecs, as for info (default rans + the target's compressor)")
     pr = sub.add_parser("presets", help="list presets and every configuration field; with NAME, what that preset "
@@ -577,7 +594,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import threading
 
     parser = build_parser()
+    argv, dotted = _take_dotted(list(sys.argv[1:] if argv is None else argv))
     args, extra = parser.parse_known_args(argv)
+    extra = [*extra, *dotted]
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)

@@ -66,7 +66,7 @@ def test_check_legal_on_the_artifact_with_overrides_prints_coverage(artifact, ca
                            "--eval.ttt_chunk_tokens", "64", "--eval.stride", "16", "--eval.ttt_epochs", "1")
     assert rc == 0 and "ttt-sgd     PASS" in out and "informative:ok" in out and "returned_score:ok" in out
     coverage = out.split("coverage:")[1].splitlines()[0]
-    assert "chunk 4/4" in coverage and "document" in coverage and "in 256 tokens, seq_len 32" in coverage
+    assert "chunk 4/4" in coverage and "document" in coverage and "in 256 tokens, seq_len 32, bytes lut" in coverage
     assert int(coverage.split("updates ")[1].split()[0]) > 0  # the overridden chunking really trained
     rc, out = _check_legal(capsys, artifact, "--mode", "ttt-sgd", "--tokens", "128", "--seq-len", "32")
     assert rc == 0 and "no parameter update ran" in out  # the artifact's own 32,768-token chunks: said, not hidden
@@ -81,3 +81,21 @@ def test_check_legal_catches_a_third_party_mode(artifact, capsys):
                            "--chunk-tokens", "64", "--tokens", "256", "--seq-len", "32",
                            "--eval.ttt_chunk_tokens", "64")
     assert rc == 0 and "PASS" in out
+
+
+def test_check_legal_on_caseops_data_uses_the_byte_sidecar(capsys):
+    """A --preset model (no artifact) on CaseOps data: --model.* overrides shape it, dotted values before any
+    ARTIFACT are not taken for one, and the bytes are the sidecar's."""
+    from tests.data.test_caseops import CASEOPS_SAMPLE, need_fixture
+
+    need_fixture()
+    rc, out = _check_legal(capsys, "--data.data_dir", str(CASEOPS_SAMPLE), "--model.vocab_size", "8192",
+                           "--data.vocab_size", "8192", "--mode", "ttt-sgd", "--tokens", "256", "--seq-len", "32",
+                           "--eval.ttt_chunk_tokens", "64", "--eval.stride", "16")
+    assert rc == 0 and "ttt-sgd     PASS" in out and "chunk 4/4" in out and "bytes sidecar" in out
+
+
+def test_check_legal_refuses_model_overrides_with_an_artifact(artifact, capsys):
+    capsys.readouterr()
+    assert main(["check-legal", artifact, "--model.num_layers", "3"]) == 2
+    assert "its model is fixed by" in capsys.readouterr().err
