@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
         totals["c"] = compare_groups("(c) synthetic sp8192 tok_emb 8192×512 (600 barely-trained rows) → int6 SDClip",
                                      {"tok_emb.weight": qs.tensors["tok_emb.weight"].q.numpy()})
     for k, (ours, lrz) in totals.items():
-        print(f"({k}) total {ours:,} ÷ {lrz:,} = {ours / lrz:.4f} (target ≤ 0.98: {'PASS' if ours <= 0.98 * lrz else 'FAIL'})")
+        verdict = "PASS" if ours <= 0.98 * lrz else "FAIL"
+        print(f"({k}) total {ours:,} ÷ {lrz:,} = {ours / lrz:.4f} (target ≤ 0.98: {verdict})")
     if not args.skip_36m:
         sota_36m(tok if tok is not None else torch.from_numpy(sp8192_tok_emb()))
 

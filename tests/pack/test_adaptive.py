@@ -16,7 +16,8 @@ from tests.pack.test_entropy import _decode_or_reject as decode_or_reject, mutat
 def emb_like(rows: int = 320, cols: int = 48, rare: int = 64, seed: int = 0) -> np.ndarray:
     """int6 codes of an embedding-like matrix: column offsets + correlated trained rows, and near-copy rare rows."""
     g = np.random.default_rng(seed)
-    w = g.normal(0, 0.6, cols) + g.normal(0, 1, (rows, 4)) @ g.normal(0, 0.5, (4, cols)) + 0.8 * g.normal(0, 1, (rows, cols))
+    w = g.normal(0, 0.6, cols) + g.normal(0, 1, (rows, 4)) @ g.normal(0, 0.5, (4, cols))
+    w += 0.8 * g.normal(0, 1, (rows, cols))
     w[g.choice(rows, rare, replace=False)] = g.normal(0, 1, cols) + 0.1 * g.normal(0, 1, (rare, cols))
     s = 12.85 * w.std(1, keepdims=True) / 31
     return np.clip(np.round(w / s), -31, 31).astype(np.int8)
