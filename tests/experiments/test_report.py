@@ -184,14 +184,14 @@ def test_single_run_omits_score_vs_bytes_and_plots_every_step(tmp_path):
     written = write_report(d)
     assert [p.name for p in written] == ["training.png", "quant_tensors.png", "report.md"]
     md = (d / "report" / "report.md").read_text()
-    assert "val_bpb against artifact bytes: omitted: it compares runs" in md
+    assert "val_bpb against artifact bytes: omitted: it compares artifacts" in md
     assert "artifact: `model.pgolf` as written by the run" in md
 
 
 def test_report_describes_the_artifact_after_a_requantize(tmp_path):
     import os
 
-    from pgolf.experiments.report import with_current_artifact
+    from pgolf.experiments.report import artifact_variants, with_current_artifact
 
     rec = make_run(7, total_bytes=15_912_345)
     d = write_run(tmp_path, rec)
@@ -202,22 +202,29 @@ def test_report_describes_the_artifact_after_a_requantize(tmp_path):
                    "headroom": 16_000_000 - 28_610, "fits": True},
          "tensors": [{"name": "blocks.0.mlp.fc.weight", "role": "mlp", "method": "sdclip_rtn", "bits": 6,
                       "numel": 4096, "mse": 2e-6}]}
-    (d / "model.pgolf").write_bytes(b"y" * 1000)
-    (d / "model.quant.json").write_text(json.dumps(q))
+    art = d / "model.sdclip-rtn.rans-ctx.pgolf"  # what `pgolf quantize RUN --recipe sdclip-rtn` writes
+    art.write_bytes(b"y" * 1000)
+    (d / "model.sdclip-rtn.rans-ctx.quant.json").write_text(json.dumps(q))
     os.utime(d / "run.json", (1, 1))  # the run record is older than the re-quantize report
     run = with_current_artifact(load_runs([d])[0])
     assert run["quant"]["recipe"] == "sdclip-rtn" and run["bytes"]["total"] == 28_610
-    assert run["config"]["pack"]["codec"] == "rans-ctx"
-    assert run["roundtrip"] is None and "not re-scored (add --eval)" in run["_artifact"]  # old score dropped
+    assert run["config"]["pack"]["codec"] == "rans-ctx" and art.name in run["_artifact"]
+    assert run["roundtrip"] is None and "not scored (add --eval)" in run["_artifact"]  # the run's score: not this
+    assert artifact_variants(load_runs([d])[0]) == []  # unscored: no point to plot
+    assert [p.name for p in write_report(d)] == ["training.png", "quant_tensors.png", "report.md"]
     q["eval"] = [{"data_dir": "", "mode": "standard", "val_loss": 2.5, "val_bpb": 1.5, "tokens": 10, "bytes": 25}]
-    (d / "model.quant.json").write_text(json.dumps(q))
+    (d / "model.sdclip-rtn.rans-ctx.quant.json").write_text(json.dumps(q))
     os.utime(d / "run.json", (1, 1))
     run = with_current_artifact(load_runs([d])[0])
     assert run["roundtrip"]["val_bpb"] == 1.5 and math.isclose(run["quant_gap_bpb"], 1.5 - rec["prequant"]["val_bpb"])
-    write_report(d)
+    (v,) = artifact_variants(load_runs([d])[0])
+    assert v["config"]["run"]["name"] == "seed7 model.sdclip-rtn.rans-ctx" and v["bytes"]["total"] == 28_610
+    written = write_report(d)  # the run's artifact and the re-quantized one: two points, the plot is back
+    assert [p.name for p in written] == ["training.png", "score_vs_bytes.png", "quant_tensors.png", "report.md"]
     md = (d / "report" / "report.md").read_text()
-    assert "re-quantized after the run" in md and "sdclip-rtn" in md and "28,610" in md
-    (d / "model.pgolf").write_bytes(b"z" * 999)  # replaced by hand: the report says so
+    assert "written by `pgolf quantize` after the run" in md and "sdclip-rtn" in md and "28,610" in md
+    art.unlink()  # gone: the report is the run's again, and a hand-replaced model.pgolf is flagged
+    (d / "model.pgolf").write_bytes(b"z" * 999)
     assert "warning" in with_current_artifact(load_runs([d])[0])["_artifact"]
 
 

@@ -1,7 +1,7 @@
 """The report's PNG plots (matplotlib's Agg canvas, no pyplot; imported lazily), each written atomically.
 
     plot_training(runs, path)        loss of every step (left) and LR multiplier (right, dashed) against the step
-    plot_score_vs_bytes(runs, path)  val_bpb against artifact bytes, one point per run (None for a single run)
+    plot_score_vs_bytes(runs, path)  val_bpb against artifact bytes, one point per artifact (None below two)
     plot_quant_tensors(run, path)    stored format per tensor; colour = MSE relative to the median tensor's, on a
                                      diverging scale never narrower than ×0.1 … ×10, its range printed on the bar
 
@@ -71,7 +71,8 @@ def plot_training(runs: Sequence[dict], path: Path) -> Path | None:
 
 
 def plot_score_vs_bytes(runs: Sequence[dict], path: Path, byte_limit: int = 16_000_000) -> Path | None:
-    """One point per run: round-trip val_bpb (filled) and pre-quant (hollow) at the artifact's total bytes."""
+    """One point per artifact (each run's, and the re-quantized ones of report.artifact_variants): round-trip
+    val_bpb (filled) and pre-quant (hollow) at the artifact's total bytes; None below two points."""
     pts = [r for r in runs if dotted_get(r, "bytes.total") and dotted_get(r, "roundtrip.val_bpb") is not None]
     if len(pts) < 2:  # one point says nothing about the trade-off; the records' 8×H100 FineWeb points do not compare
         return None
@@ -103,7 +104,7 @@ def plot_score_vs_bytes(runs: Sequence[dict], path: Path, byte_limit: int = 16_0
     ax.margins(x=0.1, y=0.1)
     ax.set_xlabel("artifact bytes: code + compressed model (MB = 10⁶ bytes)")
     ax.set_ylabel("val_bpb (bits per byte, lower is better)")
-    ax.set_title(f"Score against artifact size ({len(pts)} run{'s' if len(pts) != 1 else ''})")
+    ax.set_title(f"Score against artifact size ({len(pts)} artifacts)")
     ax.grid(alpha=0.3)
     return _save_figure(fig, path)
 

@@ -53,37 +53,68 @@ def load_runs(paths: Sequence[str | Path]) -> list[dict]:
     return runs
 
 
-def with_current_artifact(run: dict) -> dict:
-    """The run as its directory's artifact stands: after `pgolf quantize RUN` rewrote RUN/model.pgolf, its report
-    RUN/model.quant.json (newer than run.json) replaces the quantization, the bytes and, when it was scored with
-    --eval on the run's data, the round trip; without that score the round trip is dropped (it described the old
-    artifact). "_artifact" says which record the report shows; a size mismatch with model.pgolf is flagged."""
+def quantize_reports(run: dict) -> list[tuple[Path, Path, dict]]:
+    """(artifact, report path, report) for every `pgolf quantize` output in the run's directory (ARTIFACT.quant.json
+    beside an existing ARTIFACT.pgolf, e.g. model.sdclip-rtn.rans-ctx.pgolf), oldest first."""
     d = Path(run["_path"]).parent
-    art, rep = d / ARTIFACT, d / (Path(ARTIFACT).stem + ".quant.json")
+    out = []
+    for rep in d.glob("*.quant.json"):
+        art = rep.with_name(rep.name[: -len(".quant.json")] + ".pgolf")
+        if art.is_file():
+            try:
+                out.append((art, rep, json.loads(rep.read_text())))
+            except (OSError, ValueError):
+                continue
+    return sorted(out, key=lambda t: t[1].stat().st_mtime)
+
+
+def _overlay(run: dict, art: Path, rep: Path, q: dict) -> dict:
+    """The run with the quantization, bytes, codec and (if scored on the run's data) round trip of `q`."""
+    run = {**run, "quant": {k: q.get(k) for k in ("recipe", "seconds", "calibration", "fit", "tensors")},
+           "bytes": q.get("bytes")}
+    run["config"] = {**run.get("config", {}), "pack": {**dotted_get(run, "config.pack", {}), "codec": q.get("codec")}}
+    data_dir = dotted_get(run, "config.data.data_dir", "") or ""
+    ev = next((e for e in q.get("eval") or [] if (e.get("data_dir") or "") == data_dir), None)
+    pre = dotted_get(run, "prequant.val_bpb")
+    run["roundtrip"], run["quant_gap_bpb"] = None, None
+    if ev:
+        run["roundtrip"] = {"val_bpb": ev["val_bpb"], "val_loss": ev["val_loss"], "num_tokens": ev.get("tokens"),
+                            "num_bytes": ev.get("bytes"), "mode": ev.get("mode")}
+        run["quant_gap_bpb"] = ev["val_bpb"] - pre if pre is not None else None
+    run["_artifact"] = (f"`{art.name}`, written by `pgolf quantize` after the run (`{rep.name}`: recipe "
+                        f"{q.get('recipe')}, codec {q.get('codec')}); round trip "
+                        + ("scored by `pgolf quantize --eval`" if ev else "not scored (add --eval)"))
+    return run
+
+
+def with_current_artifact(run: dict) -> dict:
+    """The run as its directory's newest artifact stands: when `pgolf quantize RUN` wrote an artifact after the run
+    (ARTIFACT.quant.json newer than run.json), that report supplies the quantization, the bytes and, when it was
+    scored with --eval on the run's data, the round trip (else none: the run's score described another artifact).
+    "_artifact" says which artifact the report shows; a run's model.pgolf whose size disagrees is flagged."""
+    newer = [t for t in quantize_reports(run) if t[1].stat().st_mtime >= Path(run["_path"]).stat().st_mtime]
+    if newer:
+        return _overlay(run, *newer[-1])
     run = {**run, "_artifact": f"`{ARTIFACT}` as written by the run"}
-    if rep.is_file() and art.is_file() and rep.stat().st_mtime >= Path(run["_path"]).stat().st_mtime:
-        q = json.loads(rep.read_text())
-        run["quant"] = {k: q.get(k) for k in ("recipe", "seconds", "calibration", "fit", "tensors")}
-        run["bytes"] = q.get("bytes")
-        pack = {**dotted_get(run, "config.pack", {}), "codec": q.get("codec")}
-        run["config"] = {**run.get("config", {}), "pack": pack}
-        data_dir = dotted_get(run, "config.data.data_dir", "")
-        ev = next((e for e in q.get("eval") or [] if (e.get("data_dir") or "") == (data_dir or "")), None)
-        pre = dotted_get(run, "prequant.val_bpb")
-        if ev:
-            run["roundtrip"] = {"val_bpb": ev["val_bpb"], "val_loss": ev["val_loss"], "num_tokens": ev.get("tokens"),
-                                "num_bytes": ev.get("bytes"), "mode": ev.get("mode")}
-            run["quant_gap_bpb"] = ev["val_bpb"] - pre if pre is not None else None
-        else:
-            run["roundtrip"], run["quant_gap_bpb"] = None, None
-        run["_artifact"] = (f"`{ARTIFACT}` re-quantized after the run (`{rep.name}`: recipe {q.get('recipe')}, codec "
-                            f"{q.get('codec')}); round trip " + ("re-scored by `pgolf quantize --eval`" if ev else
-                                                                 "not re-scored (add --eval)"))
+    art = Path(run["_path"]).parent / ARTIFACT
     size = art.stat().st_size if art.is_file() else None
     if size is not None and dotted_get(run, "bytes.model_bytes") not in (None, size):
         run["_artifact"] += (f"; **warning**: {ARTIFACT} is {size:,} bytes, the record says "
                              f"{run['bytes']['model_bytes']:,}: the artifact was replaced without a report")
     return run
+
+
+def artifact_variants(run: dict) -> list[dict]:
+    """Run-shaped records of the run's re-quantized artifacts scored on its data (the recipes it was compared
+    with), named "<run> <artifact>": extra points for the score-vs-bytes plot."""
+    out = []
+    for art, rep, q in quantize_reports(run):
+        v = _overlay(run, art, rep, q)
+        if v["roundtrip"] is not None and dotted_get(v, "bytes.total"):
+            v["config"] = {**v["config"], "run": {**dotted_get(v, "config.run", {}),
+                                                  "name": f"{run_name(run)} {art.stem}"}}
+            out.append(v)
+    return out
 
 
 def dotted_get(d: Any, dotted: str, default: Any = None) -> Any:
@@ -241,8 +272,9 @@ def _markdown(runs: Sequence[dict], images: dict[str, Path | None]) -> str:
     captions = {"training": "Training loss and LR multiplier", "score_vs_bytes": "val_bpb against artifact bytes",
                 "quant_tensors": "Per-tensor bits and quantization error"}
     for key, p in images.items():
-        why = ("omitted: it compares runs; give the runs to compare (`pgolf report RUN OTHER ...`)"
-               if key == "score_vs_bytes" and len(runs) < 2 else "no data in the run record")
+        why = ("omitted: it compares artifacts; give the runs to compare (`pgolf report RUN OTHER ...`) or "
+               "score another recipe of this run (`pgolf quantize RUN --recipe R --eval`)"
+               if key == "score_vs_bytes" else "no data in the run record")
         L.append(f"![{captions[key]}]({p.name})" if p else f"- {captions[key]}: {why}")
         L.append("")
     return "\n".join(L).rstrip() + "\n"
@@ -254,13 +286,15 @@ def write_report(run_dir: str | Path | Sequence[str | Path], out_dir: str | Path
     out_dir defaults to FIRST_RUN_DIR/report. Returns the paths written (PNGs first, report.md last).
     """
     paths = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
-    runs = [with_current_artifact(r) for r in load_runs(paths)]
+    loaded = load_runs(paths)
+    runs = [with_current_artifact(r) for r in loaded]  # what each run directory holds now
     out = Path(out_dir) if out_dir is not None else Path(runs[0]["_path"]).parent / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     from pgolf.experiments.plots import plot_quant_tensors, plot_score_vs_bytes, plot_training
 
     images = {"training": plot_training(runs, out / "training.png"),
-              "score_vs_bytes": plot_score_vs_bytes(runs, out / "score_vs_bytes.png"),
+              "score_vs_bytes": plot_score_vs_bytes(  # the runs' own artifacts and their re-quantized ones
+                  loaded + [v for r in loaded for v in artifact_variants(r)], out / "score_vs_bytes.png"),
               "quant_tensors": plot_quant_tensors(runs[0], out / "quant_tensors.png")}
     md = save_atomic(out / "report.md", lambda f: f.write(_markdown(runs, images)), mode="w")
     return [p for p in images.values() if p] + [md]
