@@ -21,6 +21,11 @@ Stream layout (version 1; every integer is a LEB128 varint, signed ones zigzag-m
     mode 7 BROTLI_T  (model="best" only)      the same of the array viewed as (shape[0], rest) and transposed
                                               (column-major, as R0427 stored codes; ndim >= 2)
 
+Version 2 (byte 0 = (2 << 5) | (0 << 2) | dtype) has one mode, ADAPTIVE (models "context" and "best"): lo, span,
+then pgolf.pack.adaptive's body (rows decoded one at a time in a stored order with counts learnt from the rows
+before; tried on matrices of <= 64 symbols where the version-1 modes beat order-0 by 2 %). Older readers reject it
+with a clean "unknown format version" error.
+
 The weight table holds span + 1 slots (symbols lo..hi); a present symbol has weight >= 1, a run of r absent
 symbols is written as 0, r - 1. In COUNTS mode the weights are the exact counts (they sum to the size, and the
 decoder checks the decoded histogram against them); in WEIGHTS mode they are the counts rescaled to about 2^p in
@@ -29,8 +34,8 @@ little-endian uint32 words with the zero high bytes of the last word dropped.
 
 encode_codes(x) writes modes 0-4 only (order-0, the "rans" artifact codec); encode_codes(x, model="best") also
 tries the context model (2-D and larger arrays) and brotli-11 (row- and column-major), and keeps the smallest
-(the "rans-ctx" codec); model="context" skips the brotli trials (quick sizing). Modes 5-7 were added inside
-format version 1: older readers reject them with a clean "unknown mode" error.
+(the "rans-ctx" codec); model="context" skips the brotli trials (quick sizing); both also try ADAPTIVE. Modes 5-7
+were added inside format version 1: older readers reject them with a clean "unknown mode" error.
 """
 
 from __future__ import annotations
