@@ -263,17 +263,30 @@ def test_column_major_brotli_needs_a_matrix():
 
 
 def test_pack_cli_writes_rans_ctx(tmp_path, capsys):
-    from pgolf.cli import main
-    from pgolf.pack.container import artifact_codec, write_artifact
+    """`pgolf pack --codec rans-ctx` on a valid model artifact whose tok_emb has barely-trained (near-copy) rows."""
+    import dataclasses
+    import json
 
-    qs = QuantizedState()
-    qs.tensors["w"] = QuantizedTensor(q=torch.from_numpy(column_codes(128, 192, seed=19)),
-                                      scale=torch.ones(128, dtype=torch.float16), bits=6, method="rtn")
-    qs.dtypes["w"] = "float32"
+    from pgolf.cli import main
+    from pgolf.model.config import GPTConfig
+    from pgolf.model.gpt import GPT
+    from pgolf.pack.container import artifact_codec, write_artifact
+    from pgolf.quant.apply import quantize_state_dict
+
+    cfg = GPTConfig(vocab_size=1024, num_layers=1, model_dim=96, num_heads=4, num_kv_heads=2, mlp_mult=2.0)
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        emb = torch.randn(1024, 96, generator=g)
+        emb[:300] = torch.randn(96, generator=g) + 0.05 * torch.randn(300, 96, generator=g)
+        model.tok_emb.weight.copy_(emb)
+    qs, _ = quantize_state_dict(model.state_dict(), "int8-baseline")
+    manifest = {"model": json.loads(json.dumps(dataclasses.asdict(cfg))), "codec": "zlib"}
     src, out = tmp_path / "a.pgolf", tmp_path / "b.pgolf"
-    write_artifact(src, encode_artifact(qs, {"codec": "zlib"}, "zlib"))
+    write_artifact(src, encode_artifact(qs, manifest, "zlib"))
     assert main(["pack", str(src), "--codec", "rans-ctx", "--out", str(out)]) == 0
     assert "round trip bit-exact" in capsys.readouterr().out
     blob = out.read_bytes()
-    assert artifact_codec(blob) == "rans-ctx" and len(blob) < len(encode_artifact(qs, {"codec": "rans"}, "rans"))
-    assert torch.equal(decode_artifact(blob)[0].tensors["w"].q, qs.tensors["w"].q)
+    assert artifact_codec(blob) == "rans-ctx" and len(blob) < len(encode_artifact(qs, manifest, "rans"))
+    assert torch.equal(decode_artifact(blob)[0].tensors["tok_emb.weight"].q, qs.tensors["tok_emb.weight"].q)
