@@ -106,6 +106,12 @@ def test_script_closure_follows_the_configuration_and_leaves_tooling_out():
     assert "def prepare_corpus" in demo["pgolf/data/corpus.py"] and "not in this single-file script" in \
         demo["pgolf/data/corpus.py"]  # data preparation is cut: the script reads a prepared dataset
     assert "def cmd_run" not in "".join(demo.values())
+    # registry tables keep the configured recipe and its methods only
+    assert "'int8-baseline': QuantRecipe" in demo["pgolf/quant/recipes.py"] and "'sota-lqer'" not in \
+        demo["pgolf/quant/recipes.py"]
+    assert "MethodSpec('int8_percentile'" in demo["pgolf/quant/methods.py"]
+    assert "MethodSpec('sdclip_gptq'" not in demo["pgolf/quant/methods.py"]
+    assert "MethodSpec('sdclip_gptq'" in sota["pgolf/quant/methods.py"] and "'sota-lqer'" in sota["pgolf/quant/recipes.py"]
 
 
 def test_every_cut_point_names_a_module_level_function():

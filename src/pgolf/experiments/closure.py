@@ -12,6 +12,8 @@ tooling, data preparation and the CLI verbs stay out. Two rules pick it:
   (the script expects the dataset to exist: `pgolf run` or `pgolf data prepare` makes it), the budget fit when
   `pack.budget` is 0, late QAT when `train.qat_threshold` is 0, every eval mode but the configured one. A cut
   function's imports are gone with its body, so the modules only it imported leave the script.
+- **Registry tables** (`registry_keeps`): `RECIPES` keeps the configured recipe, the `MethodSpec(...)`
+  registrations its methods, so the other quantizers' code is unreferenced and shaken out.
 - **Tree shaking** (`shake`): from the entry, a fixpoint over names. A module is in when a kept statement imports
   it; a module-level function, class or simple assignment is kept when its name occurs anywhere in kept code (as a
   name, an attribute, an imported name or an identifier-like string constant); every other module-level statement
@@ -41,6 +43,24 @@ CUTS: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("pgolf.data.tokenizer", "train_tokenizer", lambda c: True),
 )
 """(module, module-level function, condition on the RunConfig under which the script replaces its body by a raise)."""
+
+
+def registry_keeps(cfg: Any) -> tuple[tuple[str, str, frozenset[str]], ...]:
+    """Registry tables the script cuts down to the configuration's entries: (module, table, kept keys). `RECIPES`
+    (a dict literal) keeps the configured recipe; the `MethodSpec(...)` registrations keep its methods. A recipe
+    given as a .toml file keeps every entry (its base may be any registered recipe)."""
+    from pgolf.quant.recipes import PASSTHROUGH, RECIPES, recipe_for
+
+    if cfg.quant.recipe not in RECIPES:
+        return ()
+    recipe = recipe_for(cfg.quant)
+    methods = {r.method for r in recipe.rules} - {PASSTHROUGH}
+    if recipe.gate_pattern:
+        from pgolf.quant.plan import GATE_METHOD
+
+        methods.add(GATE_METHOD)
+    return (("pgolf.quant.recipes", "RECIPES", frozenset({cfg.quant.recipe})),
+            ("pgolf.quant.methods", "MethodSpec", frozenset(methods)))
 
 
 def excluded_modules(cfg: Any) -> tuple[str, ...]:
@@ -84,15 +104,18 @@ class Plan:
     excluded: tuple[str, ...] = EXCLUDED_PREFIXES
     extra: tuple[str, ...] = ()
     """Modules the configuration needs that no static import reaches (none today)."""
+    keep: tuple[tuple[str, str, frozenset[str]], ...] = ()
+    """Registry tables cut to these keys (`registry_keeps`)."""
 
     def key(self) -> str:
-        return repr((self.entries, sorted(self.cuts), self.excluded, self.extra))
+        return repr((self.entries, sorted(self.cuts), self.excluded, self.extra,
+                     [(m, t, sorted(k)) for m, t, k in self.keep]))
 
 
 def closure_plan(cfg: Any) -> Plan:
     """The entry, cut points and exclusions for one RunConfig (see the module docstring)."""
     cuts = {(m, f) for m, f, cond in CUTS if cond(cfg)}
-    return Plan(cuts=frozenset(cuts), excluded=EXCLUDED_PREFIXES + excluded_modules(cfg))
+    return Plan(cuts=frozenset(cuts), excluded=EXCLUDED_PREFIXES + excluded_modules(cfg), keep=registry_keeps(cfg))
 
 
 # ------------------------------------------------------------------------------------------------ shaking
@@ -169,6 +192,28 @@ class _Stmt:
     imports: list[tuple[str, list[str]]]
 
 
+def _prune_registries(mod: str, tree: ast.Module, keep: tuple[tuple[str, str, frozenset[str]], ...]) -> None:
+    """Drop the entries of `mod`'s registry tables whose key is not kept: a dict literal assigned to the table's
+    name (string keys), or a tuple/list of `TABLE("key", ...)` calls iterated by a module-level `for`."""
+    for m, table, keys in keep:
+        if m != mod:
+            continue
+        for stmt in tree.body:
+            target = (stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                      else getattr(stmt, "target", None) if isinstance(stmt, ast.AnnAssign) else None)
+            if isinstance(target, ast.Name) and target.id == table and isinstance(stmt.value, ast.Dict):
+                pairs = [(k, v) for k, v in zip(stmt.value.keys, stmt.value.values)
+                         if not (isinstance(k, ast.Constant) and isinstance(k.value, str)) or k.value in keys]
+                stmt.value.keys, stmt.value.values = [k for k, _ in pairs], [v for _, v in pairs]
+            elif isinstance(stmt, ast.For) and isinstance(stmt.iter, (ast.Tuple, ast.List)):
+                def kept(e: ast.expr) -> bool:
+                    if not (isinstance(e, ast.Call) and getattr(e.func, "id", None) == table and e.args):
+                        return True
+                    first = e.args[0]
+                    return not (isinstance(first, ast.Constant) and isinstance(first.value, str)) or first.value in keys
+                stmt.iter.elts = [e for e in stmt.iter.elts if kept(e)]
+
+
 def _cut_body(fn: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str) -> None:
     msg = f"{qualname} is not in this single-file script (built for another configuration)"
     fn.body = [ast.Raise(exc=ast.Call(func=ast.Name("RuntimeError", ast.Load()), args=[ast.Constant(msg)],
@@ -191,6 +236,7 @@ def shake(files: Mapping[str, str], plan: Plan,
             t = ast.parse(files[rel], filename=rel)
             if prepare is not None:
                 t = prepare(t)
+            _prune_registries(mod, t, plan.keep)
             stmts = []
             for node in t.body:
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (mod, node.name) in plan.cuts:
