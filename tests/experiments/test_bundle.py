@@ -111,7 +111,8 @@ def test_script_closure_follows_the_configuration_and_leaves_tooling_out():
         demo["pgolf/quant/recipes.py"]
     assert "MethodSpec('int8_percentile'" in demo["pgolf/quant/methods.py"]
     assert "MethodSpec('sdclip_gptq'" not in demo["pgolf/quant/methods.py"]
-    assert "MethodSpec('sdclip_gptq'" in sota["pgolf/quant/methods.py"] and "'sota-lqer'" in sota["pgolf/quant/recipes.py"]
+    assert "MethodSpec('sdclip_gptq'" in sota["pgolf/quant/methods.py"]
+    assert "'sota-lqer'" in sota["pgolf/quant/recipes.py"]
 
 
 def test_every_cut_point_names_a_module_level_function():
