@@ -338,6 +338,9 @@ def _lora_modes(model: nn.Module, ctx: ModeContext, *, phased: bool) -> str:
                 clock.add("global_sgd", time.perf_counter() - t1)
             if phased:  # R0427 logs each phase's end; here each phase's LoRA + global SGD seconds
                 clock.add(f"phase{seg + 1}", time.perf_counter() - t0)
+                if bar is not None:
+                    bar.write(f"ttt-phased: phase {seg + 1}/{len(segments)} done in {time.perf_counter() - t0:.1f} s "
+                              f"({done}/{total} document batches)")
     finally:
         lora.detach_hooks()
         if bar is not None:
