@@ -322,7 +322,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from pgolf.pack.validate import read_artifact
 
     path = Path(args.artifact)
-    qs, manifest, _ = read_artifact(path)  # decoded and validated in full
+    qs, manifest, _ = read_artifact(path, require_model=False)  # decoded and validated in full
     blob = path.read_bytes()
     print(f"artifact: {path}")
     print(f"format: {manifest.get('format', 'pgolf-v1')}  recipe: {manifest.get('recipe')}  "
@@ -394,7 +394,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     old_codec = artifact_codec(blob)
     from pgolf.pack.validate import read_artifact
 
-    qs, manifest, _ = read_artifact(path)  # decoded and validated in full
+    qs, manifest, _ = read_artifact(path, require_model=False)  # decoded and validated in full
     manifest = {**manifest, "codec": args.codec}
     t0 = time.perf_counter()
     new = encode_artifact(qs, manifest, args.codec)

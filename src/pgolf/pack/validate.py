@@ -254,19 +254,27 @@ def run_config(manifest: dict[str, Any]):
         raise ArtifactError(f"manifest run configuration is invalid: {e}") from None
 
 
-def validate_artifact(qs: QuantizedState, manifest: dict[str, Any]):
-    """All semantic checks of a decoded artifact → its GPTConfig; ArtifactError on the first violation."""
+def validate_artifact(qs: QuantizedState, manifest: dict[str, Any], require_model: bool = True):
+    """All semantic checks of a decoded artifact → its GPTConfig; ArtifactError on the first violation.
+
+    require_model=False (`pgolf info`, `pgolf pack`: they build no model): an artifact whose manifest has no "model"
+    at all (a bare quantized state) passes with the tensor checks alone and None for the config; one that has a
+    "model" is checked in full either way."""
     if "looping_active" in manifest and not isinstance(manifest["looping_active"], bool):
         raise ArtifactError(f"manifest field 'looping_active' is {short(manifest['looping_active'])}, "
                             "expected true or false")
+    if not require_model and "model" not in manifest:
+        check_state(qs)
+        return None
     cfg = model_config(manifest)
     check_tensor_table(qs, cfg)  # before check_state: a forged table is refused without reading the payload
     check_state(qs)
     return cfg
 
 
-def read_artifact(path: str | os.PathLike) -> tuple[QuantizedState, dict[str, Any], Any]:
-    """Read, decode and validate the artifact at `path` → (QuantizedState, manifest, GPTConfig)."""
+def read_artifact(path: str | os.PathLike, require_model: bool = True) -> tuple[QuantizedState, dict[str, Any], Any]:
+    """Read, decode and validate the artifact at `path` → (QuantizedState, manifest, GPTConfig or None when
+    require_model=False and the manifest has no model)."""
     from pgolf.pack.container import decode_artifact
 
     path = Path(path)
@@ -274,4 +282,4 @@ def read_artifact(path: str | os.PathLike) -> tuple[QuantizedState, dict[str, An
     if size > MAX_BODY_BYTES:
         raise ArtifactError(f"{path} is {size:,} bytes; an artifact is at most {MAX_BODY_BYTES:,}")
     qs, manifest = decode_artifact(path.read_bytes())
-    return qs, manifest, validate_artifact(qs, manifest)
+    return qs, manifest, validate_artifact(qs, manifest, require_model)
