@@ -47,6 +47,19 @@ def test_unsplit_body_round_trips():
     np.testing.assert_array_equal(decode_codes(blob), EMB)
 
 
+@pytest.mark.parametrize("dtype, offset", [(np.uint8, 100), (np.int16, -300), (np.uint16, 5000)])
+def test_other_dtypes_round_trip(dtype, offset):
+    x = (EMB.astype(np.int64) + offset).astype(dtype)
+    lo, span = int(x.min()), int(x.max()) - int(x.min())
+    payload = ad.encode_rows(x.astype(np.int64) - lo, lo, span)
+    out = bytearray([(2 << 5) | [np.uint8, np.int16, np.uint16].index(dtype) + 1, 2])
+    for v in (*EMB.shape, _zigzag(lo), span):
+        _put_uvarint(out, v)
+    y = decode_codes(bytes(out) + b"\x00" + payload)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, x)
+
+
 def test_split_body_is_chosen_here():
     assert STREAM[SPLIT_AT] == 1
 
@@ -79,6 +92,7 @@ def _forge(body: bytes, lo: int = -31, span: int = 62, shape=(320, 48)) -> bytes
     (_forge(b"\x02"), "split flag"),
     (_forge(b"\x00", span=100), "alphabet"),
     (_forge(b"\x00", shape=(1 << 14, 1 << 13)), "at most"),
+    (_forge(b"\x00", shape=(1 << 20, 2)), "rows"),
     (_forge(b"\x00", shape=(0, 4)), "non-empty"),
     (_forge(b"\x00" + bytes(range(1, 9))), "consumed|corrupt"),
     (_forge(b"\x00\x01\x02\x03"), "whole 32-bit words"),

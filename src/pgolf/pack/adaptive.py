@@ -215,6 +215,8 @@ def decode_body(r: _Reader, data: bytes, shape: tuple[int, ...], dt: np.dtype, l
     nr, nc = shape[0], math.prod(shape[1:])
     if nr * nc > MAX_SYMBOLS:
         raise EntropyDecodeError(f"adaptive mode holds at most {MAX_SYMBOLS} codes, the shape {shape} has {nr * nc}")
+    if nr > MAX_ROWS:
+        raise EntropyDecodeError(f"adaptive mode holds at most {MAX_ROWS} rows, the shape {shape} has {nr}")
     if span + 1 > MAX_ALPHABET:
         raise EntropyDecodeError(f"adaptive alphabet of {span + 1} symbols exceeds {MAX_ALPHABET}")
     split = r.byte()
