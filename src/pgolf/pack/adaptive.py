@@ -27,6 +27,7 @@ Body (after entropy.py's version-2 header and lo, span; see entropy.py):
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import numpy as np
@@ -42,15 +43,14 @@ MAX_SYMBOLS = 1 << 26
 """Largest matrix the mode codes (67M codes: every count stays exact in float64 and decode time bounded)."""
 MIN_ROWS = 32
 MAX_ROWS = 16384
-"""The encoder's row walk holds a rows × rows float32 distance matrix (1 GiB at this bound)."""
+"""The encoder's row walk holds a rows × rows float32 distance matrix (1 GiB at this bound), and the Lehmer decode
+is quadratic in rows."""
 
 
 def lehmer(perm: np.ndarray) -> np.ndarray:
     """Lehmer digits d_i = rank of perm[i] among perm[i:], for i < n - 1."""
     rest = list(range(len(perm)))
     out = np.empty(max(len(perm) - 1, 0), dtype=np.int32)
-    import bisect
-
     for i, p in enumerate(perm[:-1].tolist()):
         k = bisect.bisect_left(rest, p)
         out[i] = k
