@@ -114,7 +114,8 @@ def sota_36m(tok_emb: torch.Tensor) -> None:
 
     print(f"\n## (d) synthetic sota-sp8192 state, {n:,} parameters, tok_emb from (c): rans-ctx artifact "
           f"{len(blob):,} bytes, stream modes {stream_modes(blob)}; encode {t_enc:.1f} s wall, {c_enc:.1f} s CPU "
-          f"(target ≤ 180: {'PASS' if t_enc <= 180 else 'FAIL'}); decode median of 3: {dec:.2f} s wall, {dec_cpu:.2f} s CPU "
+          f"(target ≤ 180: {'PASS' if t_enc <= 180 else 'FAIL'}); decode median of 3: {dec:.2f} s wall, "
+          f"{dec_cpu:.2f} s CPU "
           f"(target ≤ 5: {'PASS' if dec <= 5 else 'FAIL'}); torch threads {torch.get_num_threads()}")
 
 
