@@ -121,7 +121,7 @@ def _tiny_configs():
     from pgolf.config import build_config, load_preset
 
     base = build_config([("preset", load_preset("cpu-smoke"))])
-    m = replace(base.model, model_dim=192, num_heads=4, num_kv_heads=2)  # MLP 192×384 > 65,536: quantized rows
+    m = base.model  # cpu-smoke: 2 layers × 64; the recipes below quantize every matrix over 1,024 values
     variants = [
         m,
         replace(m, bigram_vocab_size=64, bigram_dim=16, ve_dim=16, ve_layers=(m.num_layers - 1,),
@@ -140,6 +140,10 @@ def base_artifacts(extra: list[str]) -> list[tuple[str, bytes]]:
     from pgolf.quant.apply import quantize_state_dict
 
     out = []
+    from dataclasses import replace as _replace
+
+    from pgolf.quant.recipes import get_recipe
+
     for k, cfg in enumerate(_tiny_configs()):
         torch.manual_seed(k)
         model = GPT(cfg.model)
@@ -150,8 +154,9 @@ def base_artifacts(extra: list[str]) -> list[tuple[str, bytes]]:
                     "pgolf_version": "fuzz", "config": cfg.to_dict(), "looping_active": cfg.model.num_loops > 0}
         for recipe, codec in (("int8-baseline", "zlib"), ("sdclip-rtn", "brotli+shuffle"), ("sdclip-rtn", "rans"),
                               ("int8-baseline", "rans-ctx")):
-            try:
-                qs, _ = quantize_state_dict(model.state_dict(), recipe)
+            try:  # small passthrough threshold: the tiny model still has quantized rows for the code mutants
+                qs, _ = quantize_state_dict(model.state_dict(),
+                                            _replace(get_recipe(recipe), passthrough_max_numel=1024))
             except (KeyError, ValueError):
                 continue
             out.append((f"m{k}-{recipe}-{codec}", encode_artifact(qs, {**manifest, "recipe": recipe,
@@ -164,6 +169,8 @@ def base_artifacts(extra: list[str]) -> list[tuple[str, bytes]]:
 # ------------------------------------------------------------------------------------------------ mutators
 
 MUTATORS: dict[str, Callable[[bytes, random.Random, list[bytes]], bytes]] = {}
+FAMILY_WEIGHTS: dict[str, float] = {"bomb": 0.03}
+"""Relative frequency of a family (default 1): a bomb costs four 256 MiB decompressions and has few variants."""
 
 
 def mutator(name: str):
@@ -334,15 +341,12 @@ def m_semantic(blob, rng, others):
         if cands:
             r = rng.choice(cands)
             r["shape"] = r["shape"][::-1]
-    else:
+    else:  # swap two tensors' names in every row (codes, scales, extras) and the dtype table stays as is
         q = _rows_of(header, "q")
         if len(q) >= 2:
-            a, b = rng.sample(q, 2)
-            for kind in ("q", "scale"):
-                ra = next(r for r in rows if r["name"] == a["name"] and r["kind"] == kind)
-                rb = next(r for r in rows if r["name"] == b["name"] and r["kind"] == kind)
-                ra["name"], rb["name"] = "\0tmp", ra["name"]
-                ra["name"] = b["name"] if rb["name"] == a["name"] else ra["name"]
+            a, b = (r["name"] for r in rng.sample(q, 2))
+            for r in rows:
+                r["name"] = {a: b, b: a}.get(r["name"], r["name"])
     return pack(header, bytes(p))
 
 
@@ -447,8 +451,9 @@ def main() -> int:
     examples: list[str] = []
     peak, lock = [0], threading.Lock()
     jobs = []
+    weights = [FAMILY_WEIGHTS.get(f, 1.0) for f in families]
     for i in range(args.n):
-        fam = families[i % len(families)]
+        fam = rng.choices(families, weights)[0]
         jobs.append((i, fam, rng.randrange(len(bases)), rng.randrange(2**32)))
     t0 = time.perf_counter()
     workers = [Worker(args.timeout) for _ in range(args.workers)]

@@ -55,7 +55,8 @@ from pgolf.io import atomic_write
 from pgolf.pack.codecs import CODECS, CodecError, byte_shuffle, byte_unshuffle, compress, decompress
 from pgolf.pack.entropy import EntropyDecodeError, decode_codes, encode_codes
 from pgolf.pack.format import (  # noqa: F401  (re-exported: the format's names have always lived here)
-    DTYPES, FORMAT_ID, KINDS, MAGIC, MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_NDIM, ArtifactError, is_uint, itemsize,
+    DTYPES, EXPANSION_FLOOR, FORMAT_ID, KINDS, MAGIC, MAX_BODY_BYTES, MAX_EXPANSION, MAX_HEADER_BYTES, MAX_NDIM,
+    ArtifactError, is_uint, itemsize,
 )
 from pgolf.pack.validate import assemble
 from pgolf.quant.apply import QuantizedState, dtype_name
@@ -254,10 +255,15 @@ def artifact_codec(data: bytes) -> str:
 
 
 def _decompress(data: bytes, codec: str, limit: int) -> bytes:
+    """Decompress at most min(limit, max(EXPANSION_FLOOR, MAX_EXPANSION × compressed size)) bytes: a bomb is refused
+    after a few MiB of work, not after inflating the full 256 MiB."""
+    bound = min(limit, max(EXPANSION_FLOOR, MAX_EXPANSION * len(data)))
     try:
-        return decompress(data, codec, max_size=limit)
+        return decompress(data, codec, max_size=bound)
     except CodecError as e:
-        raise ArtifactError(f"artifact payload does not decompress: {e}") from e
+        extra = (f" ({MAX_EXPANSION}× its {len(data):,} compressed bytes; real artifacts expand < 10×)"
+                 if bound < limit else "")
+        raise ArtifactError(f"artifact payload does not decompress: {e}{extra}") from e
 
 
 def _split_body(body: bytes) -> tuple[dict[str, Any], memoryview]:

@@ -15,6 +15,10 @@ MAGIC = b"PGOLF\0"
 FORMAT_ID = "pgolf-v1"  # the JSON header format (unchanged by container version 2)
 MAX_BODY_BYTES = 256 << 20
 """Decompressed body plus decoded code streams: 256 MiB, 16× the 16 MB cap (a real artifact's body is < 40 MB)."""
+MAX_EXPANSION = 128
+EXPANSION_FLOOR = 32 << 20
+"""A compressed stream may expand to at most max(32 MiB, 128 × its size) (and never past MAX_BODY_BYTES): real
+bodies expand < 10× (int6 codes in int8 bytes, fp16 scales), a zlib bomb ~1000×."""
 MAX_HEADER_BYTES = 4 << 20
 """JSON header: 4 MiB (a real header, tensor table plus run config, is ~20-60 KB)."""
 MAX_NDIM = 8
