@@ -1,12 +1,12 @@
 """Counted code bytes of the single-file script per preset × recipe × codec × eval mode (issue 14).
 
     python bench/code_bytes.py [--presets cpu-demo,sota-sp8192] [--recipes ...] [--modes ...] [--codecs ...]
-                               [--markdown]
+                               [--markdown] [--breakdown [--top N]]
 
 Each row is `pgolf.experiments.bundle.measure_code_bytes(cfg)`: the script `pgolf bundle` / `pgolf submit` write for
-that configuration (entry pgolf.submission; cut points and tree shaking of pgolf.experiments.closure; minified,
-lzma, base85), with the modules it embeds and the minified size before compression. The reference is the records'
-counted code: 31,999 bytes for R0427 (the SOTA), 15,516–27,610 for the others. Targets: ≤ 31,999 for sota-sp8192 +
+that configuration (entry pgolf.submission; cut points and tree shaking of pgolf.experiments.closure; minified with
+ast and python-minifier, raw LZMA2, carried as a latin-1 str literal), with the modules it embeds and the minified
+size before compression. The reference is the records' counted code: 31,999 bytes for R0427 (the SOTA), 15,516–27,610 for the others. Targets: ≤ 31,999 for sota-sp8192 +
 sota-lqer + rans-ctx + ttt-phased, ≤ 20,000 for the cpu-demo default. The full package (every module reachable
 from pgolf.cli, the previous rule) is printed for comparison. Deterministic for a given source tree and Python.
 """
@@ -27,15 +27,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default="standard,sliding,ttt-phased")
     p.add_argument("--codecs", default="", help="comma-separated artifact codecs (default: the preset's + rans-ctx)")
     p.add_argument("--markdown", action="store_true", help="a Markdown table (for BENCHMARKS.md)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="per embedded file of each configuration: its compressed contribution (counted bytes of the "
+                        "script minus those of the script without it), largest first")
+    p.add_argument("--top", type=int, default=25, help="files listed per configuration with --breakdown")
     args = p.parse_args(argv)
 
     from pgolf.config import build_config, load_preset, parse_overrides
     from pgolf.experiments.bundle import (
-        _LZMA_FILTERS, bundle_source, counted_source, import_closure, minify_file, package_files, script_files,
+        _LZMA_FILTERS, bundle_source, compress_payload, counted_source, import_closure, minify_file, package_files,
+        script_files, script_text, wrap_counted,
     )
 
+    def counted_of(chosen: dict[str, str]) -> int:
+        return len(wrap_counted(compress_payload(script_text(chosen, minify=True).encode(), "lzma"), "lzma"))
+
     files = package_files()
-    rows = []
+    rows, breakdowns = [], []
     t0 = time.perf_counter()
     for preset in args.presets.split(","):
         base = build_config([("preset", load_preset(preset))])
@@ -48,12 +56,16 @@ def main(argv: list[str] | None = None) -> int:
                     cfg = build_config([("preset", load_preset(preset)), ("o", parse_overrides(pairs))])
                     chosen = script_files(files, cfg, minify=True)
                     minified = bundle_source(files, cfg, minify=True)
-                    counted = len(counted_source(files, cfg).encode())
+                    counted = len(counted_source(files, cfg))
                     rows.append((preset, recipe, codec, mode, sum(k.endswith(".py") for k in chosen),
                                  len(minified.encode()), counted))
+                    if args.breakdown:
+                        breakdowns.append((rows[-1], chosen, [
+                            (counted - counted_of({k: v for k, v in chosen.items() if k != f}), len(chosen[f]), f)
+                            for f in chosen]))
     # the previous rule: every module reachable from pgolf.cli, minified and compressed together
     everything = "".join(minify_file(k, files[k]) for k in import_closure(files))
-    full = len(lzma.compress(everything.encode(), format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)) * 5 // 4
+    full = len(lzma.compress(everything.encode(), format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS))  # ast-minified
     seconds = time.perf_counter() - t0
     head = ("preset", "recipe", "codec", "eval mode", "modules", "minified B", "counted B")
     if args.markdown:
@@ -65,7 +77,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{head[0]:12s} {head[1]:14s} {head[2]:9s} {head[3]:11s} {head[4]:>7s} {head[5]:>10s} {head[6]:>9s}")
         for r in rows:
             print(f"{r[0]:12s} {r[1]:14s} {r[2]:9s} {r[3]:11s} {r[4]:7d} {r[5]:10,} {r[6]:9,}")
-    print(f"\nwhole package (closure of pgolf.cli, {len(import_closure(files))} modules): ≈{full:,} counted bytes; "
+    for row, chosen, parts in breakdowns:
+        parts.sort(reverse=True)
+        print(f"\n{' + '.join(map(str, row[:4]))}: {row[6]:,} counted bytes; per file, its compressed contribution "
+              f"(counted minus counted without it) and minified characters:")
+        for contrib, chars, f in parts[: args.top]:
+            print(f"  {contrib:7,} {chars:8,}  {f}")
+        rest = parts[args.top:]
+        print(f"  {sum(c for c, _, _ in rest):7,} {sum(n for _, n, _ in rest):8,}  the other {len(rest)} files")
+        print(f"  {row[6] - sum(c for c, _, _ in parts):7,} {'':8s}  shared (the wrapper, the bootstrap, the "
+              "dictionary the files share: not attributable to one file)")
+    print(f"\nwhole package (closure of pgolf.cli, {len(import_closure(files))} modules, ast-minified only, raw LZMA2): ≈{full:,} bytes; "
           f"reference R0427 31,999. {seconds:.0f} s. Python {sys.version.split()[0]}.")
     ast.parse(minified)  # the last script is valid Python
     return 0

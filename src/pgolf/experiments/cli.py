@@ -145,7 +145,7 @@ def cmd_bundle(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
     print(f"bundle for --preset {args.preset} {' '.join(extra)}".rstrip() + f" (recipe {cfg.quant.recipe}, codec "
           f"{cfg.pack.codec}, eval {cfg.eval.mode}): {sizes['files']} files, {sizes['source_bytes']:,} bytes of "
           f"source → readable {sizes['bundle_bytes']:,} → minified {sizes['minified_bytes']:,} → counted "
-          f"({args.codec} + base85) {sizes['counted_bytes']:,} bytes")
+          f"({args.codec}, latin-1 literal) {sizes['counted_bytes']:,} bytes")
     print(f"wrote {paths['counted']}  (counted: python {paths['counted'].name} --preset {args.preset} ...)")
     print(f"wrote {paths['readable']}")
     return 0

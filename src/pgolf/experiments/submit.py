@@ -10,7 +10,7 @@ Writes into DIR (default records/<date>_<name>):
                          technique_summary, compliance
     train_seed<S>.log    each run's train.log;  run_seed<S>.json  each run's run.json
     requirements.txt     the installed versions of pgolf's runtime dependencies
-    train_gpt.py         the counted single-file script (minified, lzma, base85; `bytes_code` is its size)
+    train_gpt.py         the counted single-file script (minified, lzma, a latin-1 literal; `bytes_code` is its size)
     train_gpt_readable.py  the same modules, readable (pgolf.experiments.bundle)
 
 The runs must share one configuration apart from train.seed and run.name. Scores are the round trip (artifact read
@@ -294,7 +294,7 @@ def readme_text(runs: Sequence[dict], sub: dict[str, Any], sizes: dict[str, int]
     lines += ["", f"Code: {sizes['files']} files ({_fmt_bytes(sizes['source_bytes'])} bytes of source: what this "
               "configuration's run executes, from pgolf.submission, and the presets) → "
               f"`{READABLE_NAME}` {_fmt_bytes(sizes['bundle_bytes'])} bytes "
-              f"→ minified {_fmt_bytes(sizes['minified_bytes'])} → lzma + base85 self-extracting `{SCRIPT_NAME}` "
+              f"→ minified {_fmt_bytes(sizes['minified_bytes'])} → lzma, latin-1 self-extracting `{SCRIPT_NAME}` "
               f"**{_fmt_bytes(sizes['counted_bytes'])} bytes** (counted; brotli would be "
               f"{_fmt_bytes(sizes['counted_bytes_brotli'])}). Limit {_fmt_bytes(runs[0]['bytes'].get('limit', 0))} "
               "bytes, decimal.", ""]
@@ -347,7 +347,7 @@ def write_submission(runs: Sequence[dict], out: Path, *, name: str, author: str 
                          preset=preset)
     code_bytes = paths["counted"].stat().st_size
     sizes = bundle_sizes(files, cfg, codec, preset=preset)
-    sizes["counted_bytes_brotli"] = len(counted_source(files, cfg, "brotli", preset).encode())
+    sizes["counted_bytes_brotli"] = len(counted_source(files, cfg, "brotli", preset))
     if sizes["counted_bytes"] != code_bytes:
         raise RuntimeError(f"{paths['counted']}: {code_bytes} bytes on disk, {sizes['counted_bytes']} measured")
     commands = [run_command(r) for r in runs]

@@ -9,7 +9,7 @@ base85-wrap it: 122–158 KB of source count as 27.6–32.0 KB). pgolf counts it
 (`pgolf.experiments.bundle.measure_code_bytes`, called by `pgolf.run.counted_code_bytes`; this module only takes
 the figure, and inside the script `script_code_bytes` reads the script's own size): what the configured run
 executes (entry `pgolf.submission`, the closure rules of `pgolf.experiments.closure`) plus the preset files, minified (docstrings, comments, function annotations removed),
-lzma-compressed and base85-wrapped in a self-extracting `exec` — the `train_gpt.py` that `pgolf bundle` and
+lzma-compressed and carried as a latin-1 str literal in a self-extracting `exec` — the `train_gpt.py` that `pgolf bundle` and
 `pgolf submit` write, byte for byte. Deterministic for a given source tree, configuration and Python version.
 """
 
