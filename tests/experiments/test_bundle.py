@@ -113,6 +113,12 @@ def test_script_closure_follows_the_configuration_and_leaves_tooling_out():
     assert "MethodSpec('sdclip_gptq'" not in demo["pgolf/quant/methods.py"]
     assert "MethodSpec('sdclip_gptq'" in sota["pgolf/quant/methods.py"]
     assert "'sota-lqer'" in sota["pgolf/quant/recipes.py"]
+    # codec modules: the script decodes only the artifact it writes, in the configured codec
+    plain = script_files(files, _cfg("cpu-demo", ("pack.codec", "brotli")))
+    assert "pgolf/pack/entropy.py" in demo and "pgolf/pack/adaptive.py" in sota  # rans-ctx: the entropy coder
+    assert not any(k.startswith(("pgolf/pack/entropy", "pgolf/pack/rans_core", "pgolf/pack/adaptive")) for k in plain)
+    assert "pgolf/pack/container.py" in plain
+    assert not any("lrzip" in k for k in (*demo, *sota, *plain))
 
 
 def test_every_cut_point_names_a_module_level_function():

@@ -76,6 +76,12 @@ def excluded_modules(cfg: Any) -> tuple[str, ...]:
         out += ["pgolf.quant.calibration", "pgolf.quant.hessian"]
     if not (recipe.needs_hessians or qat):
         out.append("pgolf.model.generate")  # selfgen calibration (quant/calibration.py imports it)
+    codec = cfg.pack.codec
+    if codec not in ("rans", "rans-ctx"):  # the script decodes only the artifact it wrote, in the configured codec
+        out += ["pgolf.pack.entropy", "pgolf.pack.entropy_modes", "pgolf.pack.adaptive", "pgolf.pack.rans_core",
+                "pgolf.pack.context"]
+    if codec != "lrzip-groups":
+        out += ["pgolf.pack.lrzip_artifact", "pgolf.pack.lrzip"]
     mode = cfg.eval.mode
     if not mode.startswith("ttt"):
         out.append("pgolf.eval.ttt")

@@ -53,7 +53,6 @@ from torch import Tensor
 
 from pgolf.io import atomic_write
 from pgolf.pack.codecs import CODECS, CodecError, byte_shuffle, byte_unshuffle, compress, decompress
-from pgolf.pack.entropy import EntropyDecodeError, decode_codes, encode_codes
 from pgolf.pack.format import (  # noqa: F401  (re-exported: the format's names have always lived here)
     DTYPES, EXPANSION_FLOOR, FORMAT_ID, KINDS, MAGIC, MAX_BODY_BYTES, MAX_EXPANSION, MAX_HEADER_BYTES, MAX_NDIM,
     ArtifactError, is_uint, itemsize,
@@ -186,6 +185,7 @@ def encode_artifact(qs: QuantizedState, manifest: dict, codec: str, *, progress:
         header["layout"] = "shuffle"
         return prefix + compress(_body(header, _shuffle(payload, rows)), codec.split("+")[0])
     nq = sum(1 for r in rows if r["kind"] == "q")
+    from pgolf.pack.entropy import encode_codes  # here: a script for a plain codec carries no entropy coder
     from pgolf.progress import track
 
     streams = [encode_codes(qt.q.detach().cpu().numpy(), model=ENTROPY_CODECS[codec])
@@ -302,6 +302,8 @@ def decode_artifact(data: bytes) -> tuple[QuantizedState, dict]:
 
 
 def _decode_rans(data: bytes, codec: str) -> tuple[dict[str, Any], memoryview]:
+    from pgolf.pack.entropy import EntropyDecodeError, decode_codes
+
     pos = _PREFIX
     if len(data) < pos + 5:
         raise ArtifactError("rans artifact is truncated before its inner stream")
