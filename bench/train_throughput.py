@@ -14,7 +14,8 @@ Every measurement runs in its own subprocess (same interpreter, same thread coun
 per repeat the variants run one after another in a rotating order, so a loaded machine slows them alike. A
 subprocess reports the median wall time and the median process CPU time of its timed steps; the table gives the
 median over repeats and the ratio pgolf ÷ plain of those medians. CPU time is the steadier figure when other
-processes compete for the cores; wall time is what a wallclock budget sees.
+processes compete for the cores; wall time is what a wallclock budget sees. For pgolf (and the baseline) the
+progress lines on stderr also split the CPU time by phase: forward+backward, clip, muon, adamw, ema.
 """
 
 from __future__ import annotations
@@ -55,19 +56,30 @@ def _pgolf_step(cfg, dev):
     params = [p for p in model.parameters() if p.requires_grad]
     clip = cfg.train.grad_clip_norm
 
+    phases: dict[str, list[float]] = {"forward+backward": [], "clip": [], "muon": [], "adamw": [], "ema": []}
+
     def step(x, y):
+        c = [time.process_time()]
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             loss = model(x, y)
         loss.backward()
+        c.append(time.process_time())
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(params, clip)
+        c.append(time.process_time())
         for o in opts:
             o.step()
+            c.append(time.process_time())
         for o in opts:
             o.zero_grad(set_to_none=True)
         if ema is not None:
             ema.update(model)
+        c.append(time.process_time())
+        names = ["forward+backward", "clip"] + [type(o).__name__.lower() for o in opts] + ["ema"]
+        for name, a, b in zip(names, c, c[1:]):
+            phases.setdefault(name, []).append(b - a)
 
+    step.phases = phases  # CPU seconds per phase and step (--breakdown)
     return model, step
 
 
@@ -164,7 +176,10 @@ def measure(variant: str, preset: str, steps: int, warmup: int, batch_tokens: in
             cpu.append(time.process_time() - c0)
     peak = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    phases = {k: round(statistics.median(v[warmup:]), 4) for k, v in getattr(step, "phases", {}).items()
+              if len(v) > warmup}
     return {"variant": variant, "preset": preset, "device": str(dev), "threads": torch.get_num_threads(),
+            "cpu_phases_s": phases,
             "params": sum(p.numel() for p in model.parameters()), "seq_len": T, "batch_tokens": B * T,
             "step_s": statistics.median(wall), "cpu_s": statistics.median(cpu), "peak_mem_mb": round(peak / 1e6, 1)}
 
@@ -215,8 +230,9 @@ def main() -> None:
                 res["variant"] = v
                 runs[v].append(res)
                 allruns.append(res)
-                print(f"# {preset} repeat {r + 1} {v}: step {res['step_s']:.3f} s, cpu {res['cpu_s']:.3f} s",
-                      file=sys.stderr, flush=True)
+                phases = ", ".join(f"{k} {t:.3f}" for k, t in res.get("cpu_phases_s", {}).items())
+                print(f"# {preset} repeat {r + 1} {v}: step {res['step_s']:.3f} s, cpu {res['cpu_s']:.3f} s"
+                      + (f" (cpu by phase: {phases})" if phases else ""), file=sys.stderr, flush=True)
         ref = runs["plain"] if "plain" in runs else None
         for v, _ in variants:
             step = statistics.median(x["step_s"] for x in runs[v])
