@@ -256,3 +256,57 @@ def test_latin1_literal_carries_any_bytes_through_a_source_file(tmp_path, seed):
     wrapped = wrap_counted(lzma.compress(b"print(1)\n", format=lzma.FORMAT_RAW,
                                          filters=[{"id": lzma.FILTER_LZMA2, "preset": 9}]), "lzma")
     assert unwrap_counted(wrapped) == b"print(1)\n"
+
+
+def test_methods_overriding_a_framework_base_are_framework_hooks():
+    """Method-level shaking drops a method nothing references by name; the framework calls overrides of its own
+    methods (Module.forward, Optimizer.step, ...) by name, so every such override in pgolf must be a listed hook."""
+    import importlib
+    import inspect
+
+    from pgolf.experiments.closure import FRAMEWORK_HOOKS
+
+    missing = []
+    for rel in package_files():
+        if not rel.endswith(".py") or rel.startswith(("pgolf/experiments/", "pgolf/cli")):
+            continue
+        mod = importlib.import_module(module_name(rel))
+        for cls in vars(mod).values():
+            if not (inspect.isclass(cls) and cls.__module__ == mod.__name__):
+                continue
+            foreign = [b for b in cls.__mro__[1:] if not b.__module__.startswith("pgolf") and b is not object]
+            for name, fn in vars(cls).items():
+                fn = fn.fget if isinstance(fn, property) else getattr(fn, "__func__", fn)
+                if name.startswith("__") or not inspect.isfunction(fn):
+                    continue
+                if any(hasattr(b, name) for b in foreign) and name not in FRAMEWORK_HOOKS:
+                    missing.append(f"{cls.__module__}.{cls.__qualname__}.{name}")
+    assert not missing, missing
+
+
+def test_shake_drops_unreferenced_methods_keeps_hooks_dunders_and_property_pairs():
+    from pgolf.experiments.closure import Plan, shake
+
+    files = {
+        "pgolf/__init__.py": "",
+        "pgolf/submission.py": "from pgolf.lib import K\n\ndef main():\n    k = K()\n    k.p = 2\n    return k.used()\n",
+        "pgolf/lib.py": "class K:\n    def __init__(self):\n        self._p = 0\n    def forward(self):\n        return 1\n"
+                        "    def used(self):\n        return self.helper() + self.p\n    def helper(self):\n"
+                        "        return 1\n    def unused(self):\n        from pgolf.tool import x\n        return x\n"
+                        "    @property\n    def p(self):\n        return self._p\n    @p.setter\n    def p(self, v):\n"
+                        "        self._p = v\n    @property\n    def q(self):\n        return 0\n    @q.setter\n"
+                        "    def q(self, v):\n        pass\n",
+        "pgolf/tool.py": "x = 1\n",
+    }
+    out = shake(files, Plan())
+    lib = out["pgolf/lib.py"]
+    assert "pgolf/tool.py" not in out  # only the dropped method imported it
+    for kept in ("def __init__", "def forward", "def used", "def helper", "def p(self)", "@p.setter"):
+        assert kept in lib, kept
+    assert "def unused" not in lib and "def q" not in lib and "q.setter" not in lib
+    ns: dict = {}
+    exec(compile(lib, "<lib>", "exec"), ns)
+    k = ns["K"]()
+    k.p = 2
+    assert k.used() == 3 and k.forward() == 1
+    assert shake(out, Plan()) == out

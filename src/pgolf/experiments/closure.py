@@ -93,6 +93,15 @@ def excluded_modules(cfg: Any) -> tuple[str, ...]:
 EXCLUDED_PREFIXES = ("pgolf.experiments", "pgolf.cli", "pgolf.data.cli", "pgolf.data.fineweb")
 """Tooling that no run executes: imports of these inside kept functions stay, but the modules never enter."""
 
+FRAMEWORK_HOOKS = frozenset({
+    # torch.nn.Module / torch.optim.Optimizer / torch.autograd.Function methods the framework calls by name on a
+    # subclass (tests/experiments/test_bundle.py checks every pgolf override of a non-pgolf base is listed here)
+    "forward", "backward", "setup_context", "jvp", "vjp", "vmap", "extra_repr", "reset_parameters", "train", "eval",
+    "state_dict", "load_state_dict", "_load_from_state_dict", "_save_to_state_dict", "get_extra_state",
+    "set_extra_state", "_apply", "step", "zero_grad", "add_param_group",
+})
+"""Method names a class keeps whatever the script references: called by a base class or the framework."""
+
 _SAFE_DECORATORS = {"dataclass", "property", "staticmethod", "classmethod", "no_grad", "inference_mode",
                     "lru_cache", "cache", "cached_property", "wraps", "contextmanager", "compile"}
 
@@ -191,11 +200,42 @@ def _imports_in(node: ast.AST, current: str, is_pkg: bool) -> list[tuple[str, li
 
 
 @dataclass
+class _Method:
+    name: str
+    node: ast.stmt
+    uses: set[str]
+    imports: list[tuple[str, list[str]]]
+
+
+@dataclass
 class _Stmt:
     node: ast.stmt
     name: str | None          # the prunable definition's name, None = always kept
-    uses: set[str]            # names it references (empty for import statements)
+    uses: set[str]            # names it references (empty for import statements), prunable methods excepted
     imports: list[tuple[str, list[str]]]
+    methods: list[_Method] = field(default_factory=list)
+    """A class's prunable methods: each kept only when its name is referenced by kept code (`_method_name`)."""
+
+
+def _method_name(node: ast.stmt) -> str | None:
+    """The name under which a method in a class body may be dropped (None: always kept): a plain, property,
+    static/class or otherwise safely decorated method that is neither a dunder nor a framework hook; a property's
+    setter/deleter goes with its property."""
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return None
+    name = node.name
+    if (name.startswith("__") and name.endswith("__")) or name in FRAMEWORK_HOOKS:
+        return None
+    for d in node.decorator_list:
+        base = d.func if isinstance(d, ast.Call) else d
+        if isinstance(base, ast.Attribute) and base.attr in ("setter", "getter", "deleter"):
+            if not (isinstance(base.value, ast.Name) and base.value.id == name):
+                return None
+            continue
+        dname = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", None)
+        if dname not in _SAFE_DECORATORS:
+            return None
+    return name
 
 
 def _prune_registries(mod: str, tree: ast.Module, keep: tuple[tuple[str, str, frozenset[str]], ...]) -> None:
@@ -249,10 +289,29 @@ def shake(files: Mapping[str, str], plan: Plan,
                     _cut_body(node, f"{mod}.{node.name}")
                 uses: set[str] = set()
                 refs: list[tuple[str, list[str]]] = []
-                if not isinstance(node, (ast.Import, ast.ImportFrom)):
-                    _names_used(node, uses, refs)
-                stmts.append(_Stmt(node, _defined_name(node), uses,
-                                   _imports_in(node, mod, rel.endswith("/__init__.py")) + refs))
+                is_pkg = rel.endswith("/__init__.py")
+                methods: list[_Method] = []
+                if isinstance(node, ast.ClassDef):
+                    rest = []
+                    for item in node.body:
+                        mname = _method_name(item)
+                        if mname is None:
+                            rest.append(item)
+                            continue
+                        muses: set[str] = set()
+                        mrefs: list[tuple[str, list[str]]] = []
+                        _names_used(item, muses, mrefs)
+                        muses.discard(mname)  # a recursive or self-referencing method keeps nothing by itself
+                        methods.append(_Method(mname, item, muses, _imports_in(item, mod, is_pkg) + mrefs))
+                    shell = ast.ClassDef(name=node.name, bases=node.bases, keywords=node.keywords, body=rest,
+                                         decorator_list=node.decorator_list)
+                    _names_used(shell, uses, refs)
+                    imports = _imports_in(shell, mod, is_pkg) + refs
+                else:
+                    if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                        _names_used(node, uses, refs)
+                    imports = _imports_in(node, mod, is_pkg) + refs
+                stmts.append(_Stmt(node, _defined_name(node), uses, imports, methods))
             parsed[mod] = (t, stmts)
         return parsed[mod][1]
 
@@ -260,6 +319,7 @@ def shake(files: Mapping[str, str], plan: Plan,
         return name in rel_of and not any(name == p or name.startswith(p + ".") for p in plan.excluded)
 
     kept: set[tuple[str, str]] = {(m, st.name) for m in plan.entries for st in info(m) if st.name}  # entries whole
+    kept_methods: set[tuple[str, int, str]] = set()  # (module, id of the class node, method name)
     while True:
         modules: set[str] = set()
         stack = [*plan.entries, *plan.extra]
@@ -281,10 +341,19 @@ def shake(files: Mapping[str, str], plan: Plan,
                     used |= st.uses
                     for mod, names in st.imports:
                         stack += [mod] + [f"{mod}.{n}" for n in names]
+                    for meth in st.methods:
+                        if (m, id(st.node), meth.name) in kept_methods:
+                            used |= meth.uses
+                            for mod, names in meth.imports:
+                                stack += [mod] + [f"{mod}.{n}" for n in names]
         new = {(m, st.name) for m in modules for st in info(m) if st.name is not None and st.name in used} - kept
-        if not new:
+        new_methods = {(m, id(st.node), meth.name) for m in modules for st in info(m)
+                       if st.name is None or (m, st.name) in kept for meth in st.methods
+                       if meth.name in used} - kept_methods
+        if not new and not new_methods:
             break
         kept |= new
+        kept_methods |= new_methods
     out: dict[str, str] = {}
     for m in sorted(modules):
         tree, stmts = parsed[m]
@@ -293,6 +362,11 @@ def shake(files: Mapping[str, str], plan: Plan,
             if st.name is not None and (m, st.name) not in kept:
                 continue
             node = st.node
+            if st.methods:
+                dropped = {id(meth.node) for meth in st.methods if (m, id(node), meth.name) not in kept_methods}
+                node = ast.ClassDef(name=node.name, bases=node.bases, keywords=node.keywords,
+                                    body=[b for b in node.body if id(b) not in dropped] or [ast.Pass()],
+                                    decorator_list=node.decorator_list)
             if isinstance(node, ast.ImportFrom) and node.module != "__future__":
                 names = [a for a in node.names if (a.asname or a.name) in used or a.name == "*"]
                 if not names:
