@@ -315,6 +315,13 @@ def torch_device(name: str):
     return torch.device(name)
 
 
+def _manifest_config(manifest: dict) -> Any:
+    """The artifact's run configuration (its counted script's closure), or None (the cpu-demo preset's) if absent."""
+    from pgolf.config import config_from_dict
+
+    return config_from_dict(manifest["config"]) if manifest.get("config") else None
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from pgolf.pack.budget import ByteReport, format_byte_report, tensor_byte_report
     from pgolf.run import counted_code_bytes
@@ -330,13 +337,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     model = manifest.get("model", {})
     print("model: " + " ".join(f"{k}={v}" for k, v in model.items()))
     rows = []
-def _manifest_config(manifest: dict) -> Any:
-    """The artifact's run configuration (its counted script's closure), or None (the cpu-demo preset's) if absent."""
-    from pgolf.config import config_from_dict
-
-    return config_from_dict(manifest["config"]) if manifest.get("config") else None
-
-
     for name, t in sorted(qs.tensors.items()):
         rows.append({"name": name, "kind": t.method, "bits": t.bits, "shape": "x".join(map(str, t.q.shape)),
                      "numel": t.q.numel()})
