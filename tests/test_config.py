@@ -21,7 +21,7 @@ def test_every_preset_parses_and_builds_a_model(name):
     model = GPT(cfg.model)
     counts = model.parameter_counts()
     assert counts["total"] == sum(p.numel() for p in model.parameters())
-    if name == "record-11l":  # the 2026-03-22/23 records' 11L stack: ~27M parameters (parameter-golf.md §3.1)
+    if name == "record-11l":  # the 2026-03-22/23 records' 11L stack: ~27M parameters (docs/techniques.md#shapes)
         assert 26_000_000 < counts["total"] < 28_000_000
     if name == "sota-sp8192":  # R0427: 35,945,671 parameters
         assert 35_500_000 < counts["total"] < 36_500_000

@@ -61,7 +61,7 @@ def test_nats_bpb_round_trip_and_record_margin_in_bpb():
     tpb = 0.41
     for nats in (0.005, 1.88, 3.2):
         assert bpb_to_nats(nats_to_bpb(nats, tpb), tpb) == pytest.approx(nats, rel=1e-12)
-    # parameter-golf.md §6: 0.005 nats ≈ 0.00296 bpb for sp1024 (≈ 0.41 tokens/byte)
+    # docs/techniques.md#rules: 0.005 nats ≈ 0.00296 bpb for sp1024 (≈ 0.41 tokens/byte)
     assert nats_to_bpb(0.005, 0.4105) == pytest.approx(0.00296, abs=1e-5)
 
 

@@ -30,7 +30,7 @@ R0427 = dict(vocab_size=8192, num_layers=11, mlp_mult=4.0, mlp_act="leaky_relu2"
 # ------------------------------------------------------------------------------------------------ parameter counts
 
 @pytest.mark.parametrize("overrides, expected", [
-    ({}, 17_059_912),  # challenge baseline (parameter-golf.md §3.1)
+    ({}, 17_059_912),  # challenge baseline (docs/techniques.md#shapes)
     (R0322, 26_993_756),  # 2026-03-22 record `model_params:` line
     (R0405, 35_943_512),  # 2026-04-05 record: 7 skip pairs of the 15-layer looped stack
     (R0427, 35_945_671),  # 2026-04-27 record
@@ -140,7 +140,7 @@ def test_virtual_layer_orders_match_the_records():
     assert virtual_layers(r0405, True) == [0, 1, 2, 3, 4, 5, 4, 5, 4, 5, 6, 7, 8, 9, 10]
     assert virtual_layers(r0405, False) == list(range(11))
     assert len(virtual_layers(GPTConfig(**R0427), True)) == 17
-    assert GPT(GPTConfig(**R0427)).num_skips == 8  # enc 8 / dec 9 virtual layers (parameter-golf.md §3.2)
+    assert GPT(GPTConfig(**R0427)).num_skips == 8  # enc 8 / dec 9 virtual layers (docs/techniques.md#components)
 
 
 def test_set_looping_changes_the_forward_only_when_loops_exist(make_model):
@@ -268,7 +268,7 @@ def test_init_follows_the_records():
     eye = torch.eye(64)
     torch.testing.assert_close(blk.attn.c_q.weight @ blk.attn.c_q.weight.T, torch.eye(128), atol=1e-5, rtol=0)
     torch.testing.assert_close(blk.attn.c_k.weight @ blk.attn.c_k.weight.T, eye, atol=1e-5, rtol=0)
-    scaled = model.bigram.proj.weight * math.sqrt(2 * cfg.num_layers)  # orthogonal × 1/√(2L) (§3.1 note)
+    scaled = model.bigram.proj.weight * math.sqrt(2 * cfg.num_layers)  # orthogonal × 1/√(2L) (R0322)
     torch.testing.assert_close(scaled.T @ scaled, eye, atol=1e-5, rtol=0)
     assert not model.bigram.embed.weight.any() and model.bigram.scale.item() == pytest.approx(0.05)
     assert model.tok_emb.weight.std().item() == pytest.approx(cfg.tied_embed_init_std, rel=0.1)

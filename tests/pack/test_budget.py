@@ -15,7 +15,7 @@ from pgolf.pack.budget import BudgetError, ByteReport, check_budget, script_code
 
 
 def test_byte_report_matches_the_baseline_submission():
-    r = ByteReport(model_bytes=15_815_847, code_bytes=47_642)  # BASE submission.json (parameter-golf.md §2.1)
+    r = ByteReport(model_bytes=15_815_847, code_bytes=47_642)  # BASE submission.json (docs/techniques.md#int8-baseline)
     assert r.total == 15_863_489 and r.headroom == 136_511 and r.fits and r.limit == 16_000_000
     assert r.format() == "model 15,815,847 + code 47,642 = 15,863,489 / 16,000,000 bytes (headroom 136,511)"
     assert r.to_dict() == {"model_bytes": 15_815_847, "code_bytes": 47_642, "limit": 16_000_000,

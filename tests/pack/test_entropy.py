@@ -121,7 +121,7 @@ def test_int6_size_vs_entropy_and_compressors(int6_1m):
     data = roundtrip(x)
     h = order0_entropy_bytes(x)
     bits_per_weight = 8 * h / x.size
-    assert 3.2 < bits_per_weight < 3.45  # quantization.md §3.1: int6 / k=12.85 → 3.33 b/w
+    assert 3.2 < bits_per_weight < 3.45  # docs/techniques.md#sdclip-entropy: int6 / k=12.85 → 3.33 b/w
     assert len(data) <= 1.005 * h + HEADER_ALLOWANCE
     assert len(data) <= 1.0005 * h + HEADER_ALLOWANCE  # measured: +0.013 %
     raw = x.tobytes()

@@ -14,7 +14,7 @@ from pgolf.quant.gptq_lite import percentile_scales
 from pgolf.quant.gptq import _damp_schedule, gptq_quantize, gptq_with_clip_search, output_error
 from pgolf.quant.primitives import QuantizedTensor, quantize_rtn
 
-# (bits, SDClip k) pairs of similar entropy (quantization.md §0.4 / §3.1): int4 k=3 … int8 k=20.
+# (bits, SDClip k) pairs of similar entropy (docs/techniques.md#sdclip-entropy): int4 k=3 … int8 k=20.
 BITS_K = [(4, 3.0), (5, 6.0), (6, 12.85), (8, 20.0)]
 
 

@@ -9,7 +9,7 @@ Every seed is a normal `pgolf run` (the same `cmd_run` → `run_pipeline`) into 
 they run one after another in this process, with `--nproc-per-node K` each is a `torchrun` subprocess. Then every
 run.json is read back, the table (`report.seeds_table`) is printed and `<out_dir>/<name>-seeds.json` is written:
 the seeds, the run directories, per-seed figures and mean / sample std (ddof=1) of each. Records report 3 seeds,
-mostly 42, 1337 and 2024 (parameter-golf.md §6).
+mostly 42, 1337 and 2024 (docs/techniques.md#rules).
 
     python -m pytest tests/experiments/test_seeds_submit.py -q
 """

@@ -1,4 +1,4 @@
-"""`pgolf submit`: a challenge-style records folder from per-seed runs (parameter-golf.md §6).
+"""`pgolf submit`: a challenge-style records folder from per-seed runs (docs/techniques.md#rules).
 
     pgolf submit runs/exp-seeds.json --name "cpu-smoke 3 seeds" [--out DIR] [--baseline RUNS | --baseline-values ...]
 

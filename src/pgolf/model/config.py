@@ -1,7 +1,7 @@
 """GPTConfig: every architecture switch of the Parameter Golf records as one typed, frozen dataclass.
 
 Defaults reproduce the challenge baseline (9L × 512d, GQA 8/4, relu² MLP 2×, tied embeddings, U-Net skip weights,
-softcap 30; parameter-golf.md §3.1). Record stacks are presets (src/pgolf/presets/*.toml).
+softcap 30; docs/techniques.md#shapes). Record stacks are presets (src/pgolf/presets/*.toml).
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ class BigramHash(nn.Module):
 
     h_t = (36313·tok_t XOR 27191·tok_{t−1}) mod (V_b−1), h_0 = V_b−1 (also at BOS positions with the BOS fix);
     Embedding(V_b, d_b) zero-init → CastedLinear(d_b→C) → × scale (init 0.05). GPT._init_weights later makes
-    `proj` orthogonal×1/√(2L), as the R0322 code does (parameter-golf.md §3.1).
+    `proj` orthogonal×1/√(2L), as the R0322 code does (docs/techniques.md#shapes).
     """
 
     def __init__(self, buckets: int, bigram_dim: int, dim: int, bos_id: int | None) -> None:

@@ -6,7 +6,7 @@
     nll = model.per_token_loss(idx, targets) # (B, T) fp32 NLL in nats, for evaluation
     model.set_looping(True)                  # depth recurrence on (cfg.num_loops > 0)
 
-Forward (parameter-golf.md §3): x = tok_emb(idx) [+ BigramHash] [SmearGate v2]; x0 = rms_norm(x) [SmearGate v1];
+Forward (docs/techniques.md#architecture): x = tok_emb(idx) [+ BigramHash] [SmearGate v2]; x0 = rms_norm(x) [SmearGate v1];
 blocks in virtual order with U-Net skips (encoder = first ⌊V/2⌋ virtual layers, decoder pops skips in reverse),
 two-lane parallel residuals in decoder layers with physical index ≥ parallel_start_layer (PR #1530, R0427);
 rms_norm → tied head F.linear(x, tok_emb.weight) (or lm_head) → softcap·tanh(z/softcap) → CE in fp32.
@@ -88,7 +88,7 @@ class GPT(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """R0322+ `GPT._init_weights` (parameter-golf.md §3.1).
+        """R0322+ `GPT._init_weights` (docs/techniques.md#shapes).
 
         Tied tok_emb ~ N(0, tied_embed_init_std). Linears flagged _zero_init stay zero (attn/MLP out-projections,
         gates, untied head); every other linear with both dims ≥ 64 is orthogonal (gain 1), and those named *.proj

@@ -1,6 +1,6 @@
 """Transformer building blocks of the Parameter Golf records: CastedLinear, rotary tables, attention, MLP, Block.
 
-Every formula follows parameter-golf.md §3 (block formula of all records since the 2026-03-11 baseline):
+Every formula follows docs/techniques.md#architecture (block formula of all records since the 2026-03-11 baseline):
 
     x_in = resid_mix[0]·x + resid_mix[1]·x0
     x    = x_in + attn_scale ⊙ Attn(rms_norm(x_in)·ln_s)

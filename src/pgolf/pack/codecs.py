@@ -1,4 +1,4 @@
-"""The records' general-purpose compressors at the settings they used (parameter-golf.md §2.16).
+"""The records' general-purpose compressors at the settings they used (docs/techniques.md#compression).
 
     blob = compress(raw, "brotli")
     raw = decompress(blob, "brotli", max_size=1 << 30)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-CHALLENGE_BYTE_LIMIT = 16_000_000  # code + compressed model, decimal bytes (parameter-golf.md §6)
+CHALLENGE_BYTE_LIMIT = 16_000_000  # code + compressed model, decimal bytes (docs/techniques.md#rules)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Compressors such as zstd-22, brotli-11 and lzma-9e spend 1.4-6 % more than the order-0 entropy on int8-stored
 codes; rANS with the tensor's own histogram comes within ~0.01 % of it, side info included
-(quantization.md §3.1). The coder is constriction's `AnsCoder` (a stack) with a `Categorical` model.
+(docs/techniques.md#sdclip-entropy). The coder is constriction's `AnsCoder` (a stack) with a `Categorical` model.
 
 Stream layout (version 1; every integer is a LEB128 varint, signed ones zigzag-mapped first):
 

@@ -5,7 +5,7 @@
     mean_bits(bits, numels)                                   # numel-weighted mean, 6.0 when preserved
     qts, n = prune_ones_to_budget(qts, size_fn, 16_000_000)   # R0325: zero the cheapest ±1 codes until it fits
 
-parameter-golf.md §2.12 (mixed precision) and §2.15 (selective ±1 pruning).
+docs/techniques.md#mixed-precision and #pruning.
 """
 
 from __future__ import annotations

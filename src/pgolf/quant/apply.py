@@ -3,7 +3,7 @@
     qs, report = quantize_state_dict(model.state_dict(), get_recipe("int8-baseline"))
     weights = dequantize_state(qs)        # same names, shapes and dtypes as the input state dict
 
-Per tensor, the plan (quant/plan.py: `route_tensors`, BASE `quantize_state_dict_int8` order, parameter-golf.md §2)
+Per tensor, the plan (quant/plan.py: `route_tensors`, BASE `quantize_state_dict_int8` order, docs/techniques.md#storage)
 says whether it is kept (non-float as is; small floats fp16, BASE control tensors fp32) or which registered method
 (quant/methods.py) quantizes it at which bits. `hessians` (name → (cols, cols) input second moment) are handed to
 the methods; those whose spec `needs_hessian` get a clear error naming the recipe and the tensor without one.

@@ -1,4 +1,4 @@
-"""GPTQ calibration token sources (parameter-golf.md §2.5): train / val / selfgen / random.
+"""GPTQ calibration token sources (docs/techniques.md#calibration): train / val / selfgen / random.
 
     calib = calibration_batches("selfgen", model=model, vocab_size=1024, num_seqs=64, seq_len=2048, batch_size=8)
     hessians = collect_hessians(model, calib.batches)            # quant/hessian.py

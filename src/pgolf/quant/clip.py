@@ -7,8 +7,8 @@ W is (rows=out, cols=in) fp32, H is the (cols, cols) input second moment XᵀX/n
     s = hessian_sdclip_scale(W, H, k=12.85, bits=6)      # R0406 Hessian-aware SDClip (λ = 0.175)
     sigmas, offset = adaptive_sigmas(sens, numels, base) # PR #1689/#1962 per-tensor k, log-mean preserved
 
-GPTQ-lite (R0322's percentile clip search) lives in quant/gptq_lite.py. References are parameter-golf.md §2.6
-(SDClip), §2.10 (Hessian-aware SDClip) and §2.11 (adaptive Hessian-sensitivity clip).
+GPTQ-lite (R0322's percentile clip search) lives in quant/gptq_lite.py. References: docs/techniques.md#sdclip,
+#hessian-sdclip and #adaptive-sigma.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def sdclip_scale(W: Tensor, k: float, bits: int) -> Tensor:
 
 def hessian_sdclip_scale(W: Tensor, H: Tensor, k: float, bits: int, lam: float = HESSIAN_CLIP_LAMBDA,
                          damp: float = 0.01) -> Tensor:
-    """Hessian-aware SDClip (R0406 `gptq_quantize_weight(..., hessian_clip_lambda)`, parameter-golf.md §2.10).
+    """Hessian-aware SDClip (R0406 `gptq_quantize_weight(..., hessian_clip_lambda)`, docs/techniques.md#hessian-sdclip).
 
     diagH is taken the way R0406 takes it, after GPTQ's dead-column fix and damping (dead → 1, + damp·mean(diag)),
     clamp_min 1e-8. col_imp = diagH/mean(diagH); row_imp = mean_j |W_ij|·col_imp_j, normalised to mean 1;
@@ -78,7 +78,7 @@ def hessian_sensitivity(W: Tensor, H: Tensor, eps: float = 1e-12) -> float:
 def adaptive_sigmas(sens: Mapping[str, float], numels: Mapping[str, int], base_sigma: Mapping[str, float], *,
                     alpha: float = ADAPTIVE_ALPHA, lo: float = ADAPTIVE_SIGMA_LO, hi: float = ADAPTIVE_SIGMA_HI,
                     tol: float = 1e-9) -> tuple[dict[str, float], float]:
-    """Per-tensor SDClip k from Hessian sensitivity, with the numel-weighted log-mean of k preserved (§2.11).
+    """Per-tensor SDClip k from Hessian sensitivity, with the numel-weighted log-mean of k preserved (PR #1962).
 
     σ_n = clamp(exp(−α·log sens_n + offset), lo, hi); `offset` is found by bisection so that
     Σ numel_n·log σ_n / Σ numel_n = Σ numel_n·log base_n / Σ numel_n (base = the hand-tuned group σ, e.g. MLP

@@ -1,5 +1,5 @@
 """QuantConfig: which recipe quantizes the trained weights (recipes live in quant/recipes.py) and how the GPTQ
-calibration pass is fed (quant/calibration.py, parameter-golf.md §2.5)."""
+calibration pass is fed (quant/calibration.py, docs/techniques.md#calibration)."""
 
 from __future__ import annotations
 

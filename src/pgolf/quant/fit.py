@@ -6,7 +6,7 @@
     fit.info["slack"]   # target − actual bytes, measured on the real encoding
 
 The records tuned their byte fit by hand: a global clip σ, one bit width per role, LQER top-k, and finally selective
-±1 pruning until the lzma/brotli artifact fitted (R0325, parameter-golf.md §2.15). Here the fit is a rate–distortion
+±1 pruning until the lzma/brotli artifact fitted (R0325, docs/techniques.md#pruning). Here the fit is a rate–distortion
 allocation over the quantized tensors, every rate measured with the real encoder:
 
 1. Candidates. Each quantized tensor is re-quantized by its own recipe method at every (bits, σ) of a small grid
@@ -21,7 +21,7 @@ allocation over the quantized tensors, every rate measured with the real encoder
    (quant/methods.py: `fit_bits`, `fit_sigma`, `MethodSpec.candidates`).
 2. Allocation. For a Lagrange multiplier λ every tensor takes argmin err + λ·bytes; λ is bisected so that the code
    bytes fit the target, then a greedy pass spends the remaining slack on the upgrades with the best error drop per
-   byte. This generalises the records' per-role σ (PR #1586), adaptive σ (PR #1962) and mixed precision (§2.12):
+   byte. This generalises the records' per-role σ (PR #1586), adaptive σ (PR #1962) and mixed precision (PR #1962):
    those are points of the same search space, picked here by measured bytes instead of by hand.
 3. Closing the loop. The artifact is encoded for real by the injected `encode` (any container codec: for `rans`
    the per-tensor rates are exact, for brotli/lzma they are a close proxy), and the code-byte target is moved by the measured miss until the

@@ -7,8 +7,8 @@ each column's rounding error onto the columns not yet quantized, through the inv
     Ŵ = argmin ‖XWᵀ − XŴᵀ‖²  over Ŵ on the grid q·s,    i.e.  trace((W − Ŵ) H (W − Ŵ)ᵀ),  H = XᵀX / n
 
 W is (rows=out, cols=in), X the (n, cols) inputs of the Linear, H (cols, cols). The grid is symmetric per row:
-q ∈ [−cr, cr], cr = 2^(bits−1) − 1, with the per-row fp16 scale s fixed *before* the sweep (SDClip §2.6 or a
-percentile clip §2.3); no zero points, no groups, as in every parameter-golf record (parameter-golf.md §2.4).
+q ∈ [−cr, cr], cr = 2^(bits−1) − 1, with the per-row fp16 scale s fixed *before* the sweep (SDClip, R0405, or a
+percentile clip, R0322); no zero points, no groups, as in every parameter-golf record (docs/techniques.md#full-gptq).
 
 Worked 2×2 example (one output row, two anti-correlated inputs, damp=0):
 
@@ -126,7 +126,7 @@ def _gptq_sweep(W: Tensor, Hinv: Tensor, s: Tensor, cr: int, block_size: int) ->
 def gptq_quantize(W: Tensor, H: Tensor, bits: int, scale: Tensor, *, damp: float = GPTQ_DAMP,
                   block_size: int = GPTQ_BLOCK_SIZE, act_order: bool = True,
                   max_damp: float = MAX_DAMP) -> tuple[QuantizedTensor, dict[str, Any]]:
-    """Full-Hessian GPTQ on a fixed symmetric grid (parameter-golf.md §2.4; R0405 `gptq_quantize_weight`).
+    """Full-Hessian GPTQ on a fixed symmetric grid (docs/techniques.md#full-gptq; R0405 `gptq_quantize_weight`).
 
     W (rows, cols), H (cols, cols), `scale` the (rows,) per-row scale (or 0-d), rounded to fp16 first so the codes
     are computed with the stored value. Steps: dead columns (diag H = 0) get H[d,d] = 1 and W[:,d] = 0;

@@ -3,7 +3,7 @@
     hs = collect_hessians(model, calib.batches)            # Hessians(h={"blocks.0.attn.c_q.weight": (C, C), ...})
     gptq_quantize(state["blocks.0.mlp.fc.weight"], hs.h["blocks.0.mlp.fc.weight"], ...)
 
-What feeds which matrix (parameter-golf.md §2.4, R0405/R0414/R0427 `collect_hessians`):
+What feeds which matrix (docs/techniques.md#full-gptq, R0405/R0414/R0427 `collect_hessians`):
 * every `CastedLinear` (attn.c_q/c_k/c_v/proj, mlp.fc/proj, bigram.proj, ve_shared.proj): its own input, via a
   forward pre-hook. c_q/c_k/c_v read the same normalized block input, so XᵀX is computed once and the three names
   get equal Hessians; mlp.proj's input is the post-activation leaky_relu(·)² (R0331 `_gptq_down_in`).

@@ -3,7 +3,7 @@
 After a weight is quantized, its error E = W − q·s is approximated by a rank-r product A·B (truncated SVD) and
 the factors are themselves quantized and stored next to the codes; the weight is then read back as
 q·s + A·B (LQER, Zhang et al. 2024; parameter-golf PR #1797 → R0427 `gptq_mixed_quantize`, `_lqer_pack_asym`;
-parameter-golf.md §2.14).
+docs/techniques.md#lqer).
 
     names = select_lqer_tensors({n: W[n] - qt[n].dequantize() for n in qt}, k=3)          # R0427: top-3 by ‖E‖_F
     qt2, info = apply_lqer(qt[name], W[name], rank=4)                                     # A INT2, B INT4 g64

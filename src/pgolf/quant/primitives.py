@@ -1,6 +1,6 @@
 """Quantizer primitives: pure tensor functions that return a `QuantizedTensor` (no modules, no globals, no prints).
 
-Storage convention of every record (parameter-golf.md §2): codes are `int8`, one per byte, whatever the bit width
+Storage convention of every record (docs/techniques.md#storage): codes are `int8`, one per byte, whatever the bit width
 (the entropy coder does the packing); scales are fp16 per output row (dim 0), or a 0-d per-tensor scale; the
 dequantized weight is `q · scale` broadcast over the trailing dims, cast back to the original dtype.
 
@@ -116,7 +116,7 @@ def quantize_rtn(w: Tensor, bits: int, scale: Tensor) -> QuantizedTensor:
 
 
 def quantize_int8_percentile(w: Tensor, percentile: float = INT8_CLIP_PERCENTILE) -> QuantizedTensor:
-    """The challenge baseline, exactly (BASE `quantize_float_tensor`, parameter-golf.md §2.1).
+    """The challenge baseline, exactly (BASE `quantize_float_tensor`, docs/techniques.md#int8-baseline).
 
     2-D: clip_abs = quantile(|W|, p/100, dim=1); W clamped to ±clip_abs; scale = clip_abs/127 (clamp_min 1/127);
     q = round(W/scale) clamped to ±127, computed with the fp32 scale; the scale is *stored* as fp16 per row.

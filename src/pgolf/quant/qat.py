@@ -6,7 +6,7 @@
 Forward weight: `lerp(w, Q(w), flag)` in value, the identity in gradient (straight-through estimator), with
 Q the *export* rule of the recipe's method for that tensor. `flag` is a 0-d tensor read at run time, so
 torch.compile cannot constant-fold it: the records' `CastedLinear._qat_enabled` class attribute was folded at the
-first trace and their late QAT never ran (parameter-golf.md §2.13). With flag = 0 the forward is bit-identical to
+first trace and their late QAT never ran (docs/techniques.md#qat). With flag = 0 the forward is bit-identical to
 no QAT. The per-tensor SDClip σ and bit width are 0-d tensors too (filled in place when the Hessian
 choices arrive), so a compiled graph never keeps a stale grid.
 

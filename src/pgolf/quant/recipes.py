@@ -200,7 +200,7 @@ RECIPES: dict[str, QuantRecipe] = {
     "int8-baseline": QuantRecipe(
         name="int8-baseline",
         description="BASE: per-row int8 with the 99.99984th-percentile clip, fp16 scales; small tensors fp16 "
-                    "(control tensors fp32); zlib-9 (parameter-golf.md §2.1)",
+                    "(control tensors fp32); zlib-9",
         rules=(TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984}),),
         passthrough_max_numel=65_536,
         codec_hint="zlib",
@@ -209,7 +209,7 @@ RECIPES: dict[str, QuantRecipe] = {
     "gptq-lite": QuantRecipe(
         name="gptq-lite",
         description="R0322 / PR #414: int6 GPTQ-lite (best of 5 clip percentiles per matrix, RTN) on mlp+attn; "
-                    "embed and other large tensors int8 99.99984 pct; zstd-22 (parameter-golf.md §2.3)",
+                    "embed and other large tensors int8 99.99984 pct; zstd-22",
         rules=(TensorRule(role="mlp", method="gptq_lite", bits=6),
                TensorRule(role="attn", method="gptq_lite", bits=6),
                TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
@@ -218,7 +218,7 @@ RECIPES: dict[str, QuantRecipe] = {
     "full-gptq": QuantRecipe(
         name="full-gptq",
         description="PR #535: full Hessian GPTQ int6 with the 5-percentile search wrapped around GPTQ on mlp+attn "
-                    "(train-data calibration), embed int8 pct; lzma (§2.4)",
+                    "(train-data calibration), embed int8 pct; lzma",
         rules=(TensorRule(role="mlp", method="gptq_clip_search", bits=6),
                TensorRule(role="attn", method="gptq_clip_search", bits=6),
                TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
@@ -227,7 +227,7 @@ RECIPES: dict[str, QuantRecipe] = {
     "ar-calib-gptq": QuantRecipe(
         name="ar-calib-gptq",
         description="R0325 / PR #728→#1019: full GPTQ int6 (percentile search) with self-generated calibration "
-                    "64×2048 at T=0.8, embed int8 pct; lzma-9 (§2.4, §2.5)",
+                    "64×2048 at T=0.8, embed int8 pct; lzma-9",
         rules=(TensorRule(role="mlp", method="gptq_clip_search", bits=6),
                TensorRule(role="attn", method="gptq_clip_search", bits=6),
                TensorRule(role="*", method="int8_percentile", bits=8, params={"percentile": 99.99984})),
@@ -237,7 +237,7 @@ RECIPES: dict[str, QuantRecipe] = {
     "sdclip": QuantRecipe(
         name="sdclip",
         description="R0405: GPTQ on the SDClip grid, int6 k=12.85 on matrices, tied embed int8 k=20 with GPTQ from "
-                    "the final-norm Hessian; other large tensors int8 pct; brotli (§2.6, §2.7)",
+                    "the final-norm Hessian; other large tensors int8 pct; brotli",
         rules=(TensorRule(role="embed", method="sdclip_gptq", bits=8, params={"clip_sigma": 20.0}),
                TensorRule(role="mlp", method="sdclip_gptq", bits=6, params={"clip_sigma": 12.85}),
                TensorRule(role="attn", method="sdclip_gptq", bits=6, params={"clip_sigma": 12.85}),
@@ -261,7 +261,7 @@ RECIPES: dict[str, QuantRecipe] = {
     "per-layer-clip": QuantRecipe(
         name="per-layer-clip",
         description="PR #1586 / R0414: SDClip GPTQ with per-group σ: MLP 12 / attn 13 int6, embed int7 15; "
-                    "brotli (§2.8, §2.9)",
+                    "brotli",
         rules=(TensorRule(role="embed", method="sdclip_gptq", bits=7, params={"clip_sigma": 15.0}),
                TensorRule(role="mlp", method="sdclip_gptq", bits=6, params={"clip_sigma": 12.0}),
                TensorRule(role="attn", method="sdclip_gptq", bits=6, params={"clip_sigma": 13.0}),
@@ -274,7 +274,7 @@ RECIPES: dict[str, QuantRecipe] = {
         name="hessian-adaptive-clip",
         description="PR #1962: R0427 stack with adaptive σ = clamp(exp(−0.15·log sens + offset), 6, 24), offset "
                     "bisected to keep the numel-weighted log-mean of MLP 11.5 / attn 13; embed int7 14 fixed; "
-                    "LQER asym r4 top-3; int8 gates (§2.11)",
+                    "LQER asym r4 top-3; int8 gates",
         rules=(TensorRule(role="embed", method="sdclip_gptq", bits=7, params={"clip_sigma": 14.0}),
                TensorRule(role="mlp", method="sdclip_gptq", bits=6, params={"clip_sigma": 11.5}),
                TensorRule(role="attn", method="sdclip_gptq", bits=6, params={"clip_sigma": 13.0}),
@@ -287,7 +287,7 @@ RECIPES: dict[str, QuantRecipe] = {
     "hessian-mixed-precision": QuantRecipe(
         name="hessian-mixed-precision",
         description="PR #1962 ablation: adaptive σ + int5/6/7 by Hessian sensitivity (25/50/25 % of parameters, "
-                    "mean 6 bits) on mlp/attn; embed int7 14; LQER; int8 gates (§2.12; reported negative)",
+                    "mean 6 bits) on mlp/attn; embed int7 14; LQER; int8 gates (reported negative)",
         rules=(TensorRule(role="embed", method="sdclip_gptq", bits=7, params={"clip_sigma": 14.0}),
                TensorRule(role="mlp", method="sdclip_gptq", bits=6, params={"clip_sigma": 11.5}),
                TensorRule(role="attn", method="sdclip_gptq", bits=6, params={"clip_sigma": 13.0}),
@@ -300,7 +300,7 @@ RECIPES: dict[str, QuantRecipe] = {
     "sota-lqer": QuantRecipe(
         name="sota-lqer",
         description="R0427: SDClip GPTQ MLP 11.5 / attn 13 int6, embed int7 14, + LQER asym rank 4 on the top-3 "
-                    "tensors by ‖E‖_F, int8 per-row attention gates; brotli (R0427 used per-group lrzip) (§2.14)",
+                    "tensors by ‖E‖_F, int8 per-row attention gates; brotli (R0427 used per-group lrzip)",
         rules=(TensorRule(role="embed", method="sdclip_gptq", bits=7, params={"clip_sigma": 14.0}),
                TensorRule(role="mlp", method="sdclip_gptq", bits=6, params={"clip_sigma": 11.5}),
                TensorRule(role="attn", method="sdclip_gptq", bits=6, params={"clip_sigma": 13.0}),

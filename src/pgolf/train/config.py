@@ -1,4 +1,4 @@
-"""TrainConfig: optimizer, schedule, batch and wallclock settings (defaults = the challenge baseline, §4)."""
+"""TrainConfig: optimizer, schedule, batch and wallclock settings (defaults = the challenge baseline, BASE)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class TrainConfig:
     train_seq_len: int = 1024
     grad_accum_steps: int = 1
     """Micro-batches per step and rank; train_batch_tokens must divide evenly."""
-    # Muon (matrices) — parameter-golf.md §4.1
+    # Muon (matrices) — docs/techniques.md#muon
     matrix_lr: float = 0.04
     muon_momentum: float = 0.95
     muon_momentum_warmup_start: float = 0.85
@@ -36,7 +36,7 @@ class TrainConfig:
     """How Muon is distributed under torchrun: 'parallel' = Parallel Muon (PR #399, R0323+: reduce-scatter of banked
     gradients, batched Newton–Schulz on each rank's shard, all-gather; train/parallel_muon.py), 'round_robin' = the
     baseline (all-reduce of gradients, then of the updates), 'auto' = parallel when world size > 1. Same update."""
-    # AdamW (embeddings, scalars) — §4.2
+    # AdamW (embeddings, scalars) — docs/techniques.md#muon
     tied_embed_lr: float = 0.05
     embed_lr: float = 0.6
     """Untied input embedding LR (only when model.tie_embeddings = false)."""
@@ -50,7 +50,7 @@ class TrainConfig:
     embed_wd: float = 0.0
     grad_clip_norm: float = 0.0
     """Global-norm clip (0.3 in R0322+); 0 = off."""
-    # Schedule — §4.3
+    # Schedule — docs/techniques.md#schedule
     warmdown_frac: float = 0.2
     """Final fraction of the budget over which the LR decays linearly (0.667 R0405, 0.75 R0414, 0.85 R0427)."""
     min_lr: float = 0.0

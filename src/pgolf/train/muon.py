@@ -1,4 +1,4 @@
-"""Muon: momentum + Newton–Schulz orthogonalisation for the 2-D weight matrices (parameter-golf.md §4.1).
+"""Muon: momentum + Newton–Schulz orthogonalisation for the 2-D weight matrices (docs/techniques.md#muon).
 
 Per parameter and step (BASE `Muon.step`, R0405+ additions marked):
     buf = μ·buf + g                           momentum buffer (μ read from the group every step → warmup)

@@ -1,4 +1,4 @@
-"""Learning-rate and momentum schedules as pure functions (parameter-golf.md §4.1, §4.3).
+"""Learning-rate and momentum schedules as pure functions (docs/techniques.md#muon, #schedule).
 
 No LR warmup: the records' 20 "warmup steps" are torch.compile warm-ups whose weights are thrown away. The LR is
 flat, then decays linearly to `min_lr` over the last `warmdown_frac` of training (R0405+ form), where training
