@@ -410,7 +410,7 @@ ENV_FIELDS: dict[str, str] = {
 
 # Record variables whose meaning pgolf expresses differently: named so `--from-env` can say what to do instead.
 ENV_UNSUPPORTED: dict[str, str] = {
-    "WARMDOWN_ITERS": "use train.warmdown_frac (pgolf's schedule is a fraction of the wallclock budget, docs/techniques.md#schedule)",
+    "WARMDOWN_ITERS": "use train.warmdown_frac (pgolf's schedule is a fraction of the wallclock budget, R0405+)",
     "WARMUP_STEPS": "compile warm-up steps are not replayed by pgolf; nothing to set",
     "RUN_ID": "use run.name",
 }

@@ -2,7 +2,7 @@
 
     tokens = generate(model, num_seqs=64, seq_len=2048, temperature=0.8, seed=0, device="cuda")  # (64, 2048) int64
 
-R0325/R0331 `generate_autoregressive_calib` (docs/techniques.md#calibration): per batch of `batch_size` rows, the first token
+R0325/R0331 `generate_autoregressive_calib`: per batch of `batch_size` rows, the first token
 is uniform in [0, V) from a seeded generator, then each next token is `multinomial(softmax(logits[:, -1] / T))` with
 the same generator; bf16 autocast on CUDA, inference mode. The records re-ran the full forward over the growing
 prefix every step (no KV cache: 197–241 s for 64×2048 on one H100). Here each step feeds only the new token through

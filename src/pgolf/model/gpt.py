@@ -6,7 +6,7 @@
     nll = model.per_token_loss(idx, targets) # (B, T) fp32 NLL in nats, for evaluation
     model.set_looping(True)                  # depth recurrence on (cfg.num_loops > 0)
 
-Forward (docs/techniques.md#architecture): x = tok_emb(idx) [+ BigramHash] [SmearGate v2]; x0 = rms_norm(x) [SmearGate v1];
+Forward (docs/techniques.md): x = tok_emb(idx) [+ BigramHash] [SmearGate v2]; x0 = rms_norm(x) [SmearGate v1];
 blocks in virtual order with U-Net skips (encoder = first ⌊V/2⌋ virtual layers, decoder pops skips in reverse),
 two-lane parallel residuals in decoder layers with physical index ≥ parallel_start_layer (PR #1530, R0427);
 rms_norm → tied head F.linear(x, tok_emb.weight) (or lm_head) → softcap·tanh(z/softcap) → CE in fp32.

@@ -1,4 +1,4 @@
-"""Bytes as the judge counts them: code bytes + compressed model bytes ≤ 16,000,000 decimal bytes (docs/techniques.md#rules).
+"""Bytes as judged: code bytes + compressed model bytes ≤ 16,000,000 decimal bytes (docs/techniques.md#rules).
 
     report = ByteReport(model_bytes=len(blob), code_bytes=counted_code_bytes(cfg))   # pgolf.run
     print(report.format())   # model 15,815,847 + code 47,642 = 15,863,489 / 16,000,000 bytes (headroom 136,511)

@@ -20,7 +20,7 @@ all int8 codes first, then the scales, extras and passthrough tensors (the recor
 compresses better than interleaving).
 `payload_bytes`, `payload_crc32`, offsets and nbytes always describe the raw (unshuffled, uncoded) payload.
 
-Byte shuffle (the records' `_byte_shuffle`, docs/techniques.md#compression, generalised): each maximal run of consecutive
+Byte shuffle (R0331's `_byte_shuffle`, generalised): each maximal run of consecutive
 rows with the same element size k > 1 is stored as byte planes (byte 0 of every element, then byte 1, …). int8 codes
 are untouched. rans: each q row's codes are coded alone by `pgolf.pack.entropy.encode_codes` (order-0 rANS with the
 tensor's own histogram, ~0.01 % over its entropy); rans-ctx: each q row's codes take the smallest of that, the

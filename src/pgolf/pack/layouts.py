@@ -1,6 +1,6 @@
 """The records' code layouts for general compressors: transposition, role grouping, row similarity ordering.
 
-R0427's per-group serializer (docs/techniques.md#compression) groups int8 code tensors by role across layers, reorders the
+R0427's per-group serializer (`_serialize_pergroup`) groups int8 code tensors by role across layers, reorders the
 rows of some groups by a greedy L1 nearest-neighbour walk (`_similarity_sort_l1`, permutation stored as uint16),
 stores each 2-D tensor transposed (column-major) and compresses each group alone. These pure functions rebuild
 those layouts so bench/pack.py can measure each one with zstd-22 / lzma-9 / brotli-11 on the same codes as the

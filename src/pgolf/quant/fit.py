@@ -6,7 +6,7 @@
     fit.info["slack"]   # target − actual bytes, measured on the real encoding
 
 The records tuned their byte fit by hand: a global clip σ, one bit width per role, LQER top-k, and finally selective
-±1 pruning until the lzma/brotli artifact fitted (R0325, docs/techniques.md#pruning). Here the fit is a rate–distortion
+±1 pruning until the lzma/brotli artifact fitted (R0325, PR #609). Here the fit is a rate–distortion
 allocation over the quantized tensors, every rate measured with the real encoder:
 
 1. Candidates. Each quantized tensor is re-quantized by its own recipe method at every (bits, σ) of a small grid

@@ -1,4 +1,4 @@
-"""Exponential moving average of the weights, loaded into the model before quantization (R0322; docs/techniques.md#schedule).
+"""Exponential moving average of the weights, loaded into the model before quantization (R0322).
 
 Keeps an fp32 copy of the full state_dict (buffers included) and updates it after every optimizer step, with the
 records' arithmetic (R0322 → R0427 `ema_state[name].mul_(ema_decay).add_(t.float(), alpha=1 − ema_decay)`):

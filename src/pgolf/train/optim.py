@@ -1,4 +1,4 @@
-"""Optimizers for a model: Muon for the matrices, AdamW for embeddings, the untied head and scalars (docs/techniques.md#muon).
+"""Optimizers for a model: Muon for the matrices, AdamW for embeddings, the untied head and scalars (BASE, R0322).
 
 The model decides which parameter is which (`model.optimizer_groups()` → {"matrix", "embed", "head", "scalar"});
 this file maps each group to an optimizer and its TrainConfig hyper-parameters in one table:
