@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     from pgolf.config import build_config
     from pgolf.data.bytes import build_byte_lut
-    from pgolf.data.corpus import resolve_dataset
+    from pgolf.data.dataset import resolve_dataset
     from pgolf.data.loader import load_validation_tokens
     from pgolf.data.tokenizer import load_tokenizer
     from pgolf.eval.roundtrip import load_model_from_artifact

@@ -83,7 +83,7 @@ def _drop_new_empty_run_dirs(out: Path, before: set[Path]) -> None:
 def cmd_quantize(args: argparse.Namespace) -> int:
     from pgolf.log import RunLogger
     from pgolf.run import load_run_or_checkpoint, quantize_stage, sha256_file, write_json_atomic
-    from pgolf.data.corpus import resolve_dataset
+    from pgolf.data.dataset import resolve_dataset
 
     cfg, weights, run_dir, looping_active = load_run_or_checkpoint(Path(args.source), args.weights)
     changes: dict[str, dict[str, Any]] = {}
@@ -385,10 +385,12 @@ def cmd_pack(args: argparse.Namespace) -> int:
     """Re-encode an artifact with another codec (decode → encode → decode, verified bit-exact) and report bytes."""
     from pgolf.pack.budget import ByteReport, format_byte_report, tensor_byte_report
     from pgolf.run import counted_code_bytes
-    from pgolf.pack.container import CODEC_IDS, artifact_codec, decode_artifact, encode_artifact, write_artifact
+    from pgolf.pack.container import (
+        CODEC_IDS, EXTERNAL_CODECS, artifact_codec, decode_artifact, encode_artifact, write_artifact,
+    )
 
-    if args.codec not in CODEC_IDS:
-        raise UsageError(f"unknown codec {args.codec!r}; valid: {', '.join(CODEC_IDS)}")
+    if args.codec not in CODEC_IDS and args.codec not in EXTERNAL_CODECS:
+        raise UsageError(f"unknown codec {args.codec!r}; valid: {', '.join([*CODEC_IDS, *EXTERNAL_CODECS])}")
     path = Path(args.artifact)
     blob = path.read_bytes()
     old_codec = artifact_codec(blob)
@@ -410,7 +412,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
             and qt.extras.keys() == bt.extras.keys() and all(_same_tensor(v, bt.extras[k]) for k, v in qt.extras.items())
     if not same:
         raise RuntimeError("re-encoded artifact does not round-trip bit-exactly (please report this bug)")
-    target = args.codec.split("+")[0]
+    target = "rans-ctx" if args.codec in EXTERNAL_CODECS else args.codec.split("+")[0]  # lrzip-groups: whole groups
     codecs = _report_codecs(args.codecs) if args.codecs is not None else sorted({"rans", target})
     if codecs:
         print(format_byte_report(tensor_byte_report(qs, codecs)))
@@ -564,7 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "'all' or 'none' (default zstd,brotli,rans,rans-ctx)")
     pk = sub.add_parser("pack", help="re-encode an artifact with another codec (verified bit-exact) and report bytes")
     pk.add_argument("artifact")
-    pk.add_argument("--codec", required=True, help="zlib|zstd|lzma|brotli, each optionally +shuffle, rans or rans-ctx")
+    pk.add_argument("--codec", required=True, help="zlib|zstd|lzma|brotli, each optionally +shuffle, rans, rans-ctx, "
+                    "or lrzip-groups (R0427's per-group lrzip; needs the lrzip binary)")
     pk.add_argument("--out", help="write the re-encoded artifact here (default: report only)")
     pk.add_argument("--codecs", help="per-tensor report codecs, as for info (default rans + the target's compressor)")
     pr = sub.add_parser("presets", help="list presets and every configuration field; with NAME, what that preset "
@@ -614,7 +617,7 @@ def _dispatch(args: argparse.Namespace, extra: Sequence[str]) -> int:
     try:
         if args.verb in ("run", "train"):
             return cmd_run(args, extra, train_only=args.verb == "train")
-        if args.verb in ("quantize", "eval", "check-legal"):  # dotted overrides, e.g. --quant.calib_seqs 8, --eval.lora_order length
+        if args.verb in ("quantize", "eval", "check-legal"):  # dotted overrides, e.g. --eval.lora_order length
             args.overrides, extra = extra, []
         if getattr(args, "experiment_verb", None):  # compare, report, seeds, submit: pgolf.experiments.cli
             from pgolf.experiments.cli import run_experiment_command

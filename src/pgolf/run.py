@@ -24,7 +24,8 @@ import torch
 import pgolf
 from pgolf.config import RunConfig, config_from_dict
 from pgolf.data.bytes import BYTES_LUT, ByteLUT, build_byte_lut, validation_bytes
-from pgolf.data.corpus import DatasetInfo, resolve_dataset
+from pgolf.data.corpus import DatasetInfo
+from pgolf.data.dataset import resolve_dataset
 from pgolf.data.loader import DistributedTokenLoader, load_validation_tokens
 from pgolf.data.shards import check_token_ids
 from pgolf.data.tokenizer import load_tokenizer
@@ -167,6 +168,17 @@ def train_stage(cfg: RunConfig, data: DataBundle, run_dir: Path, dist_info: Dist
     if qat is not None:
         qat.remove(model)  # the trained fp32 weights go to the quantizer; the forward is plain again
     return model, result
+
+
+def counted_code_bytes(cfg: RunConfig | None) -> int:
+    """Code bytes charged against the cap: inside the single-file script its own size, else the size of the script
+    `pgolf bundle` writes for `cfg` (the bundler is tooling: never imported inside the script, nor by pack/)."""
+    own = script_code_bytes()
+    if own is not None:
+        return own
+    from pgolf.experiments.bundle import measure_code_bytes
+
+    return measure_code_bytes(cfg)
 
 
 def counted_code_bytes(cfg: RunConfig | None) -> int:

@@ -23,7 +23,8 @@ from pgolf.data import caseops
 from pgolf.data.bytes import BYTES_LUT, BYTES_SIDECAR, build_byte_lut, validation_bytes
 from pgolf.data.caseops import ALLCAPS, CAPNEXT, ESC, TITLE, CaseOpsError, decode, encode, original_byte_counts
 from pgolf.data.config import DataConfig
-from pgolf.data.corpus import DatasetInfo, prepare_corpus, read_documents, resolve_dataset
+from pgolf.data.corpus import DatasetInfo, prepare_corpus, read_documents
+from pgolf.data.dataset import resolve_dataset
 from pgolf.data.loader import load_validation_sidecar, load_validation_tokens
 from pgolf.data.shards import ShardError, read_shard, write_shard
 from pgolf.data.tokenizer import load_tokenizer

@@ -18,7 +18,7 @@ import torch
 
 from pgolf.data.bytes import BYTES_SIDECAR, build_byte_lut, target_bytes_from_lut, validation_bytes
 from pgolf.data.config import DataConfig
-from pgolf.data.corpus import resolve_dataset
+from pgolf.data.dataset import resolve_dataset
 from pgolf.data.loader import load_validation_tokens
 from pgolf.data.tokenizer import load_tokenizer
 from tests.data.test_caseops import CASEOPS_SAMPLE, need_fixture

@@ -14,12 +14,10 @@ import shutil
 import numpy as np
 import pytest
 
-from pgolf.data import corpus
+from pgolf.data import corpus, dataset
 from pgolf.data.config import DataConfig
-from pgolf.data.corpus import (
-    DatasetInfo, bbc_documents, ensure_default_dataset, prepare_corpus, read_documents, resolve_dataset,
-    split_documents,
-)
+from pgolf.data.corpus import DatasetInfo, bbc_documents, prepare_corpus, read_documents, split_documents
+from pgolf.data.dataset import ensure_default_dataset, resolve_dataset
 from pgolf.data.shards import read_shard, write_shard
 from pgolf.data.tokenizer import load_tokenizer
 
@@ -169,9 +167,9 @@ def test_default_dataset_is_prepared_once(bbc_cache, monkeypatch):
 
 def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("PGOLF_CACHE", str(tmp_path / "c"))
-    assert corpus.default_cache_dir() == tmp_path / "c"
+    assert dataset.default_cache_dir() == tmp_path / "c"
     monkeypatch.delenv("PGOLF_CACHE")
-    assert corpus.default_cache_dir().parts[-2:] == (".cache", "pgolf")
+    assert dataset.default_cache_dir().parts[-2:] == (".cache", "pgolf")
 
 
 # ------------------------------------------------------------------------------------------------ resolve

@@ -18,7 +18,8 @@ import pytest
 
 from pgolf.cli import main
 from pgolf.data.config import DataConfig
-from pgolf.data.corpus import DatasetInfo, bbc_documents, prepare_corpus, resolve_dataset
+from pgolf.data.corpus import DatasetInfo, bbc_documents, prepare_corpus
+from pgolf.data.dataset import resolve_dataset
 from pgolf.data.shards import read_shard, write_shard
 from pgolf.pack.container import decode_artifact
 from tests.conftest import smoke_args

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from pgolf.data.config import DataConfig
-from pgolf.data.corpus import resolve_dataset
+from pgolf.data.dataset import resolve_dataset
 from pgolf.data.fineweb import download_fineweb
 from pgolf.data.shards import ShardError, read_shard, write_shard
 
