@@ -181,17 +181,6 @@ def counted_code_bytes(cfg: RunConfig | None) -> int:
     return measure_code_bytes(cfg)
 
 
-def counted_code_bytes(cfg: RunConfig | None) -> int:
-    """Code bytes charged against the cap: inside the single-file script its own size, else the size of the script
-    `pgolf bundle` writes for `cfg` (the bundler is tooling: never imported inside the script, nor by pack/)."""
-    own = script_code_bytes()
-    if own is not None:
-        return own
-    from pgolf.experiments.bundle import measure_code_bytes
-
-    return measure_code_bytes(cfg)
-
-
 @dataclass
 class PackResult:
     path: Path
