@@ -32,8 +32,8 @@ LAYERS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (1, ("pgolf.quant",)),
     (2, ("pgolf.pack",)),
     (3, ("pgolf.eval",)),
-    (4, ("pgolf.run", "pgolf.cli", "pgolf.config", "pgolf.overrides", "pgolf.submission", "pgolf.experiments",
-         "pgolf.data.cli", "pgolf.presets")),
+    (4, ("pgolf.run", "pgolf.cli", "pgolf.commands", "pgolf.config", "pgolf.overrides", "pgolf.submission",
+         "pgolf.experiments", "pgolf.data.cli", "pgolf.presets", "pgolf.record_env")),
 )
 LAYER_NAMES = {0: "data/model/train", 1: "quant", 2: "pack", 3: "eval", 4: "run/cli/experiments"}
 
