@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from pgolf.config import build_config, env_layer, load_preset, parse_overrides, preset_names
+from pgolf.config import build_config, load_preset, parse_overrides, preset_names
+from pgolf.record_env import env_layer
 from pgolf.model.gpt import GPT
 
 

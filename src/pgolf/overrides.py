@@ -40,7 +40,8 @@ def resolve_config(preset: str, extra: Sequence[str], *, config_file: str | None
     notes about the environment variables read)."""
     import os
 
-    from pgolf.config import build_config, env_layer, load_preset, load_toml, parse_overrides
+    from pgolf.config import build_config, load_preset, load_toml, parse_overrides
+    from pgolf.record_env import env_layer
 
     layers: list[tuple[str, object]] = [(f"preset {preset}", load_preset(preset))]
     if config_file:
