@@ -29,19 +29,18 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import lzma
 from pathlib import Path
 from typing import Any, Mapping
+
+from pgolf.experiments.counted import (  # noqa: F401 (re-exported: bench, tests, submit)
+    COUNTED_CODECS, COUNTED_COOKIE, compress_payload, latin1_literal, unwrap_counted, wrap_counted,
+)
+from pgolf.experiments.minify import compact_python, minify_file, minify_python, minify_tree  # noqa: F401
 
 PACKAGE = "pgolf"
 ENTRY_MODULE = "pgolf.cli"
 RESOURCE_SUFFIXES = (".toml",)
 """Non-Python package files the bundle carries (pyproject package-data: presets/*.toml)."""
-COUNTED_CODECS = ("lzma", "brotli")
-
-_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "pb": 0, "lp": 0}]
-"""Raw LZMA2 (no .xz container: ~60 bytes less), pb = lp = 0 for text (~150 bytes less on the sota script); LZMA2
-chunks carry lc/lp/pb, so the wrapper decodes with the default LZMA2 filter."""
 
 
 # ------------------------------------------------------------------------------------------------ sources
@@ -130,63 +129,6 @@ def bundle_files(files: Mapping[str, str], entries: tuple[str, ...] = (ENTRY_MOD
 
 
 # ------------------------------------------------------------------------------------------------ minify
-
-def _strip_literal_statements(body: list[ast.stmt]) -> list[ast.stmt]:
-    kept = [s for s in body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)
-                                    and isinstance(s.value.value, str))]
-    return kept or [ast.Pass()]
-
-
-class _StripAnnotations(ast.NodeTransformer):
-    """Drop function argument/return annotations and annotated assignments inside functions (class bodies keep
-    theirs: dataclass fields are annotations, and `typing.get_type_hints` reads the config sections')."""
-
-    def _args(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> None:
-        a = node.args
-        for arg in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg):
-            if arg is not None:
-                arg.annotation = None
-
-    def visit_FunctionDef(self, node):  # noqa: N802 (ast.NodeTransformer API)
-        self._args(node)
-        node.returns = None
-        node.body = [self._local(s) for s in node.body]
-        node.body = [s for s in node.body if s is not None] or [ast.Pass()]
-        self.generic_visit(node)
-        return node
-
-    visit_AsyncFunctionDef = visit_FunctionDef
-
-    def _local(self, stmt: ast.stmt) -> ast.stmt | None:
-        if isinstance(stmt, ast.AnnAssign) and stmt.simple:
-            if stmt.value is None:
-                return None
-            return ast.copy_location(ast.Assign(targets=[stmt.target], value=stmt.value), stmt)
-        return stmt
-
-
-def minify_tree(tree: ast.Module) -> ast.Module:
-    """`minify_python` on a parsed module (in place)."""
-    for node in ast.walk(tree):
-        for field in ("body", "orelse", "finalbody"):
-            body = getattr(node, field, None)
-            if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
-                setattr(node, field, _strip_literal_statements(body))
-    return ast.fix_missing_locations(_StripAnnotations().visit(tree))
-
-
-def minify_python(source: str, filename: str = "<source>") -> str:
-    """Docstrings and other string-literal statements removed, comments, formatting and function annotations
-    dropped (`ast.unparse`)."""
-    return ast.unparse(minify_tree(ast.parse(source, filename=filename))) + "\n"
-
-
-def minify_file(relpath: str, text: str) -> str:
-    if relpath.endswith(".py"):
-        return minify_python(text, relpath)
-    if relpath.endswith(".toml"):
-        return "".join(line + "\n" for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
-    return text
 
 
 # ------------------------------------------------------------------------------------------------ the script
@@ -334,23 +276,6 @@ def script_files(files: Mapping[str, str], cfg: Any = None, *, minify: bool = Fa
     return {k: compact_python(v, k) if k.endswith(".py") else minify_file(k, v) for k, v in out.items()}
 
 
-def compact_python(source: str, filename: str = "<source>") -> str:
-    """`python-minifier` on shaken, minified source: local names renamed, repeated literals hoisted, whitespace and
-    redundant syntax removed. Semantics kept: module-level names (other modules import them), keyword-argument names
-    (`inspect.signature` reads them), class-attribute annotations (dataclass fields, `typing.get_type_hints`) and
-    asserts stay. Deterministic for one python-minifier version (a main dependency: `pgolf run` counts the bytes)."""
-    import python_minifier as pm
-
-    try:
-        return pm.minify(source, filename=filename, rename_locals=True, rename_globals=False, hoist_literals=True,
-                         remove_asserts=False, remove_debug=False, remove_literal_statements=True,
-                         remove_annotations=pm.RemoveAnnotationsOptions(
-                             remove_variable_annotations=True, remove_return_annotations=True,
-                             remove_argument_annotations=True, remove_class_attribute_annotations=False)) + "\n"
-    except Exception as e:  # python-minifier raises its own types on source it cannot handle
-        raise ValueError(f"{filename}: python-minifier failed ({type(e).__name__}: {e})") from None
-
-
 def bundle_source(files: Mapping[str, str], cfg: Any = None, *, minify: bool = False, preset: str | None = None,
                   counted_bytes: int | None = None) -> str:
     """The single-file script of `cfg` (default: the cpu-demo preset), optionally minified: the embedded sources
@@ -375,70 +300,6 @@ def script_text(chosen: Mapping[str, str], *, minify: bool = False) -> str:
     """The embedded-files table of `chosen` ({relpath: text}) followed by the bootstrap (minified with `minify`)."""
     table = "PGOLF_FILES = {\n" + "".join(f"{k!r}: {_literal(v)},\n" for k, v in chosen.items()) + "}\n"
     return table + (compact_python(minify_python(BOOTSTRAP), "<bootstrap>") if minify else BOOTSTRAP)
-
-
-def compress_payload(data: bytes, codec: str) -> bytes:
-    if codec == "lzma":
-        return lzma.compress(data, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
-    if codec == "brotli":
-        import brotli
-
-        return brotli.compress(data, quality=11)
-    raise ValueError(f"unknown counted-code codec {codec!r}; valid: {', '.join(COUNTED_CODECS)}")
-
-
-COUNTED_COOKIE = b"# -*- coding: latin-1 -*-\n"
-"""The counted script is decoded as latin-1 (PEP 263), so a str literal carries the compressed bytes one source
-byte per payload byte: base85 (the records' wrapper) costs 25 %, this ≈ 1.2 % (escapes)."""
-
-
-def latin1_literal(payload: bytes) -> bytes:
-    """A triple-quoted str literal whose latin-1 encoding is `payload`: backslash, CR and NUL escaped (the tokenizer
-    would translate CR, and rejects NUL), a quote escaped only where it could close the literal; LF stays raw."""
-    out = bytearray(b"'''")
-    n = len(payload)
-    for i, b in enumerate(payload):
-        if b == 0x5C:
-            out += b"\\\\"
-        elif b == 0x0D:
-            out += b"\\r"
-        elif b == 0x00:
-            out += b"\\x00" if i + 1 < n and 0x30 <= payload[i + 1] <= 0x37 else b"\\0"
-        elif b == 0x27 and (i + 1 == n or payload[i + 1] == 0x27):
-            out += b"\\'"
-        else:
-            out.append(b)
-    out += b"'''"
-    return bytes(out)
-
-
-def wrap_counted(payload: bytes, codec: str) -> bytes:
-    """The self-extracting form: the compressed minified bundle as a latin-1 str literal, decompressed and exec'd."""
-    lit = latin1_literal(payload)
-    if codec == "lzma":
-        return (COUNTED_COOKIE + b"import lzma as L\nexec(L.decompress(" + lit
-                + b".encode('latin-1'),L.FORMAT_RAW,filters=[{'id':L.FILTER_LZMA2}]))\n")
-    if codec == "brotli":
-        return COUNTED_COOKIE + b"import brotli as R\nexec(R.decompress(" + lit + b".encode('latin-1')))\n"
-    raise ValueError(f"unknown counted-code codec {codec!r}; valid: {', '.join(COUNTED_CODECS)}")
-
-
-def unwrap_counted(script: bytes) -> bytes:
-    """The minified bundle a counted script (`wrap_counted`) carries: its literal decoded and decompressed."""
-    if not script.startswith(COUNTED_COOKIE):
-        raise ValueError("not a counted pgolf script (no latin-1 coding line)")
-    tree = ast.parse(script.decode("latin-1"))
-    lit = next((n.func.value.value for n in ast.walk(tree) if isinstance(n, ast.Call)
-                and isinstance(n.func, ast.Attribute) and n.func.attr == "encode"
-                and isinstance(n.func.value, ast.Constant) and isinstance(n.func.value.value, str)), None)
-    if lit is None:
-        raise ValueError("not a counted pgolf script (no '...'.encode('latin-1') payload)")
-    data = lit.encode("latin-1")
-    if b"import brotli" in script[:80]:
-        import brotli
-
-        return brotli.decompress(data)
-    return lzma.decompress(data, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
