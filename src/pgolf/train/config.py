@@ -32,6 +32,9 @@ class TrainConfig:
     muon_row_normalize: bool = False
     """MuonEq-R: normalise update rows before Newton–Schulz (PR #1217, R0405+)."""
     muon_wd: float = 0.0
+    muon_ns_dtype: Literal["auto", "bf16", "fp32"] = "auto"
+    """Newton–Schulz precision: 'auto' = bf16 on CUDA (every record) and on CPUs with native bf16 matmuls
+    (AVX512-BF16/AMX: ~4× faster than fp32 there, and the records' numerics), fp32 on other CPUs; or force one."""
     muon_impl: Literal["auto", "round_robin", "parallel"] = "auto"
     """How Muon is distributed under torchrun: 'parallel' = Parallel Muon (PR #399, R0323+: reduce-scatter of banked
     gradients, batched Newton–Schulz on each rank's shard, all-gather; train/parallel_muon.py), 'round_robin' = the

@@ -60,15 +60,39 @@ def _coeff_schedule(coeffs: str, steps: int) -> list[tuple[float, float, float]]
     return list(POLAR_EXPRESS_COEFFS[:steps])
 
 
-def zeropower_via_newtonschulz(G: Tensor, steps: int = 5, coeffs: str = "classic") -> Tensor:
+NS_DTYPES = ("auto", "bf16", "fp32")
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU multiplies bf16 natively (AVX512-BF16 or AMX): there bf16 NS is ~4× faster than fp32."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def newton_schulz_dtype(choice: str | None, device: torch.device) -> torch.dtype:
+    """The Newton–Schulz dtype. None: bf16 on CUDA (every record), fp32 on CPU (tight, deterministic tests).
+    "auto": bf16 on CUDA and on CPUs with native bf16 matmuls, else fp32. "bf16" / "fp32": as named."""
+    if choice not in (None, *NS_DTYPES):
+        raise ValueError(f"train.muon_ns_dtype={choice!r}; expected one of {', '.join(NS_DTYPES)}")
+    if choice == "bf16" or (choice is not None and choice != "fp32" and device.type == "cpu" and cpu_has_native_bf16()):
+        return torch.bfloat16
+    if choice == "fp32":
+        return torch.float32
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def zeropower_via_newtonschulz(G: Tensor, steps: int = 5, coeffs: str = "classic",
+                               dtype: torch.dtype | None = None) -> Tensor:
     """Approximate the orthogonal polar factor U Vᵀ of G (..., m, n) with `steps` quintic Newton–Schulz iterations.
 
-    Works in bf16 on CUDA, as every record does (tensor cores; NS is robust to the rounding). On CPU it works in
-    fp32: CPU bf16 matmuls are emulated on most hosts (slower than fp32, not faster), and fp32 keeps CPU runs and
-    tests deterministic and tight. Returns a tensor of G's dtype. Batched inputs are orthogonalised per matrix.
+    `dtype` None: bf16 on CUDA, as every record does (tensor cores; NS is robust to the rounding), fp32 on CPU
+    (bf16 matmuls are emulated on many CPUs, and fp32 keeps tests tight); `newton_schulz_dtype` picks bf16 on CPUs that have
+    native bf16 (train.muon_ns_dtype = "auto"). Returns a tensor of G's dtype. Batched inputs are orthogonalised per
+    matrix.
     """
     assert G.ndim >= 2, f"Newton–Schulz needs a matrix, got shape {tuple(G.shape)}"
-    X = G.to(torch.bfloat16 if G.is_cuda else torch.float32)
+    X = G.to(dtype or (torch.bfloat16 if G.is_cuda else torch.float32))
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # spectral norm ≤ Frobenius norm = 1
     transposed = G.size(-2) > G.size(-1)
     if transposed:  # iterate on the wide side: A = X Xᵀ is then the smaller Gram matrix
@@ -88,13 +112,14 @@ class Muon(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict], lr: float, momentum: float = 0.95,
                  nesterov: bool = True, backend_steps: int = 5, coeffs: str = "classic",
-                 row_normalize: bool = False, weight_decay: float = 0.0) -> None:
+                 row_normalize: bool = False, weight_decay: float = 0.0, ns_dtype: str | None = None) -> None:
         if lr < 0 or not 0.0 <= momentum < 1.0 or weight_decay < 0:
             raise ValueError(f"Muon needs lr ≥ 0, 0 ≤ momentum < 1, weight_decay ≥ 0 "
                              f"(got lr={lr}, momentum={momentum}, weight_decay={weight_decay})")
         check_coeff_steps(coeffs, backend_steps)  # a bad name or too many Polar Express steps fails at construction
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, backend_steps=backend_steps, coeffs=coeffs,
-                        row_normalize=row_normalize, weight_decay=weight_decay)
+                        row_normalize=row_normalize, weight_decay=weight_decay, ns_dtype=ns_dtype)
+        newton_schulz_dtype(ns_dtype, torch.device("cpu"))  # a bad name fails at construction
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
@@ -132,7 +157,8 @@ class Muon(torch.optim.Optimizer):
             if distributed:
                 updates = self._shared_updates(params, directions, group, rank, world)
             else:
-                updates = {i: zeropower_via_newtonschulz(u, group["backend_steps"], group["coeffs"])
+                updates = {i: zeropower_via_newtonschulz(u, group["backend_steps"], group["coeffs"],
+                                                         newton_schulz_dtype(group.get("ns_dtype"), u.device))
                            for i, u in directions.items()}
             lr, wd = group["lr"], group["weight_decay"]
             for i, u in updates.items():
@@ -160,7 +186,8 @@ class Muon(torch.optim.Optimizer):
             off += p.numel()
         for i, u in directions.items():
             if i % world == rank:
-                x = zeropower_via_newtonschulz(u, group["backend_steps"], group["coeffs"])
+                x = zeropower_via_newtonschulz(u, group["backend_steps"], group["coeffs"],
+                                               newton_schulz_dtype(group.get("ns_dtype"), u.device))
                 flat[offsets[i]:offsets[i] + x.numel()] = x.reshape(-1)
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         return {i: flat[offsets[i]:offsets[i] + params[i].numel()].view_as(params[i]) for i in directions}

@@ -53,7 +53,7 @@ def build_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Opt
         optimizers.append(muon_cls(groups["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum,
                                    nesterov=cfg.muon_nesterov, backend_steps=cfg.muon_backend_steps,
                                    coeffs=cfg.muon_coeffs, row_normalize=cfg.muon_row_normalize,
-                                   weight_decay=cfg.muon_wd))
+                                   weight_decay=cfg.muon_wd, ns_dtype=cfg.muon_ns_dtype))
     embed_lr = cfg.tied_embed_lr if _tied(model, groups) else cfg.embed_lr
     adam_groups = [
         {"params": groups.get("embed", []), "lr": embed_lr, "weight_decay": cfg.embed_wd, "name": "embed"},

@@ -53,7 +53,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from pgolf.train.distributed import average_gradients, world
-from pgolf.train.muon import Muon, zeropower_via_newtonschulz
+from pgolf.train.muon import Muon, newton_schulz_dtype, zeropower_via_newtonschulz
 
 
 def _reduce_scatter(out: Tensor, inp: Tensor, *, async_op: bool, native: bool = True) -> Any:
@@ -115,9 +115,10 @@ class ParallelMuon(Muon):
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict], lr: float, momentum: float = 0.95,
                  nesterov: bool = True, backend_steps: int = 5, coeffs: str = "classic",
-                 row_normalize: bool = False, weight_decay: float = 0.0, native_reduce_scatter: bool = True) -> None:
+                 row_normalize: bool = False, weight_decay: float = 0.0, native_reduce_scatter: bool = True,
+                 ns_dtype: str | None = None) -> None:
         super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov, backend_steps=backend_steps,
-                         coeffs=coeffs, row_normalize=row_normalize, weight_decay=weight_decay)
+                         coeffs=coeffs, row_normalize=row_normalize, weight_decay=weight_decay, ns_dtype=ns_dtype)
         self._banks: list[_Bank] | None = None
         self._world: tuple[int, int] = (0, 1)
         self._native_rs = native_reduce_scatter
@@ -235,7 +236,8 @@ class ParallelMuon(Muon):
             self._finish_reduce(bank)
             group = self.param_groups[bank.group_index]
             u = self._shard_direction(bank, group)
-            x = zeropower_via_newtonschulz(u, group["backend_steps"], group["coeffs"])  # (rows, r, c): batched
+            x = zeropower_via_newtonschulz(u, group["backend_steps"], group["coeffs"],  # (rows, r, c): batched
+                                           newton_schulz_dtype(group.get("ns_dtype"), u.device))
             if ws > 1:
                 handle = _all_gather(bank.updates, x.to(bank.updates.dtype).contiguous(), async_op=True)
                 if pending is not None:
