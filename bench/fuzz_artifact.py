@@ -50,6 +50,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
+from byte_mutations import mutate_bytes  # bench/ (this script's folder) is on sys.path
+
 COMMANDS = ("info", "pack", "eval", "check-legal")
 
 
@@ -210,26 +212,7 @@ def _weird(rng: random.Random):
 
 @mutator("bytes")
 def m_bytes(blob, rng, others):
-    b = bytearray(blob)
-    op = rng.choice(["flip", "flip_head", "truncate", "insert", "delete", "overwrite", "splice"])
-    i = rng.randrange(len(b))
-    if op == "flip":
-        b[i] ^= rng.randrange(1, 256)
-    elif op == "flip_head":
-        b[rng.randrange(min(64, len(b)))] ^= 1 << rng.randrange(8)
-    elif op == "truncate":
-        del b[i:]
-    elif op == "insert":
-        b[i:i] = rng.randbytes(rng.randrange(1, 16))
-    elif op == "delete":
-        del b[i : i + rng.randrange(1, 64)]
-    elif op == "overwrite":
-        n = rng.randrange(1, 32)
-        b[i : i + n] = rng.randbytes(n)
-    else:
-        o = rng.choice(others)
-        b = b[:i] + o[rng.randrange(len(o)) :]
-    return bytes(b)
+    return mutate_bytes(blob, rng, others, head=64)[1]
 
 
 @mutator("manifest-model")

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from byte_mutations import mutate_bytes  # bench/ (this script's folder) is on sys.path
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pgolf.pack import adaptive as ad  # noqa: E402
 from pgolf.pack.entropy import EntropyDecodeError, decode_codes, encode_codes  # noqa: E402
@@ -43,26 +45,7 @@ def streams() -> dict[str, bytes]:
 
 
 def mutate(blob: bytes, rng: random.Random, others: list[bytes]) -> tuple[str, bytes]:
-    b = bytearray(blob)
-    op = rng.choice(["flip", "flip_head", "truncate", "insert", "delete", "overwrite", "splice"])
-    i = rng.randrange(len(b))
-    if op == "flip":
-        b[i] ^= rng.randrange(1, 256)
-    elif op == "flip_head":
-        b[rng.randrange(min(32, len(b)))] ^= 1 << rng.randrange(8)
-    elif op == "truncate":
-        del b[i:]
-    elif op == "insert":
-        b[i:i] = rng.randbytes(rng.randrange(1, 16))
-    elif op == "delete":
-        del b[i : i + rng.randrange(1, 64)]
-    elif op == "overwrite":
-        n = rng.randrange(1, 32)
-        b[i : i + n] = rng.randbytes(n)
-    else:
-        o = rng.choice(others)
-        b = b[:i] + o[rng.randrange(len(o)) :]
-    return op, bytes(b)
+    return mutate_bytes(blob, rng, others, head=32)
 
 
 def main() -> int:
