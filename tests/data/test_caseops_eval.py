@@ -96,6 +96,7 @@ def _two_rank_worker(rank: int, world: int, init_file: str, out_file: str) -> No
                          bos_id=sp.bos_id())
             out[mode] = (r.val_loss, r.val_bpb, r.num_tokens, r.num_bytes)
         torch.save(out, f"{out_file}.{rank}")
+        dist.barrier()  # no rank tears gloo down early (that can SIGABRT the other)
     finally:
         dist.destroy_process_group()
 

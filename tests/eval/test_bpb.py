@@ -187,6 +187,7 @@ def _dist_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
         res = score_standard(TinyCausalLM(), tokens_of(301, seed=5), make_lut(), seq_len=32, stride=8, batch_seqs=2)
         if rank == 0:
             torch.save([res.val_loss, res.val_bpb, res.num_tokens, res.num_bytes], out_file)
+        dist.barrier()  # no rank tears gloo down early (that can SIGABRT the other)
     finally:
         dist.destroy_process_group()
 

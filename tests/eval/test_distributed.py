@@ -73,6 +73,7 @@ def _worker(rank: int, world: int, init_file: str, out_file: str) -> None:
         except ValueError as e:
             out["lanes-3"] = str(e)
         torch.save(out, f"{out_file}.{rank}")
+        dist.barrier()  # no rank tears gloo down early (that can SIGABRT the other)
     finally:
         dist.destroy_process_group()
 

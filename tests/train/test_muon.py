@@ -191,6 +191,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     try:
         result = _run_muon(*_problem())
         torch.save(result, f"{out}.{rank}")
+        dist.barrier()  # no rank tears gloo down early (that can SIGABRT the other)
     finally:
         dist.destroy_process_group()
 

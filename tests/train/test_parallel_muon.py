@@ -178,6 +178,7 @@ def _worker(rank: int, ws: int, port: int, out: str) -> None:
         res["calls"] = counter.calls
         res["fallback"] = dict(pmod._FALLBACK)
         torch.save(res, f"{out}.{rank}")
+        dist.barrier()  # no rank tears gloo down early (that can SIGABRT the other)
     finally:
         dist.destroy_process_group()
 
