@@ -22,11 +22,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     from pgolf.pack.budget import ByteReport, format_byte_report, tensor_byte_report
     from pgolf.run import counted_code_bytes
     from pgolf.pack.container import artifact_codec
-    from pgolf.pack.validate import read_artifact
+    from pgolf.pack.validate import decode_validated, read_artifact_bytes
 
     path = Path(args.artifact)
-    qs, manifest, _ = read_artifact(path, require_model=False)  # decoded and validated in full
-    blob = path.read_bytes()
+    blob = read_artifact_bytes(path)  # read once: decoded and validated in full, then measured
+    qs, manifest, _ = decode_validated(blob, require_model=False, source=path)
     print(f"artifact: {path}")
     print(f"format: {manifest.get('format', 'pgolf-v1')}  recipe: {manifest.get('recipe')}  "
           f"codec: {manifest.get('codec')}  pgolf: {manifest.get('pgolf_version')}")
@@ -87,12 +87,12 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
     if args.codec not in CODEC_IDS and args.codec not in EXTERNAL_CODECS:
         raise UsageError(f"unknown codec {args.codec!r}; valid: {', '.join([*CODEC_IDS, *EXTERNAL_CODECS])}")
-    path = Path(args.artifact)
-    blob = path.read_bytes()
-    old_codec = artifact_codec(blob)
-    from pgolf.pack.validate import read_artifact
+    from pgolf.pack.validate import decode_validated, read_artifact_bytes
 
-    qs, manifest, _ = read_artifact(path, require_model=False)  # decoded and validated in full
+    path = Path(args.artifact)
+    blob = read_artifact_bytes(path)  # read once
+    qs, manifest, _ = decode_validated(blob, require_model=False, source=path)  # validated in full
+    old_codec = artifact_codec(blob)
     manifest = {**manifest, "codec": args.codec}
     t0 = time.perf_counter()
     new = encode_artifact(qs, manifest, args.codec)

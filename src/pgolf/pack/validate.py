@@ -272,14 +272,31 @@ def validate_artifact(qs: QuantizedState, manifest: dict[str, Any], require_mode
     return cfg
 
 
-def read_artifact(path: str | os.PathLike, require_model: bool = True) -> tuple[QuantizedState, dict[str, Any], Any]:
-    """Read, decode and validate the artifact at `path` → (QuantizedState, manifest, GPTConfig or None when
-    require_model=False and the manifest has no model)."""
-    from pgolf.pack.container import decode_artifact
-
+def read_artifact_bytes(path: str | os.PathLike) -> bytes:
+    """The artifact file's bytes, refused before reading when it is larger than any artifact can be."""
     path = Path(path)
     size = path.stat().st_size
     if size > MAX_BODY_BYTES:
         raise ArtifactError(f"{path} is {size:,} bytes; an artifact is at most {MAX_BODY_BYTES:,}")
-    qs, manifest = decode_artifact(path.read_bytes())
-    return qs, manifest, validate_artifact(qs, manifest, require_model)
+    return path.read_bytes()
+
+
+def decode_validated(blob: bytes, require_model: bool = True, source: str | os.PathLike = ""
+                     ) -> tuple[QuantizedState, dict[str, Any], Any]:
+    """Decode and validate artifact bytes → (QuantizedState, manifest, GPTConfig or None when require_model=False
+    and the manifest has no model). A refusal's message starts with `source` (the file), when given."""
+    from pgolf.pack.container import decode_artifact
+
+    try:
+        qs, manifest = decode_artifact(blob)
+        return qs, manifest, validate_artifact(qs, manifest, require_model)
+    except ArtifactError as e:
+        if not source:
+            raise
+        raise ArtifactError(f"{source}: {e}") from None
+
+
+def read_artifact(path: str | os.PathLike, require_model: bool = True) -> tuple[QuantizedState, dict[str, Any], Any]:
+    """Read, decode and validate the artifact at `path` (`read_artifact_bytes` + `decode_validated`); a refusal
+    names the file."""
+    return decode_validated(read_artifact_bytes(path), require_model, source=path)
