@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from pgolf.config import build_config, load_preset, parse_overrides
+    from pgolf.experiments.counted import _LZMA_FILTERS
     from pgolf.experiments.bundle import (
-        _LZMA_FILTERS, bundle_source, compress_payload, counted_source, import_closure, minify_file, package_files,
+        bundle_source, compress_payload, counted_source, import_closure, minify_file, package_files,
         script_files, script_text, wrap_counted,
     )
 
