@@ -174,6 +174,28 @@ def test_convert_decodes_caseops_shards_to_text(prepared, tmp_path):
     assert any(any("A" <= c <= "Z" for c in g) for g in got) and not any(caseops.TITLE in g for g in got)
 
 
+def test_convert_writes_a_val_shard_and_its_sidecar_as_the_record(tmp_path):
+    # text → shard with the CaseOps tokenizer: the same val shard and byte sidecar R0427's pipeline writes.
+    need_fixture()
+    docs = read_documents([FINEWEB_SAMPLE])[:VAL_DOCS]
+    src = tmp_path / "val.jsonl"
+    src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    out = tmp_path / "fineweb_val_000000.bin"
+    assert main(["data", "convert", str(src), "--tokenizer", str(CASEOPS_MODEL), "--out", str(out)]) == 0
+    assert out.read_bytes() == (CASEOPS_SAMPLE / "fineweb_val_000000.bin").read_bytes()
+    sidecar = tmp_path / "fineweb_val_bytes_000000.bin"
+    assert sidecar.read_bytes() == (CASEOPS_SAMPLE / "fineweb_val_bytes_000000.bin").read_bytes()
+    assert int(np.asarray(read_shard(sidecar)).sum()) == VAL_RAW_BYTES
+    # a name that is not a val shard's: no sidecar unless --bytes-out names one
+    other = tmp_path / "docs.bin"
+    assert main(["data", "convert", str(src), "--tokenizer", str(CASEOPS_MODEL), "--out", str(other)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*bytes*")) == ["fineweb_val_bytes_000000.bin"]
+    explicit = tmp_path / "b.bin"
+    assert main(["data", "convert", str(src), "--tokenizer", str(CASEOPS_MODEL), "--out", str(other),
+                 "--bytes-out", str(explicit)]) == 0
+    assert explicit.read_bytes() == sidecar.read_bytes()
+
+
 # ------------------------------------------------------------------------------------------------ sidecar checks
 
 def _copy_fixture(tmp_path: Path, with_sidecar: bool = True) -> Path:

@@ -50,6 +50,9 @@ def add_data_parser(sub) -> None:
     c.add_argument("inputs", nargs="+")
     c.add_argument("--tokenizer", required=True)
     c.add_argument("--out", required=True)
+    c.add_argument("--bytes-out", default=None,
+                   help="CaseOps text → shard: where to write the val byte sidecar (default: beside a val shard OUT "
+                        "named X_val_NNNNNN.bin, as X_val_bytes_NNNNNN.bin; none for other names)")
 
 
 def run_data_command(args: argparse.Namespace) -> int:
@@ -93,13 +96,41 @@ def run_data_command(args: argparse.Namespace) -> int:
         else:
             docs = corpus.read_documents(inputs)
             if _is_caseops(sp):
-                from pgolf.data import caseops
-
-                docs = [caseops.encode(d) for d in docs]
-            tokens = tokenizer.encode_documents(sp, docs)
-            shards.write_shard(out, tokens)
-            print(f"wrote {len(tokens):,} tokens ({len(docs)} documents) to {out}")
+                _caseops_text_to_shard(sp, docs, out, Path(args.bytes_out) if args.bytes_out else None)
+            else:
+                if args.bytes_out:
+                    raise ValueError("--bytes-out: a byte sidecar is written for a CaseOps tokenizer only (others "
+                                     "count bytes with the tokenizer's LUT)")
+                tokens = tokenizer.encode_documents(sp, docs)
+                shards.write_shard(out, tokens)
+                print(f"wrote {len(tokens):,} tokens ({len(docs)} documents) to {out}")
     return 0
+
+
+def _caseops_text_to_shard(sp, docs: list[str], out: Path, bytes_out: Path | None) -> None:
+    """CaseOps text → one shard of [BOS] + ids per document, and for a val shard its byte sidecar ([0] + original
+    UTF-8 bytes per token, R0427's fineweb_val_bytes_NNNNNN.bin) so val_bpb divides by the original text's bytes."""
+    import numpy as np
+
+    from pgolf.data import caseops
+    from pgolf.data.corpus import sidecar_path
+    from pgolf.data.shards import write_shard
+
+    bos = sp.bos_id()
+    pairs = caseops.encode_with_bytes(sp, docs)
+    tokens = np.concatenate([np.zeros(0, np.int64), *[np.concatenate([[bos], ids]) for ids, _ in pairs]])
+    nbytes = np.concatenate([np.zeros(0, np.int64), *[np.concatenate([[0], nb]) for _, nb in pairs]])
+    target = bytes_out or sidecar_path(out)
+    if target is not None and int(nbytes.max(initial=0)) >= 2**16:
+        raise ValueError(f"{out}: a token stands for {int(nbytes.max())} bytes; the sidecar is uint16")
+    write_shard(out, tokens)
+    print(f"wrote {len(tokens):,} tokens ({len(docs)} CaseOps documents) to {out}")
+    if target is None:
+        print(f"no byte sidecar: {out.name} is not named as a val shard (X_val_NNNNNN.bin); pass --bytes-out to "
+              "write one")
+        return
+    write_shard(target, nbytes)
+    print(f"wrote its byte sidecar ({int(nbytes.sum()):,} bytes of original text) to {target}")
 
 
 def _shards_to_jsonl(paths: list[Path], sp, out: Path) -> int:
