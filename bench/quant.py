@@ -76,7 +76,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     from pgolf.config import build_config
-    from pgolf.data.bytes import build_byte_lut
+    from pgolf.data.bytes import build_byte_lut, validation_bytes
     from pgolf.data.dataset import resolve_dataset
     from pgolf.data.loader import load_validation_tokens
     from pgolf.data.tokenizer import load_tokenizer
@@ -90,15 +90,18 @@ def main(argv=None) -> int:
 
     cfg, weights, run_dir, looping = load_run_or_checkpoint(Path(args.run_dir))
     dataset = resolve_dataset(cfg.data)
-    lut = build_byte_lut(load_tokenizer(dataset.tokenizer_path), cfg.model.vocab_size)
+    sp = load_tokenizer(dataset.tokenizer_path)
+    lut = build_byte_lut(sp, cfg.model.vocab_size)
     val = load_validation_tokens(dataset.val_files, cfg.eval_seq_len, args.val_tokens)
-    data = DataBundle(dataset, lut, val, "")
+    # CaseOps data: the val byte sidecar (the original text's bytes), as `pgolf run` scores it; else the LUT
+    target_bytes, accounting = validation_bytes(dataset, sp, val, lut)
+    data = DataBundle(dataset, lut, val, "", target_bytes, accounting)
     dev = torch.device("cpu")
     model = GPT(cfg.model)
     model.load_state_dict(weights, strict=True)
     model.set_looping(looping)
     pre = score(model.eval(), data, cfg, dev, stride=args.stride).val_bpb
-    print(f"pre-quant val_bpb {pre:.5f} on {val.numel() - 1:,} val tokens", file=sys.stderr)
+    print(f"pre-quant val_bpb {pre:.5f} on {val.numel() - 1:,} val tokens (bytes: {accounting})", file=sys.stderr)
     code = measure_code_bytes()
     names = [n for n in args.recipes.split(",") if n] or list(RECIPES)
     rows = []
