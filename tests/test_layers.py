@@ -50,8 +50,6 @@ ALLOWED_CYCLE_EDGES: frozenset[tuple[str, str]] = frozenset({
     ("pgolf.pack.entropy_modes", "pgolf.pack.entropy"),
     ("pgolf.pack.validate", "pgolf.pack.container"),  # pack: container ↔ validate
     ("pgolf.pack.lrzip_artifact", "pgolf.pack.container"),  # pack: container ↔ lrzip_artifact
-    ("pgolf.experiments.plots", "pgolf.experiments.report"),  # experiments: report ↔ plots
-    ("pgolf.experiments.seeds", "pgolf.experiments.runs"),  # experiments: runs ↔ seeds
 })
 
 

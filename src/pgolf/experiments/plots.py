@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from pgolf.experiments.report import _BLOCK, _bits_label, dotted_get, run_name, run_recipe, save_atomic
+from pgolf.experiments.records import BLOCK, bits_label, dotted_get, run_name, run_recipe, save_atomic
 
 
 def _new_figure(w: float, h: float):
@@ -116,8 +116,8 @@ def plot_quant_tensors(run: dict, path: Path) -> Path | None:
         return None
     import numpy as np
 
-    block = [(int(m.group(1)), m.group(2), r) for r in rows if (m := _BLOCK.match(r["name"]))]
-    other = [r for r in rows if not _BLOCK.match(r["name"])]
+    block = [(int(m.group(1)), m.group(2), r) for r in rows if (m := BLOCK.match(r["name"]))]
+    other = [r for r in rows if not BLOCK.match(r["name"])]
     if len(block) < len(rows) / 2:
         block, other = [], rows
     kinds = sorted(dict.fromkeys(k for _, k, _ in block), key=lambda k: -max(r["numel"] for _, kk, r in block
@@ -145,7 +145,7 @@ def plot_quant_tensors(run: dict, path: Path) -> Path | None:
         im = ax.imshow(mat - ref, aspect="auto", cmap=_cmap_with_gray(), vmin=-span, vmax=span)
         for i, k, r in block:
             y, x = layers.index(i), kinds.index(k)
-            ax.text(x, y, _bits_label(r), ha="center", va="center", fontsize=7,
+            ax.text(x, y, bits_label(r), ha="center", va="center", fontsize=7,
                     color="white" if np.isfinite(mat[y, x]) and abs(mat[y, x] - ref) > 0.6 * span else "black")
         ax.set_xticks(range(len(kinds)), kinds, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(len(layers)), [f"block {i}" for i in layers], fontsize=8)
@@ -172,7 +172,7 @@ def plot_quant_tensors(run: dict, path: Path) -> Path | None:
         ax.xaxis.set_major_locator(LogLocator(numticks=6))
         ax.xaxis.set_minor_formatter(NullFormatter())
         for y, r in enumerate(other):
-            ax.text(floor, y, f" {_bits_label(r)}" + ("" if (r.get("mse") or 0) > 0 else " exact"),
+            ax.text(floor, y, f" {bits_label(r)}" + ("" if (r.get("mse") or 0) > 0 else " exact"),
                     va="center", fontsize=7)
         ax.set_yticks(range(len(other)), names, fontsize=7)
         ax.invert_yaxis()

@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from pgolf.experiments.records import bits_label, dotted_get, run_name, run_recipe, save_atomic
 from pgolf.experiments.stats import RECORD_MARGIN_NATS, nats_to_bpb, summarize, tokens_per_byte
 
 RUN_RECORD = "run.json"
 ARTIFACT = "model.pgolf"
 REPORT_DIR = "report"
-_BLOCK = re.compile(r"^blocks\.(\d+)\.(.+?)(\.weight)?$")
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -117,23 +116,6 @@ def artifact_variants(run: dict) -> list[dict]:
     return out
 
 
-def dotted_get(d: Any, dotted: str, default: Any = None) -> Any:
-    """d["a"]["b"] for "a.b"; `default` when a key is missing or None on the way."""
-    for key in dotted.split("."):
-        if not isinstance(d, dict) or key not in d or d[key] is None:
-            return default
-        d = d[key]
-    return d
-
-
-def run_name(run: dict) -> str:
-    return dotted_get(run, "config.run.name") or Path(run.get("_path", "run/run.json")).parent.name or "run"
-
-
-def run_recipe(run: dict) -> str:
-    return dotted_get(run, "quant.recipe") or dotted_get(run, "config.quant.recipe") or "?"
-
-
 # ------------------------------------------------------------------------------------------------ seeds table
 
 _COLUMNS: list[tuple[str, Callable[[dict], Any], str]] = [
@@ -174,32 +156,7 @@ def seeds_table(runs: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ------------------------------------------------------------------------------------------------ plots
-
-def save_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
-    """Call write(f) on a temporary file next to `path`, then rename it over `path` (nothing half-written)."""
-    from pgolf.io import atomic_write
-
-    if "b" in mode:
-        return atomic_write(path, write)
-    return atomic_write(path, lambda f: write(_Text(f)))
-
-
-class _Text:
-    """Text view of a binary file for `save_atomic(..., mode="w")` writers: str is written as UTF-8."""
-
-    def __init__(self, f: Any) -> None:
-        self._f = f
-
-    def write(self, s: str) -> int:
-        return self._f.write(s.encode("utf-8"))
-
-
 # ------------------------------------------------------------------------------------------------ report.md
-
-def _bits_label(row: dict) -> str:
-    return f"{'fp' if row.get('method') == 'passthrough' else 'int'}{row.get('bits', '?')}"
-
 
 def _quant_summary(run: dict) -> list[str]:
     rows = dotted_get(run, "quant.tensors") or []
@@ -213,7 +170,7 @@ def _quant_summary(run: dict) -> list[str]:
            f"({n_all - sum(r['numel'] for r in q):,} values); {avg_bits:.2f} stored bits per value before entropy "
            f"coding; quantize {dotted_get(run, 'quant.seconds', math.nan):.2f} s"]
     if worst:
-        out.append("- largest MSE: " + ", ".join(f"`{r['name']}` {_bits_label(r)} {r['mse']:.2e}" for r in worst))
+        out.append("- largest MSE: " + ", ".join(f"`{r['name']}` {bits_label(r)} {r['mse']:.2e}" for r in worst))
     return out
 
 

@@ -7,6 +7,12 @@
 from __future__ import annotations
 
 import glob
+import json
+from pathlib import Path
+from typing import Sequence
+
+SEEDS_SUFFIX = "-seeds.json"  # `pgolf seeds` writes <out_dir>/<name>-seeds.json
+SEEDS_FORMAT = "pgolf-seeds-v1"
 
 
 def expand(spec: str) -> list[str]:
@@ -40,8 +46,6 @@ def side(label: str, spec: str | None,
     from pgolf.experiments.report import load_runs, run_name
     from pgolf.experiments.stats import tokens_per_byte
 
-    from pgolf.experiments.seeds import expand_runs
-
     runs = load_runs(expand_runs([spec]))
     missing = [r["_path"] for r in runs if (r.get("roundtrip") or {}).get("val_loss") is None]
     if missing:
@@ -49,3 +53,31 @@ def side(label: str, spec: str | None,
     nats = [float(r["roundtrip"]["val_loss"]) for r in runs]
     bpb = [float(r["roundtrip"]["val_bpb"]) for r in runs]
     return nats, bpb, f"{len(runs)} runs: " + ", ".join(run_name(r) for r in runs), tokens_per_byte(runs[0])
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def seeds_file_runs(path: str | Path) -> list[str]:
+    """The run directories a `<name>-seeds.json` lists."""
+    rec = _read(Path(path))
+    if not isinstance(rec, dict) or rec.get("format") != SEEDS_FORMAT:
+        raise ValueError(f"{path}: not a pgolf seeds.json (format {SEEDS_FORMAT})")
+    return [r["run_dir"] for r in rec["runs"]]
+
+
+def expand_runs(specs: Sequence[str]) -> list[str]:
+    """Comma-separated run dirs / run.json files / globs / `<name>-seeds.json` files → run paths, each once."""
+    out: list[str] = []
+    for spec in specs:
+        for item in expand(spec):
+            if item.endswith(SEEDS_SUFFIX) and Path(item).is_file():
+                out += seeds_file_runs(item)
+            else:
+                out.append(item)
+    seen: set[str] = set()
+    return [p for p in out if not (str(Path(p).resolve()) in seen or seen.add(str(Path(p).resolve())))]

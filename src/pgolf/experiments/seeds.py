@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pgolf.experiments.report import dotted_get
+from pgolf.experiments.runs import SEEDS_FORMAT, SEEDS_SUFFIX, expand_runs  # noqa: F401 (expand_runs: re-exported)
 
 RECORD_SEEDS = (42, 1337, 2024)
 """The seeds most record submissions report (e.g. R0325, R0414)."""
-SEEDS_SUFFIX = "-seeds.json"
 
 FIELDS: tuple[tuple[str, str], ...] = (
     ("steps", "train.steps"), ("prequant_val_bpb", "prequant.val_bpb"), ("val_bpb", "roundtrip.val_bpb"),
@@ -156,42 +156,10 @@ def cmd_seeds(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if missing:
         raise ValueError(f"no round-trip score in {', '.join(missing)}")
     print(seeds_table(runs), end="")
-    record = {"format": "pgolf-seeds-v1", "name": base, "preset": args.preset, "seeds": seeds,
+    record = {"format": SEEDS_FORMAT, "name": base, "preset": args.preset, "seeds": seeds,
               "config_flags": config_flags(args), "overrides": list(extra),
               "nproc_per_node": nproc, **summarize_runs(runs)}
     path = out_dir / f"{base}{SEEDS_SUFFIX}"
     write_json_atomic(path, record)
     print(f"seeds.json: {path}  (next: pgolf submit {path} --name NAME)")
     return 0
-
-
-def _read(path: Path) -> dict | None:
-    import json
-
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def seeds_file_runs(path: str | Path) -> list[str]:
-    """The run directories a `<name>-seeds.json` lists."""
-    rec = _read(Path(path))
-    if not isinstance(rec, dict) or rec.get("format") != "pgolf-seeds-v1":
-        raise ValueError(f"{path}: not a pgolf seeds.json (format pgolf-seeds-v1)")
-    return [r["run_dir"] for r in rec["runs"]]
-
-
-def expand_runs(specs: Sequence[str]) -> list[str]:
-    """Comma-separated run dirs / run.json files / globs / `<name>-seeds.json` files → run paths, each once."""
-    from pgolf.experiments.runs import expand
-
-    out: list[str] = []
-    for spec in specs:
-        for item in expand(spec):
-            if item.endswith(SEEDS_SUFFIX) and Path(item).is_file():
-                out += seeds_file_runs(item)
-            else:
-                out.append(item)
-    seen: set[str] = set()
-    return [p for p in out if not (str(Path(p).resolve()) in seen or seen.add(str(Path(p).resolve())))]
