@@ -48,8 +48,6 @@ ALLOWED_CYCLE_EDGES: frozenset[tuple[str, str]] = frozenset({
     ("pgolf.eval.score", "pgolf.eval.legal"),
     ("pgolf.pack.adaptive", "pgolf.pack.entropy"),  # pack: entropy ↔ adaptive ↔ entropy_modes
     ("pgolf.pack.entropy_modes", "pgolf.pack.entropy"),
-    ("pgolf.pack.validate", "pgolf.pack.container"),  # pack: container ↔ validate
-    ("pgolf.pack.lrzip_artifact", "pgolf.pack.container"),  # pack: container ↔ lrzip_artifact
 })
 
 

@@ -33,7 +33,7 @@ for both, header, scales, extras and passthrough go through brotli-11 + shuffle.
 
 The decoder trusts nothing: magic, version, codec, decompressed size, header length, JSON shape, dtype allowlist,
 shape × itemsize = nbytes, offsets tiling the payload, stream lengths, each rANS stream's dtype/shape against its
-row, the payload CRC, scale/code consistency (pack/validate.py `assemble`). Every failure is an `ArtifactError` with a
+row, the payload CRC, scale/code consistency (pack/body.py `assemble`). Every failure is an `ArtifactError` with a
 message; nothing allocates more than MAX_BODY_BYTES (decompressed body plus decoded codes; pack/format.py). The
 semantic checks (codes vs bits, finite values, the tensor table against the manifest's model) are
 `pgolf.pack.validate.validate_artifact`, which every command that reads an artifact runs (`read_artifact`).
@@ -41,24 +41,19 @@ semantic checks (codes vs bits, finite values, the tensor table against the mani
 
 from __future__ import annotations
 
-import json
 import os
 import struct
-import sys
 import zlib
 from typing import Any
 
-import torch
-from torch import Tensor
-
 from pgolf.io import atomic_write
-from pgolf.pack.codecs import CODECS, CodecError, byte_shuffle, byte_unshuffle, compress, decompress
+from pgolf.pack.body import assemble, decompress_bounded, dtype_table, layout_rows, pack_body, split_body
+from pgolf.pack.codecs import CODECS, byte_shuffle, byte_unshuffle, compress
 from pgolf.pack.format import (  # noqa: F401  (re-exported: the format's names have always lived here)
     DTYPES, EXPANSION_FLOOR, FORMAT_ID, KINDS, MAGIC, MAX_BODY_BYTES, MAX_EXPANSION, MAX_HEADER_BYTES, MAX_NDIM,
-    ArtifactError, is_uint, itemsize,
+    PREFIX, ArtifactError, is_uint, itemsize,
 )
-from pgolf.pack.validate import assemble
-from pgolf.quant.apply import QuantizedState, dtype_name
+from pgolf.quant.apply import QuantizedState
 
 FORMAT_VERSION = 2
 """Newest container version this pgolf writes; plain zlib/zstd/lzma/brotli artifacts are still written as version 1
@@ -78,46 +73,12 @@ lrzip-groups = R0427's per-group lrzip (pgolf.pack.lrzip_artifact; `lrzip` on PA
 RANS_INNER = "brotli+shuffle"
 """General codec of everything but the code blobs in a rans artifact (brotli-11 + shuffle: smallest on the fp16
 scales/passthrough of real artifacts, bench/pack.py)."""
-_PREFIX = len(MAGIC) + 2
+_PREFIX = PREFIX  # the old name (bench/fuzz_artifact.py)
 
 assert set(CODECS) <= set(CODEC_IDS)
 
 
 # ------------------------------------------------------------------------------------------------ encode
-
-def _raw(t: Tensor) -> bytes:
-    if sys.byteorder != "little":  # pragma: no cover - every supported platform is little-endian
-        raise RuntimeError("pgolf artifacts are little-endian; big-endian hosts are not supported")
-    t = t.detach().to("cpu").contiguous().reshape(-1)
-    return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
-
-
-def _layout(qs: QuantizedState) -> tuple[list[dict], list[bytes]]:
-    """Blob rows (with offsets into the raw payload) and their raw bytes, in storage order."""
-    blobs: list[tuple[dict, Tensor]] = []
-    for name, qt in qs.tensors.items():
-        blobs.append(({"name": name, "kind": "q", "bits": qt.bits, "method": qt.method}, qt.q))
-    for name, qt in qs.tensors.items():
-        blobs.append(({"name": name, "kind": "scale"}, qt.scale))
-    for name, qt in qs.tensors.items():
-        for key, t in qt.extras.items():
-            blobs.append(({"name": name, "kind": "extra", "key": key}, t))
-    for name, t in qs.passthrough.items():
-        blobs.append(({"name": name, "kind": "passthrough"}, t))
-    rows, chunks, offset = [], [], 0
-    for row, t in blobs:
-        name = dtype_name(t.dtype)
-        if name not in DTYPES:
-            raise ValueError(f"tensor {row['name']} ({row['kind']}) has dtype {name}, not storable; "
-                             f"allowed: {', '.join(DTYPES)}")
-        if row["kind"] == "q" and name != "int8":
-            raise ValueError(f"tensor {row['name']}: codes must be int8, got {name}")
-        raw = _raw(t)
-        rows.append({**row, "dtype": name, "shape": list(t.shape), "offset": offset, "nbytes": len(raw)})
-        chunks.append(raw)
-        offset += len(raw)
-    return rows, chunks
-
 
 def _runs(rows: list[dict]) -> list[tuple[int, int]]:
     """(byte length, element size) of each maximal run of consecutive rows with equal element size."""
@@ -173,17 +134,17 @@ def encode_artifact(qs: QuantizedState, manifest: dict, codec: str, *, progress:
         return encode_artifact_groups(qs, manifest)
     if codec not in CODEC_IDS:
         raise ValueError(f"unknown codec {codec!r}; valid codecs: {', '.join([*CODEC_IDS, *EXTERNAL_CODECS])}")
-    dtypes = _dtype_table(qs)
-    rows, chunks = _layout(qs)
+    dtypes = dtype_table(qs)
+    rows, chunks = layout_rows(qs)
     payload = b"".join(chunks)
     header = {"format": FORMAT_ID, "manifest": manifest, "dtypes": dtypes, "payload_bytes": len(payload),
               "payload_crc32": zlib.crc32(payload), "tensors": rows}
     prefix = MAGIC + bytes([CODEC_VERSION[codec], CODEC_IDS[codec]])
     if codec in CODECS:
-        return prefix + compress(_body(header, payload), codec)
+        return prefix + compress(pack_body(header, payload), codec)
     if codec not in ENTROPY_CODECS:
         header["layout"] = "shuffle"
-        return prefix + compress(_body(header, _shuffle(payload, rows)), codec.split("+")[0])
+        return prefix + compress(pack_body(header, _shuffle(payload, rows)), codec.split("+")[0])
     nq = sum(1 for r in rows if r["kind"] == "q")
     from pgolf.pack.entropy import encode_codes  # here: a script for a plain codec carries no entropy coder
     from pgolf.progress import track
@@ -195,36 +156,8 @@ def encode_artifact(qs: QuantizedState, manifest: dict, codec: str, *, progress:
     rest = b"".join(chunks[nq:])
     if RANS_INNER.endswith("+shuffle"):
         rest = _shuffle(rest, rows[nq:])
-    inner = compress(_body(header, rest), RANS_INNER.split("+")[0])
+    inner = compress(pack_body(header, rest), RANS_INNER.split("+")[0])
     return prefix + bytes([CODEC_IDS[RANS_INNER]]) + struct.pack("<I", len(inner)) + inner + b"".join(streams)
-
-
-def _body(header: dict, payload: bytes) -> bytes:
-    try:
-        header_bytes = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"artifact manifest is not JSON-serializable: {e}") from e
-    return struct.pack("<I", len(header_bytes)) + header_bytes + payload
-
-
-def _dtype_table(qs: QuantizedState) -> dict[str, str]:
-    """Original dtype of every stored tensor, in qs.dtypes order; unlisted ones default to float32 (quantized) or
-    their stored dtype (passthrough). Rejects overlaps, stale entries and dtypes outside the allowlist."""
-    both = set(qs.tensors) & set(qs.passthrough)
-    if both:
-        raise ValueError(f"tensors both quantized and passthrough: {sorted(both)[:3]}")
-    stale = set(qs.dtypes) - set(qs.tensors) - set(qs.passthrough)
-    if stale:
-        raise ValueError(f"dtypes listed for tensors that are not stored: {sorted(stale)[:3]}")
-    table = dict(qs.dtypes)
-    for name in qs.tensors:
-        table.setdefault(name, "float32")
-    for name, t in qs.passthrough.items():
-        table.setdefault(name, dtype_name(t.dtype))
-    bad = {n: d for n, d in table.items() if d not in DTYPES}
-    if bad:
-        raise ValueError(f"original dtypes outside the allowlist {', '.join(DTYPES)}: {dict(list(bad.items())[:3])}")
-    return table
 
 
 def write_artifact(path: str | os.PathLike, data: bytes) -> None:
@@ -254,33 +187,12 @@ def artifact_codec(data: bytes) -> str:
                         + ", ".join(f"{cid}={n}" for n, cid in CODEC_IDS.items()))
 
 
-def _decompress(data: bytes, codec: str, limit: int) -> bytes:
-    """Decompress at most min(limit, max(EXPANSION_FLOOR, MAX_EXPANSION × compressed size)) bytes: a bomb is refused
-    after a few MiB of work, not after inflating the full 256 MiB."""
-    bound = min(limit, max(EXPANSION_FLOOR, MAX_EXPANSION * len(data)))
-    try:
-        return decompress(data, codec, max_size=bound)
-    except CodecError as e:
-        extra = (f" ({MAX_EXPANSION}× its {len(data):,} compressed bytes; real artifacts expand < 10×)"
-                 if bound < limit else "")
-        raise ArtifactError(f"artifact payload does not decompress: {e}{extra}") from e
-
-
-def _split_body(body: bytes) -> tuple[dict[str, Any], memoryview]:
-    if len(body) < 4:
-        raise ArtifactError(f"artifact body is {len(body)} bytes, too short for its header length")
-    (hlen,) = struct.unpack_from("<I", body, 0)
-    if hlen > min(MAX_HEADER_BYTES, len(body) - 4):
-        raise ArtifactError(f"header length {hlen:,} exceeds the {len(body) - 4:,} bytes available")
-    return _parse_header(body[4 : 4 + hlen]), memoryview(body)[4 + hlen :]
-
-
 def decode_artifact(data: bytes) -> tuple[QuantizedState, dict]:
     """Inverse of `encode_artifact` → (QuantizedState, manifest). Raises ArtifactError on any malformed input."""
     data = bytes(data)
     codec = artifact_codec(data)
     if codec in CODECS:
-        header, payload = _split_body(_decompress(data[_PREFIX:], codec, MAX_BODY_BYTES))
+        header, payload = split_body(decompress_bounded(data[_PREFIX:], codec, MAX_BODY_BYTES))
         if "layout" in header:
             raise ArtifactError(f"a {codec} artifact must not declare a layout")
     elif codec in EXTERNAL_CODECS:
@@ -288,7 +200,7 @@ def decode_artifact(data: bytes) -> tuple[QuantizedState, dict]:
 
         header, payload = decode_artifact_groups(data)
     elif codec not in ENTROPY_CODECS:
-        header, shuffled = _split_body(_decompress(data[_PREFIX:], codec.split("+")[0], MAX_BODY_BYTES))
+        header, shuffled = split_body(decompress_bounded(data[_PREFIX:], codec.split("+")[0], MAX_BODY_BYTES))
         if header.get("layout") != "shuffle":
             raise ArtifactError(f"a {codec} artifact must declare layout 'shuffle'")
         payload = memoryview(_unshuffle(shuffled, header["tensors"]))
@@ -315,9 +227,9 @@ def _decode_rans(data: bytes, codec: str) -> tuple[dict[str, Any], memoryview]:
     pos += 5
     if n > len(data) - pos:
         raise ArtifactError(f"inner stream of {n:,} bytes runs past the {len(data) - pos:,} bytes left")
-    body = _decompress(data[pos : pos + n], inner.split("+")[0], MAX_BODY_BYTES)
+    body = decompress_bounded(data[pos : pos + n], inner.split("+")[0], MAX_BODY_BYTES)
     pos += n
-    header, rest = _split_body(body)
+    header, rest = split_body(body)
     if header.get("layout") != codec:
         raise ArtifactError(f"a {codec} artifact must declare layout {codec!r}")
     rows, lens = header["tensors"], header.get("code_streams")
@@ -354,24 +266,3 @@ def _decode_rans(data: bytes, codec: str) -> tuple[dict[str, Any], memoryview]:
         rest = memoryview(_unshuffle(rest, rows[nq:]))
     payload = b"".join(codes) + bytes(rest)
     return header, memoryview(payload)
-
-
-def _parse_header(raw: bytes) -> dict[str, Any]:
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ArtifactError(f"artifact header is not valid UTF-8 JSON: {str(e)[:200]}") from None
-    if not isinstance(header, dict):
-        raise ArtifactError("artifact header is not a JSON object")
-    if header.get("format") != FORMAT_ID:
-        raise ArtifactError(f"artifact header format {str(header.get('format'))[:50]!r} is not {FORMAT_ID!r}")
-    for key, kind in (("manifest", dict), ("dtypes", dict), ("tensors", list)):
-        if not isinstance(header.get(key), kind):
-            raise ArtifactError(f"artifact header field {key!r} is missing or not a {kind.__name__}")
-    for key in ("payload_bytes", "payload_crc32"):
-        if not is_uint(header.get(key)):
-            raise ArtifactError(f"artifact header field {key!r} is missing or not a non-negative integer")
-    for name, dt in header["dtypes"].items():
-        if not (isinstance(dt, str) and dt in DTYPES):
-            raise ArtifactError(f"tensor {name[:100]!r}: original dtype {str(dt)[:30]!r} is not allowed")
-    return header

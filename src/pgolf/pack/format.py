@@ -1,4 +1,5 @@
-"""Constants of the artifact format shared by the encoder (pack/container.py) and the validator (pack/validate.py).
+"""Constants of the artifact format shared by the encoder (pack/container.py, pack/body.py) and the validator
+(pack/validate.py).
 
 Limits are what a reader accepts from an untrusted file; each is far above any artifact pgolf writes under the
 16,000,000-byte cap, and together they bound the memory `pgolf eval | info | check-legal | pack` can be made to use
@@ -12,6 +13,8 @@ from typing import Any
 import torch
 
 MAGIC = b"PGOLF\0"
+PREFIX = len(MAGIC) + 2
+"""Bytes before a codec's stream: MAGIC, the u8 format version and the u8 codec id."""
 FORMAT_ID = "pgolf-v1"  # the JSON header format (unchanged by container version 2)
 MAX_BODY_BYTES = 256 << 20
 """Decompressed body plus decoded code streams: 256 MiB, 16× the 16 MB cap (a real artifact's body is < 40 MB)."""

@@ -1,7 +1,7 @@
 """Everything a reader checks in an untrusted artifact, after the container has been decompressed and before any
-model is built. Every refusal is one `ArtifactError` naming the field, its value and what was expected.
+model is built (the structure, tensor rows tiling the payload, is checked as the body is assembled: pack/body.py).
+Every refusal is one `ArtifactError` naming the field, its value and what was expected.
 
-    qs = assemble(header, payload)              # tensor rows → QuantizedState (structure: rows tile the payload, …)
     cfg = validate_artifact(qs, manifest)       # semantics: manifest types/ranges, codes vs bits, finite floats,
                                                 # dtypes, the tensor table against the model the config implies
     qs, manifest, cfg = read_artifact(path)     # file → decode → validate (what every command that reads one calls)
@@ -22,11 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pgolf.pack.format import (
-    DTYPES, FLOAT_DTYPES, KINDS, MAX_BODY_BYTES, MAX_MODEL_PARAMS, MAX_NDIM, ArtifactError, is_uint, itemsize, short,
-)
+from pgolf.pack.format import FLOAT_DTYPES, MAX_BODY_BYTES, MAX_MODEL_PARAMS, ArtifactError, short
 from pgolf.quant.apply import QuantizedState
-from pgolf.quant.primitives import QuantizedTensor
 
 MODEL_CAPS: dict[str, int] = {
     "vocab_size": 65536, "num_layers": 256, "model_dim": 16384, "num_heads": 1024, "num_kv_heads": 1024,
@@ -37,103 +34,6 @@ MODEL_CAPS: dict[str, int] = {
 """Upper bounds on the integer model fields of an artifact (far above any record; they keep even the meta-device
 construction of a forged config instant). The lower bounds are the config's own (pgolf.config.FIELD_RANGES)."""
 MAX_MLP_MULT = 64.0
-
-
-# ------------------------------------------------------------------------------------------------ structure
-
-def check_row(i: int, row: Any, expected_offset: int, payload_len: int) -> None:
-    if not isinstance(row, dict):
-        raise ArtifactError(f"tensor row {i} is {type(row).__name__}, expected an object")
-    where = f"tensor row {i}"
-    if not isinstance(row.get("name"), str):
-        raise ArtifactError(f"{where}: 'name' is {short(row.get('name'))}, expected a string")
-    where = f"tensor row {i} ({row['name'][:100]!r})"
-    if not (isinstance(row.get("kind"), str) and row["kind"] in KINDS):
-        raise ArtifactError(f"{where}: kind {short(row.get('kind'), 30)} is not one of {', '.join(KINDS)}")
-    if not (isinstance(row.get("dtype"), str) and row["dtype"] in DTYPES):
-        raise ArtifactError(f"{where}: dtype {short(row.get('dtype'), 30)} is not allowed; allowed: "
-                            f"{', '.join(DTYPES)}")
-    shape = row.get("shape")
-    if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(is_uint(d) for d in shape):
-        raise ArtifactError(f"{where}: shape {short(shape)} must be a list of ≤ {MAX_NDIM} non-negative integers")
-    if math.prod(max(d, 1) for d in shape) > MAX_BODY_BYTES:
-        raise ArtifactError(f"{where}: shape {shape} is implausibly large (over {MAX_BODY_BYTES:,} elements)")
-    offset, nbytes = row.get("offset"), row.get("nbytes")
-    if not is_uint(offset) or not is_uint(nbytes):
-        raise ArtifactError(f"{where}: offset {short(offset)} and nbytes {short(nbytes)} must be non-negative "
-                            "integers")
-    if offset != expected_offset:
-        raise ArtifactError(f"{where}: offset {offset:,} breaks the contiguous layout (expected {expected_offset:,})")
-    if offset + nbytes > payload_len:
-        raise ArtifactError(f"{where}: bytes [{offset:,}, {offset + nbytes:,}) run past the "
-                            f"{payload_len:,}-byte payload")
-    size = itemsize(row["dtype"])
-    if math.prod(shape) * size != nbytes:
-        raise ArtifactError(f"{where}: shape {shape[:MAX_NDIM]} × {size} bytes ≠ nbytes {nbytes:,}")
-    if row["kind"] == "q":
-        if row["dtype"] != "int8" or not is_uint(row.get("bits")) or not 1 <= row["bits"] <= 8:
-            raise ArtifactError(f"{where}: codes must be int8 with 1 ≤ bits ≤ 8, got dtype {row['dtype']} "
-                                f"bits {short(row.get('bits'))}")
-        if not isinstance(row.get("method"), str):
-            raise ArtifactError(f"{where}: 'method' is {short(row.get('method'))}, expected a string")
-    if row["kind"] == "extra" and not isinstance(row.get("key"), str):
-        raise ArtifactError(f"{where}: extra tensor without a string 'key'")
-
-
-def _tensor(payload: memoryview, row: dict) -> Tensor:
-    dtype, shape = DTYPES[row["dtype"]], tuple(row["shape"])
-    if row["nbytes"] == 0:
-        return torch.empty(shape, dtype=dtype)
-    buf = bytearray(payload[row["offset"] : row["offset"] + row["nbytes"]])
-    return torch.frombuffer(buf, dtype=torch.uint8).view(dtype).reshape(shape)
-
-
-def assemble(header: dict, payload: memoryview) -> QuantizedState:
-    """The QuantizedState the header's tensor rows describe (every row checked before its bytes are copied)."""
-    rows = header["tensors"]
-    offset = 0
-    for i, row in enumerate(rows):  # all rows first: nothing is copied out of a payload a later row contradicts
-        check_row(i, row, offset, len(payload))
-        offset += row["nbytes"]
-    if offset != len(payload):
-        raise ArtifactError(f"{len(payload) - offset:,} payload bytes are not described by any tensor row")
-    codes: dict[str, tuple[dict, Tensor]] = {}
-    scales: dict[str, Tensor] = {}
-    extras: dict[str, dict[str, Tensor]] = {}
-    passthrough: dict[str, Tensor] = {}
-    for row in rows:
-        name, kind = row["name"], row["kind"]
-        t = _tensor(payload, row)
-        if kind == "extra":
-            slot = extras.setdefault(name, {})
-            if row["key"] in slot:
-                raise ArtifactError(f"tensor {name[:100]!r}: extra {row['key'][:50]!r} appears twice")
-            slot[row["key"]] = t
-            continue
-        table = {"q": codes, "scale": scales, "passthrough": passthrough}[kind]
-        if name in table:
-            raise ArtifactError(f"tensor {name[:100]!r}: {kind} appears twice")
-        table[name] = (row, t) if kind == "q" else t
-    if set(codes) != set(scales):
-        odd = sorted(set(codes) ^ set(scales))[:3]
-        raise ArtifactError(f"quantized tensors without both codes and scale: {odd}")
-    if set(codes) & set(passthrough):
-        both = sorted(set(codes) & set(passthrough))[:3]
-        raise ArtifactError(f"tensors stored both quantized and passthrough: {both}")
-    if set(extras) - set(codes):
-        raise ArtifactError(f"extras for unknown quantized tensors: {sorted(set(extras) - set(codes))[:3]}")
-    dtypes: dict[str, str] = header["dtypes"]
-    if set(dtypes) != set(codes) | set(passthrough):
-        odd = sorted(set(dtypes) ^ (set(codes) | set(passthrough)))[:3]
-        raise ArtifactError(f"the dtype table does not list exactly the stored tensors (differs on {odd})")
-    tensors: dict[str, QuantizedTensor] = {}
-    for name, (row, q) in codes.items():
-        try:
-            tensors[name] = QuantizedTensor(q=q, scale=scales[name], bits=row["bits"], method=row["method"],
-                                            extras=extras.get(name, {}))
-        except ValueError as e:
-            raise ArtifactError(f"tensor {name[:100]!r}: {e}") from None
-    return QuantizedState(tensors=tensors, passthrough=passthrough, dtypes=dict(dtypes))
 
 
 # ------------------------------------------------------------------------------------------------ semantics
