@@ -270,10 +270,29 @@ def script_files(files: Mapping[str, str], cfg: Any = None, *, minify: bool = Fa
     from pgolf.experiments.closure import closure_plan, shake
 
     cfg = default_config() if cfg is None else cfg
-    out = shake(files, closure_plan(cfg), prepare=minify_tree if minify else None)
+    plan = closure_plan(cfg)
+    out = strip_script_checks(shake(files, plan, prepare=minify_tree if minify else None), plan)
     if not minify:
         return out
     return {k: compact_python(v, k) if k.endswith(".py") else minify_file(k, v) for k, v in out.items()}
+
+
+ERROR_REPORTERS = frozenset({"main"})
+"""Functions whose catch-all handler only reports an error (pgolf.submission.main: one line, exit status 2): a raise
+they catch is not control flow, so `strip_checks` may strip it."""
+
+
+def strip_script_checks(shaken: Mapping[str, str], plan: Any) -> dict[str, str]:
+    """`strip_checks` on every shaken module (the protected functions computed over all of them), then shaken again:
+    what only a check used (a message helper, a validator's imports) leaves the script."""
+    from pgolf.experiments.closure import shake
+    from pgolf.experiments.minify import protected_functions, strip_checks
+
+    trees = {k: ast.parse(v, filename=k) for k, v in shaken.items() if k.endswith(".py")}
+    protected = protected_functions(trees, ERROR_REPORTERS)
+    stripped = {k: ast.unparse(strip_checks(trees[k], protected)) + "\n" if k in trees else v
+                for k, v in shaken.items()}
+    return shake(stripped, plan)
 
 
 def bundle_source(files: Mapping[str, str], cfg: Any = None, *, minify: bool = False, preset: str | None = None,

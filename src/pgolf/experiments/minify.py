@@ -6,6 +6,7 @@ starting point."""
 from __future__ import annotations
 
 import ast
+from typing import Mapping
 
 
 def _strip_literal_statements(body: list[ast.stmt]) -> list[ast.stmt]:
@@ -81,3 +82,165 @@ def compact_python(source: str, filename: str = "<source>") -> str:
                              remove_argument_annotations=True, remove_class_attribute_annotations=False)) + "\n"
     except Exception as e:  # python-minifier raises its own types on source it cannot handle
         raise ValueError(f"{filename}: python-minifier failed ({type(e).__name__}: {e})") from None
+
+
+# ------------------------------------------------------------------------------------------------ check stripping
+
+KEPT_RAISES = frozenset({
+    # control flow or a run-time guard, not a check of the configuration or the inputs: never stripped
+    "StopIteration", "StopAsyncIteration", "KeyboardInterrupt", "SystemExit", "GeneratorExit",
+    "EvalTimeout", "TrainingDiverged", "NonFiniteState", "DiskFullError", "NotImplementedError",
+})
+"""Exceptions the script raises as the package does: iteration protocol, signals, the eval time limit
+(eval/score.py), divergence (train/loop.py), a non-finite checkpoint, a full disk."""
+
+_PURE_CALLS = frozenset({
+    "isinstance", "issubclass", "len", "hasattr", "callable", "type", "all", "any", "min", "max", "sum", "abs",
+    "int", "float", "str", "bool", "tuple", "list", "set", "frozenset", "sorted", "round", "repr", "range", "zip",
+    "enumerate", "getattr", "id", "isfinite", "isnan", "isinf", "startswith", "endswith", "get", "keys", "values",
+    "items", "is_file", "is_dir", "exists", "dim", "numel", "size", "isidentifier", "isdigit", "item", "count",
+    "lower", "upper", "strip", "split", "issubset", "issuperset", "isdisjoint", "is_floating_point",
+    "is_contiguous", "element_size", "nelement", "stride", "fields", "is_available", "is_initialized",
+    "get_world_size", "get_rank", "log2", "prod", "ceil", "floor", "sqrt", "format", "join", "index",
+})
+"""Callee names (functions or methods) whose calls in a check's condition have no side effect."""
+
+_PURE_NODES = (ast.Name, ast.Constant, ast.Attribute, ast.Compare, ast.BoolOp, ast.UnaryOp, ast.BinOp,
+               ast.Subscript, ast.Slice, ast.Tuple, ast.List, ast.Set, ast.Dict, ast.JoinedStr, ast.FormattedValue,
+               ast.GeneratorExp, ast.ListComp, ast.SetComp, ast.comprehension, ast.IfExp, ast.Starred, ast.keyword,
+               ast.expr_context, ast.boolop, ast.cmpop, ast.unaryop, ast.operator)
+
+
+def _pure(expr: ast.expr) -> bool:
+    """No side effect when evaluated (the calls it makes are `_PURE_CALLS`): a check's condition can go with it."""
+    for n in ast.walk(expr):
+        if isinstance(n, ast.Call):
+            f = n.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+            if name not in _PURE_CALLS:
+                return False
+        elif not isinstance(n, _PURE_NODES):
+            return False
+    return True
+
+
+def _raise_name(stmt: ast.Raise) -> str | None:
+    exc = stmt.exc.func if isinstance(stmt.exc, ast.Call) else stmt.exc
+    return exc.id if isinstance(exc, ast.Name) else exc.attr if isinstance(exc, ast.Attribute) else None
+
+
+def _strippable_raise(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.Raise) and stmt.exc is not None and _raise_name(stmt) not in KEPT_RAISES
+
+
+def protected_functions(trees: Mapping[str, ast.Module], allow: frozenset[str] = frozenset()) -> set[str]:
+    """Names of the functions whose raises may be control flow: called (transitively, by name) from the `try` body
+    of a handler that does not re-raise (its last statement is not a `raise`). `allow`: functions whose absorbing
+    handler only reports the error (pgolf.submission.main: message, exit status 2)."""
+    defs: dict[str, list[ast.AST]] = {}
+    roots: set[str] = set()
+    for tree in trees.values():
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                defs.setdefault(fn.name, []).append(fn)
+                if fn.name in allow:
+                    continue
+                for t in ast.walk(fn):
+                    if isinstance(t, ast.Try) and any(not isinstance(h.body[-1], ast.Raise) for h in t.handlers):
+                        roots |= _callees(t.body)
+        for t in tree.body:  # module-level try (e.g. optional imports)
+            if isinstance(t, ast.Try) and any(not isinstance(h.body[-1], ast.Raise) for h in t.handlers):
+                roots |= _callees(t.body)
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for fn in defs.get(name, ()):
+            stack += _callees(fn.body)
+    return seen
+
+
+def _callees(body: list[ast.stmt]) -> set[str]:
+    out: set[str] = set()
+    for s in body:
+        for n in ast.walk(s):
+            if isinstance(n, ast.Call):
+                f = n.func
+                if isinstance(f, ast.Name):
+                    out.add(f.id)
+                elif isinstance(f, ast.Attribute):
+                    out.add(f.attr)
+            elif isinstance(n, ast.Name):  # a function passed as a callback
+                out.add(n.id)
+    return out
+
+
+class _StripChecks(ast.NodeTransformer):
+    """See `strip_checks`."""
+
+    def __init__(self, protected: set[str]):
+        self.protected = protected
+
+    def visit_FunctionDef(self, node):  # noqa: N802 (ast.NodeTransformer API)
+        if node.name in self.protected or node.name.startswith("__"):
+            return node  # a dunder (__getattr__ → AttributeError, __next__ …) or a raise someone catches
+        node.body = self._block(node.body) or [ast.Pass()]
+        return node
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Try(self, node):  # noqa: N802
+        # raises in a try body may be caught by its handlers; handlers' own raises re-raise: keep both, but
+        # functions defined inside are visited
+        for n in [*node.body, *node.orelse, *node.finalbody, *(s for h in node.handlers for s in h.body)]:
+            self.visit(n)
+        return node
+
+    visit_TryStar = visit_Try
+
+    def _block(self, body: list[ast.stmt]) -> list[ast.stmt]:
+        out: list[ast.stmt] = []
+        for s in body:
+            if isinstance(s, ast.Assert):
+                continue
+            if isinstance(s, ast.If) and _pure(s.test):
+                if all(_strippable_raise(b) for b in s.body):
+                    out += self._block(s.orelse)
+                    continue
+                if s.orelse and all(_strippable_raise(b) for b in s.orelse):
+                    out += self._block(s.body)
+                    continue
+            if (_strippable_raise(s) and isinstance(s.exc, ast.Call) and not s.exc.keywords
+                    and (_raise_name(s) or "")[:1].isupper()):  # a class (a factory function returns one)
+                s = ast.copy_location(ast.Raise(exc=s.exc.func, cause=None), s)
+            elif isinstance(s, ast.Raise) and s.cause is not None and _strippable_raise(s):
+                s.cause = None
+            else:
+                s = self.visit(s)
+                for field in ("body", "orelse"):
+                    sub = getattr(s, field, None)
+                    if isinstance(sub, list) and sub and isinstance(sub[0], ast.stmt) and not isinstance(s, ast.Try):
+                        setattr(s, field, self._block(sub) or ([ast.Pass()] if field == "body" else []))
+            out.append(s)
+        return out
+
+
+def strip_checks(tree: ast.Module, protected: set[str] = frozenset()) -> ast.Module:
+    """The script's checks removed, as `python -O` removes asserts (the package keeps every one): asserts dropped;
+    an `if` whose condition has no side effect (`_pure`) and whose branch only raises → the other branch; every
+    other `raise E(message...)` → `raise E` (no message, no cause). Not touched: raises of `KEPT_RAISES`, try
+    bodies and handlers, dunder methods, the `protected` functions (`protected_functions`: their raise may be
+    caught and acted on), module-level statements but asserts. A configuration or input the package refuses is therefore not
+    refused by the script: it runs on (or fails later, with a bare exception type). Idempotent."""
+    body = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            node = _StripChecks(protected).visit(node)
+        elif isinstance(node, ast.Assert):
+            continue
+        body.append(node)
+    tree.body = body or [ast.Pass()]
+    return ast.fix_missing_locations(tree)

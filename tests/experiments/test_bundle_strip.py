@@ -1,0 +1,114 @@
+"""The single-file script's check stripping (`pgolf.experiments.minify.strip_checks`): what goes, what stays.
+
+    python -m pytest tests/experiments/test_bundle_strip.py -q
+"""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from pgolf.experiments.minify import protected_functions, strip_checks
+
+SRC = '''
+def check(n):
+    if n < 0:
+        raise ValueError(f"n={n}: expected >= 0")
+    assert n != 3, "three"
+    return n
+
+
+def impure(xs):
+    if xs.pop() > 9:
+        raise ValueError("popped")
+    return xs
+
+
+def branches(n):
+    if n > 5:
+        raise ValueError("big")
+    elif n > 2:
+        return "mid"
+    else:
+        return "small"
+
+
+def guard(t):
+    if t > 10:
+        raise EvalTimeout("too slow")
+    raise KeyError("k")
+
+
+def caught(s):
+    try:
+        if not s:
+            raise ValueError("empty")
+        return 1
+    except ValueError:
+        return 0
+
+
+def parse(s):
+    if not s.isdigit():
+        raise ValueError(s)
+    return int(s)
+
+
+def lenient(s):
+    try:
+        return parse(s)
+    except ValueError:
+        return -1
+
+
+class K:
+    def __getattr__(self, name):
+        if name.startswith("x"):
+            raise AttributeError(name)
+        return 1
+
+
+class EvalTimeout(RuntimeError):
+    pass
+'''
+
+
+def _stripped(src: str = SRC) -> tuple[str, dict]:
+    trees = {"m.py": ast.parse(src)}
+    out = ast.unparse(strip_checks(trees["m.py"], protected_functions(trees)))
+    ns: dict = {}
+    exec(compile(out, "<stripped>", "exec"), ns)
+    return out, ns
+
+
+def test_checks_go_control_flow_and_guards_stay():
+    out, ns = _stripped()
+    assert "expected" not in out and "assert" not in out and "three" not in out
+    assert ns["check"](-1) == -1 and ns["check"](3) == 3  # the package refuses both: the script does not check
+    with pytest.raises(ValueError) as e:  # impure condition: the check stays (its message goes)
+        ns["impure"]([10])
+    assert e.value.args == ()
+    assert ns["branches"](9) == "mid" and ns["branches"](1) == "small"  # the raising branch is gone
+    with pytest.raises(ns["EvalTimeout"], match="too slow"):  # a run-time guard (KEPT_RAISES) keeps its message
+        ns["guard"](11)
+    with pytest.raises(KeyError) as e:  # a bare raise keeps its type, loses its message
+        ns["guard"](0)
+    assert e.value.args == ()
+    assert ns["caught"]("") == 0  # a raise inside a try body is kept
+    assert ns["lenient"]("x") == -1  # parse's raise is caught by lenient's handler: parse is protected
+    assert ns["K"]().y == 1 and not hasattr(ns["K"](), "xa")  # __getattr__'s AttributeError is the protocol
+
+
+def test_strip_is_idempotent_and_the_real_script_compiles():
+    out, _ = _stripped()
+    assert _stripped(out)[0] == out
+    from pgolf.experiments.bundle import default_config, package_files, script_files
+
+    files = script_files(package_files(), default_config())
+    for rel, text in files.items():
+        if rel.endswith(".py"):
+            compile(text, rel, "exec")
+    assert "Newton" in files["pgolf/train/muon.py"]  # a protected function (called under a catch-all) keeps its
+    assert "CODEC_IDS)" not in files["pgolf/pack/container.py"]  # a module-level assert goes
+    assert "expected a finite number" not in "".join(files.values())  # config.check_ranges' message
