@@ -43,6 +43,57 @@ def test_linear_softcap_ce_matches_reference(cap, n, chunk):
     torch.testing.assert_close(gh2, 3.0 * gh_ref, rtol=1e-4, atol=1e-6)  # backward scales by grad_output
 
 
+@pytest.mark.parametrize("cap", [30.0, 0.0])
+def test_linear_softcap_ce_in_bf16_matches_autocast_reference(cap):
+    """dtype=bf16 (training under CPU autocast): the reference is autocast's own path (bf16 F.linear, fp32 softcap
+    and CE); the gradients come back in fp32, the masters' dtype."""
+    gen = torch.Generator().manual_seed(3)
+    h = torch.randn(300, 32, generator=gen).requires_grad_()
+    w = (torch.randn(50, 32, generator=gen) * 0.5).requires_grad_()
+    y = torch.randint(0, 50, (300,), generator=gen)
+
+    def ref():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            z = F.linear(h, w).float()
+        return F.cross_entropy(cap * torch.tanh(z / cap) if cap else z, y)
+
+    l_ref, (gh_ref, gw_ref) = _grads(ref, h, w)
+    l_f, (gh, gw) = _grads(lambda: linear_softcap_cross_entropy(h, w, y, cap, 64, dtype=torch.bfloat16), h, w)
+    assert gh.dtype == gw.dtype == torch.float32
+    torch.testing.assert_close(l_f, l_ref, rtol=1e-5, atol=1e-5)  # same bf16 logits, fp32 from there on
+    torch.testing.assert_close(gh, gh_ref, rtol=2e-2, atol=1e-4)  # bf16 gradient matmuls (rounded differently)
+    torch.testing.assert_close(gw, gw_ref, rtol=2e-2, atol=1e-4)
+    _, (gh32, _) = _grads(lambda: linear_softcap_cross_entropy(h, w, y, cap, 64), h, w)
+    assert not torch.equal(gh, gh32)  # it did run in bf16
+    with pytest.raises(ValueError, match="h is torch.float32 but w is torch.bfloat16"):
+        linear_softcap_cross_entropy(h, w.detach().bfloat16(), y, cap)
+
+
+def test_gpt_loss_under_cpu_autocast_uses_the_fused_head_within_bf16_rounding():
+    torch.manual_seed(0)
+    model = randomize(GPT(tiny_config(**ALL_ON)), std=0.1).train()
+    idx = torch.randint(0, 64, (3, 20), generator=torch.Generator().manual_seed(4))
+    x, y = idx[:, :-1], idx[:, 1:]
+
+    def run(fused: bool, amp: bool):
+        model.fused_cpu_kernels = fused
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = model(x, y)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    l_ref, g_ref = run(False, True)
+    l_f, g_f = run(True, True)
+    l_32, _ = run(True, False)
+    assert l_f != l_32  # bf16 really ran
+    torch.testing.assert_close(l_f, l_ref, rtol=1e-3, atol=1e-3)
+    for name in g_ref:
+        assert g_f[name].dtype == torch.float32
+        scale = g_ref[name].abs().max().item()
+        assert (g_f[name] - g_ref[name]).abs().max().item() <= 0.05 * scale + 1e-6, name
+
+
 @pytest.mark.parametrize("slope", [0.5, 0.0])
 def test_leaky_relu_square_is_bit_identical(slope):
     x = torch.randn(64, 40, generator=torch.Generator().manual_seed(1)).requires_grad_()

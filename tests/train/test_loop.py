@@ -32,8 +32,9 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
             **{f"ema.{k}": v for k, v in (state["ema"] or {}).items() if isinstance(v, torch.Tensor)}}
 
 
-def test_resume_after_kill_is_bit_identical(tiny_dataset, tmp_path):
-    common = STEP_BASED + ["--train.iterations", "24", "--train.checkpoint_every", "4"]
+@pytest.mark.parametrize("autocast", ["off", "bf16"])
+def test_resume_after_kill_is_bit_identical(tiny_dataset, tmp_path, autocast):
+    common = STEP_BASED + ["--train.iterations", "24", "--train.checkpoint_every", "4", "--train.autocast", autocast]
     ref = _pgolf("train", *smoke_args(tiny_dataset.data_dir, tmp_path, "full", *common))
     assert ref.returncode == 0, ref.stderr
 
@@ -63,10 +64,11 @@ def test_resume_after_kill_is_bit_identical(tiny_dataset, tmp_path):
 
 
 def test_two_processes_equal_one(tiny_dataset, tmp_path):
-    # fp32 Newton–Schulz: the comparison is of the data split and the reductions, at fp32 rounding (bf16 NS, the
-    # "auto" choice on CPUs with native bf16, turns summation-order noise into bf16 rounding differences)
+    # fp32 Newton–Schulz and fp32 training: the comparison is of the data split and the reductions, at fp32 rounding
+    # (bf16 NS and bf16 autocast, the "auto" choices on CPUs with native bf16, turn summation-order noise into bf16
+    # rounding differences)
     common = STEP_BASED + ["--train.iterations", "6", "--train.train_batch_tokens", "2048",
-                           "--train.muon_ns_dtype", "fp32"]
+                           "--train.muon_ns_dtype", "fp32", "--train.autocast", "off"]
     one = _pgolf("train", *smoke_args(tiny_dataset.data_dir, tmp_path, "w1", *common))
     assert one.returncode == 0, one.stderr
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",

@@ -24,16 +24,18 @@ CE_CHUNK_ROWS = 512
 
 class _LinearSoftcapCE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h: Tensor, w: Tensor, targets: Tensor, cap: float, chunk: int) -> Tensor:  # type: ignore[override]
+    def forward(ctx, h: Tensor, w: Tensor, targets: Tensor, cap: float, chunk: int,  # type: ignore[override]
+                dtype: torch.dtype) -> Tensor:
         n = h.size(0)
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_h = torch.empty_like(h) if need_h else None
         grad_w = torch.zeros_like(w) if need_w else None
+        hm, wm = h.to(dtype), w.to(dtype)  # the matmul operands (no copy when already in `dtype`)
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         inv_n = 1.0 / n
         for start in range(0, n, chunk):
-            hc, tc = h[start:start + chunk], targets[start:start + chunk]
-            z = hc @ w.t()  # (c, V)
+            hc, tc = hm[start:start + chunk], targets[start:start + chunk]
+            z = (hc @ wm.t()).float()  # (c, V) fp32 logits (a no-op cast in fp32)
             if cap > 0:
                 t = z.div_(cap).tanh_()  # tanh(z / cap), in place
                 s = t * cap
@@ -48,10 +50,17 @@ class _LinearSoftcapCE(torch.autograd.Function):
                 g.mul_(inv_n)
                 if t is not None:
                     g.addcmul_(g, t.square_(), value=-1.0)  # · (1 − tanh²): d softcap / dz
+                gm = g.to(dtype)
                 if need_h:
-                    torch.mm(g, w, out=grad_h[start:start + chunk])
+                    if grad_h.dtype == dtype:
+                        torch.mm(gm, wm, out=grad_h[start:start + chunk])
+                    else:
+                        grad_h[start:start + chunk] = gm @ wm
                 if need_w:
-                    grad_w.addmm_(g.t(), hc)
+                    if grad_w.dtype == dtype:
+                        grad_w.addmm_(gm.t(), hc)
+                    else:  # bf16 product per chunk, summed over chunks in w's precision (fp32 masters)
+                        grad_w += gm.t() @ hc
         ctx.save_for_backward(*(x for x in (grad_h, grad_w) if x is not None))
         ctx.has = (need_h, need_w)
         return total * inv_n
@@ -62,16 +71,23 @@ class _LinearSoftcapCE(torch.autograd.Function):
         need_h, need_w = ctx.has
         gh = saved.pop(0) * grad_out if need_h else None
         gw = saved.pop(0) * grad_out if need_w else None
-        return gh, gw, None, None, None
+        return gh, gw, None, None, None, None
 
 
 def linear_softcap_cross_entropy(h: Tensor, w: Tensor, targets: Tensor, cap: float,
-                                 chunk: int = CE_CHUNK_ROWS) -> Tensor:
+                                 chunk: int = CE_CHUNK_ROWS, dtype: torch.dtype | None = None) -> Tensor:
     """mean_i CE(softcap(h_i Wᵀ), y_i); h (N, C), w (V, C), targets (N,) int64. Equals
-    F.cross_entropy(cap·tanh(F.linear(h, w)/cap), targets) within float rounding (chunked sums)."""
-    if h.dtype != w.dtype:
-        raise ValueError(f"h is {h.dtype} but w is {w.dtype}")
-    return _LinearSoftcapCE.apply(h.contiguous(), w, targets.reshape(-1), float(cap), int(chunk))
+    F.cross_entropy(cap·tanh(F.linear(h, w)/cap), targets) within float rounding (chunked sums).
+
+    `dtype` None: h and w must share a dtype and the matmuls run in it. `dtype` bf16 (training under CPU bf16
+    autocast): the three matmuls run in bf16 as autocast would run them, the softcap, softmax and loss in fp32, and
+    the gradients come back in h's and w's own dtypes (W's summed over chunks in fp32)."""
+    if dtype is None:
+        if h.dtype != w.dtype:
+            raise ValueError(f"h is {h.dtype} but w is {w.dtype}")
+        dtype = h.dtype
+    with torch.autocast(h.device.type, enabled=False):  # the casts above are explicit
+        return _LinearSoftcapCE.apply(h.contiguous(), w, targets.reshape(-1), float(cap), int(chunk), dtype)
 
 
 class _LeakyReLUSquare(torch.autograd.Function):

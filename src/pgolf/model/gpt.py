@@ -222,8 +222,11 @@ class GPT(nn.Module):
             w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
             if self.lm_head is not None and self.lm_head.weight_fn is not None:
                 w = self.lm_head.weight_fn(w)  # QAT fake-quant of an untied head
-            return linear_softcap_cross_entropy(h.reshape(-1, h.size(-1)), w.to(h.dtype), targets,
-                                                self.cfg.logit_softcap)
+            amp = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+            if amp is None:
+                w = w.to(h.dtype)
+            return linear_softcap_cross_entropy(h.reshape(-1, h.size(-1)), w, targets, self.cfg.logit_softcap,
+                                                dtype=amp)  # under CPU autocast: bf16 matmuls, fp32 softmax
         logits = self.logits(idx)
         if targets is None:
             return logits
@@ -232,8 +235,8 @@ class GPT(nn.Module):
     def _fused_head_ok(self, idx: Tensor) -> bool:
         """CPU training loss through model/fused.py (chunked head + softcap + CE); CUDA keeps the reference ops, and
         an untied head with forward hooks (calibration) goes through its module."""
-        if idx.device.type != "cpu" or not self.fused_cpu_kernels or torch.is_autocast_enabled("cpu"):
-            return False  # (CPU bf16 autocast would run the chunk matmuls in bf16)
+        if idx.device.type != "cpu" or not self.fused_cpu_kernels:
+            return False
         return self.lm_head is None or not (self.lm_head._forward_hooks or self.lm_head._forward_pre_hooks)
 
     def per_token_loss(self, idx: Tensor, targets: Tensor) -> Tensor:

@@ -35,6 +35,11 @@ class TrainConfig:
     muon_ns_dtype: Literal["auto", "bf16", "fp32"] = "auto"
     """Newton–Schulz precision: 'auto' = bf16 on CUDA (every record) and on CPUs with native bf16 matmuls
     (AVX512-BF16/AMX: ~4× faster than fp32 there, and the records' numerics), fp32 on other CPUs; or force one."""
+    autocast: Literal["auto", "bf16", "off"] = "auto"
+    """Training forward/backward precision: "bf16" = bf16 autocast with fp32 master weights, optimizer states and
+    EMA (the records' CUDA training), "off" = fp32, "auto" = bf16 on CUDA and on CPUs with native bf16 matmuls
+    (AVX512-BF16/AMX: ~5× the fp32 matmul rate there), fp32 on other CPUs. Validation and round-trip scoring keep
+    their own precision (fp32 on CPU) either way."""
     muon_impl: Literal["auto", "round_robin", "parallel"] = "auto"
     """How Muon is distributed under torchrun: 'parallel' = Parallel Muon (PR #399, R0323+: reduce-scatter of banked
     gradients, batched Newton–Schulz on each rank's shard, all-gather; train/parallel_muon.py), 'round_robin' = the
@@ -101,6 +106,8 @@ class TrainConfig:
             raise ValueError(f"train.qat_calib_seqs={self.qat_calib_seqs} must be ≥ 0 (0 = the exporter's count)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay={self.ema_decay} must be in [0, 1)")
+        if self.autocast not in ("auto", "bf16", "off"):
+            raise ValueError(f"train.autocast={self.autocast!r}: expected 'auto', 'bf16' or 'off'")
         if self.ema_select not in ("best", "ema"):
             raise ValueError(f"train.ema_select={self.ema_select!r}: expected 'best' or 'ema'")
         if self.calib_reserve_seconds < 0 or (

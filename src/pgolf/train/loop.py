@@ -25,6 +25,7 @@ from pgolf.train.checkpoint import CHECKPOINT_NAME, check_resumable, load_checkp
 from pgolf.train.config import TrainConfig
 from pgolf.train.distributed import world
 from pgolf.train.ema import EMA
+from pgolf.train.muon import cpu_has_native_bf16
 from pgolf.train.optim import apply_lr_multiplier, build_optimizers, set_muon_momentum
 from pgolf.train.parallel_muon import clip_gradients, reduce_gradients, step_order
 from pgolf.train.schedule import lr_multiplier, muon_momentum_at, training_progress
@@ -55,6 +56,17 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def autocast_dtype(choice: str, device: torch.device) -> torch.dtype | None:
+    """train.autocast → the training autocast dtype, None = fp32. "auto": bf16 on CUDA (every record) and on CPUs
+    that multiply bf16 natively (AVX512-BF16 or AMX: there a bf16 matmul runs ~5× the fp32 rate; CPUs without it
+    emulate bf16, slower than fp32), else fp32."""
+    if choice == "off":
+        return None
+    if choice == "bf16" or device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()):
+        return torch.bfloat16
+    return None
 
 
 def _rng_state() -> dict[str, Any]:
@@ -175,7 +187,8 @@ def train(
                 "config": config_dict or {},
             })
 
-    use_autocast = device.type == "cuda"
+    amp = autocast_dtype(cfg.autocast, device)
+    logger.event("precision", autocast="bf16" if amp is not None else "fp32", rule=cfg.autocast)
     forward = torch.compile(model) if cfg.compile else model
     budget = cfg.max_wallclock_seconds - cfg.calib_reserve_seconds if cfg.max_wallclock_seconds else 0.0
     logger.start_bar(budget if budget else cfg.iterations, "train", unit="s" if budget else "it")
@@ -213,7 +226,7 @@ def train(
         for _ in range(cfg.grad_accum_steps):
             x, y = loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, cfg.grad_accum_steps)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
+            with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
                 loss = forward(x, y)
             (loss / cfg.grad_accum_steps).backward()
             loss_sum += loss.detach().float()
