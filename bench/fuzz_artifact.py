@@ -4,8 +4,9 @@
 
 Base artifacts: small but complete models (every tensor the manifest's model implies; features bigram, value
 embeddings, SmearGate v2, depth recurrence, parallel residuals, sparse attention gates) quantized with int8 and
-sdclip-rtn recipes, encoded with zlib / brotli+shuffle / rans / rans-ctx, plus any --artifact given. Each mutant goes
-through, in a worker process: `pgolf info` and `pgolf pack` (the CLI's `main`, so any exception that escapes is a
+sdclip-rtn recipes, encoded with zlib / brotli+shuffle / rans / rans-ctx; one rans-ctx artifact with an
+embedding-like int6 tok_emb whose stream is in the adaptive mode (checked: the run stops if it is not); plus any
+--artifact given. Each mutant goes through, in a worker process: `pgolf info` and `pgolf pack` (the CLI's `main`, so any exception that escapes is a
 traceback), and the `pgolf eval` / `check-legal --artifact` load path: read_artifact (decode + validate), the run
 config from the manifest, the model built from the artifact, one forward pass, a finite loss.
 
@@ -13,7 +14,9 @@ Mutant families (MUTATORS; add one with @mutator("name")): byte-level edits of t
 insert, delete, overwrite, splice); forged manifest model fields (zero, negative, huge, wrong type); forged run
 config fields; type confusion of manifest and header fields; forged tensor rows (shape, dtype, bits, name, kind,
 offset, nbytes); semantic corruption (codes beyond the bits label, NaN/inf scales and passthrough, fp16 ↔ bf16
-swaps, transposed or swapped tensors); decompression bombs and huge lengths. The header/payload mutants are re-packed
+swaps, transposed or swapped tensors); byte edits inside one entropy-coded tensor stream of a rans / rans-ctx base,
+adaptive streams preferred, with the stream lengths rewritten to match (code-stream); decompression bombs and huge
+lengths. The header/payload mutants are re-packed
 with a recomputed CRC, so they reach the validator, not just the checksum.
 
 Outcomes per command: ok (loaded and scored), refused (one clean error: ArtifactError or exit status 2), crash
@@ -62,10 +65,11 @@ def _load_path(path: str, forward: bool) -> str:
     import torch
 
     from pgolf.eval.roundtrip import check_score, model_from_state
-    from pgolf.pack.validate import read_artifact, run_config
+    from pgolf.config import config_from_manifest
+    from pgolf.pack.validate import read_artifact
 
     qs, manifest, model_cfg = read_artifact(path)
-    cfg = run_config(manifest)
+    cfg = config_from_manifest(manifest)
     model = model_from_state(qs, manifest, model_cfg)
     if not forward:
         copy.deepcopy(model)  # check-legal copies the model per mode
@@ -163,9 +167,44 @@ def base_artifacts(extra: list[str]) -> list[tuple[str, bytes]]:
                 continue
             out.append((f"m{k}-{recipe}-{codec}", encode_artifact(qs, {**manifest, "recipe": recipe,
                                                                       "codec": codec}, codec)))
+    out.append(("emb-int6-rans-ctx", adaptive_base()))
     for path in extra:
         out.append((Path(path).name, Path(path).read_bytes()))
     return out
+
+
+def adaptive_base() -> bytes:
+    """A rans-ctx artifact whose tok_emb stream is in the adaptive mode (pgolf.pack.adaptive), so the fuzz reaches
+    that decoder: the cpu-smoke model with an embedding-like tok_emb (bench/pack_vs_lrzip.sp8192_tok_emb at 1024 ×
+    64: column offset + low-rank rows + noise, 128 near-copy rare rows) and int6 SDClip codes for it (the recipes'
+    int8 k=20 embed codes are too wide for the mode to win at this size). Raises if the mode was not picked."""
+    import torch
+
+    from pack import stream_modes  # bench/
+    from pack_vs_lrzip import sp8192_tok_emb
+    from pgolf.model.gpt import GPT
+    from pgolf.pack.container import encode_artifact
+    from pgolf.quant.apply import quantize_state_dict
+    from pgolf.quant.recipes import TensorRule, get_recipe
+
+    cfg = _tiny_configs()[0]
+    torch.manual_seed(3)
+    model = GPT(cfg.model)
+    m = cfg.model
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+        model.tok_emb.weight.copy_(torch.from_numpy(sp8192_tok_emb(3, m.vocab_size, m.model_dim, m.vocab_size // 8)))
+    recipe = get_recipe("sdclip-rtn")
+    rules = (TensorRule(role="embed", method="sdclip_rtn", bits=6, params={"clip_sigma": 12.85}), *recipe.rules[1:])
+    qs, _ = quantize_state_dict(model.state_dict(), replace(recipe, rules=rules, passthrough_max_numel=1024))
+    manifest = {"model": asdict(m), "recipe": "sdclip-rtn", "codec": "rans-ctx", "tokenizer_sha256": None,
+                "pgolf_version": "fuzz", "config": cfg.to_dict(), "looping_active": False}
+    blob = encode_artifact(qs, manifest, "rans-ctx")
+    if not stream_modes(blob).get("adaptive"):
+        raise SystemExit(f"fuzz base emb-int6-rans-ctx has no adaptive stream ({stream_modes(blob)}): the fuzz "
+                         "would not reach pgolf.pack.adaptive's decoder")
+    return blob
 
 
 # ------------------------------------------------------------------------------------------------ mutators
@@ -331,6 +370,54 @@ def m_semantic(blob, rng, others):
             for r in rows:
                 r["name"] = {a: b, b: a}.get(r["name"], r["name"])
     return pack(header, bytes(p))
+
+
+def split_rans(blob: bytes) -> tuple[bytes, dict, bytes, list[bytes]] | None:
+    """(prefix up to the inner codec id, header, rest of the inner body, code streams) of a rans / rans-ctx
+    artifact, or None for another codec."""
+    from pgolf.pack.codecs import decompress
+    from pgolf.pack.container import CODEC_IDS, ENTROPY_CODECS, RANS_INNER
+    from pgolf.pack.format import PREFIX as _PREFIX
+
+    if blob[_PREFIX - 1] not in {CODEC_IDS[c] for c in ENTROPY_CODECS}:
+        return None
+    (n,) = struct.unpack_from("<I", blob, _PREFIX + 1)
+    body = decompress(blob[_PREFIX + 5 : _PREFIX + 5 + n], RANS_INNER.split("+")[0])
+    (hlen,) = struct.unpack_from("<I", body, 0)
+    header = json.loads(body[4 : 4 + hlen])
+    streams, p = [], _PREFIX + 5 + n
+    for m in header["code_streams"]:
+        streams.append(blob[p : p + m])
+        p += m
+    return blob[: _PREFIX + 1], header, body[4 + hlen :], streams
+
+
+def join_rans(prefix: bytes, header: dict, rest: bytes, streams: list[bytes]) -> bytes:
+    """Inverse of split_rans, with code_streams recomputed (so a mutated stream reaches the entropy decoder)."""
+    from pgolf.pack.codecs import compress
+    from pgolf.pack.container import RANS_INNER
+
+    header = dict(header, code_streams=[len(s) for s in streams])
+    hb = json.dumps(header, separators=(",", ":")).encode()
+    inner = compress(struct.pack("<I", len(hb)) + hb + rest, RANS_INNER.split("+")[0])
+    return prefix + struct.pack("<I", len(inner)) + inner + b"".join(streams)
+
+
+@mutator("code-stream")
+def m_code_stream(blob, rng, others):
+    """Byte mutations inside one entropy-coded tensor stream of a rans / rans-ctx base, code_streams kept
+    consistent; an adaptive (version-2) stream is picked when the base has one, 3 times in 4."""
+    parts = split_rans(blob)
+    if parts is None:  # this base is another codec: mutate one of the rans bases instead
+        parts = split_rans(rng.choice([b for b in others if split_rans(b) is not None]))
+    prefix, header, rest, streams = parts
+    adaptive = [i for i, st in enumerate(streams) if st and st[0] >> 5 == 2]
+    coded = [i for i, st in enumerate(streams) if len(st) > 8] or list(range(len(streams)))
+    i = rng.choice(adaptive if adaptive and rng.random() < 0.75 else coded)
+    pool = [st for st in streams if st]
+    streams = list(streams)
+    streams[i] = mutate_bytes(streams[i] or b"\x00", rng, pool, head=24)[1]
+    return join_rans(prefix, header, rest, streams)
 
 
 _BOMBS: dict[tuple[str, int], bytes] = {}

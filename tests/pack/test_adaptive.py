@@ -126,3 +126,35 @@ def test_fuzz_mutated_adaptive_streams(edits, tail, cut, insert):
     """Edits concentrated in the header, ids and split-off stream (the first 20 %), plus anywhere; every outcome is a
     clean EntropyDecodeError or an array within the size limit."""
     decode_or_reject(mutate(STREAM, edits + tail, cut, insert), max_symbols=EMB.size)
+
+
+def test_mutated_adaptive_stream_in_an_artifact_is_a_clean_error_naming_the_tensor():
+    """Byte edits inside an artifact's adaptive stream (same length, so the container's lengths still match) end in
+    ArtifactError: from the decoder, naming the tensor, or from the payload CRC; never IndexError & co."""
+    import torch
+
+    from pgolf.pack.container import decode_artifact, encode_artifact
+    from pgolf.pack.format import ArtifactError
+    from pgolf.quant.apply import QuantizedState
+    from pgolf.quant.primitives import QuantizedTensor
+
+    qs = QuantizedState(tensors={"tok_emb.weight": QuantizedTensor(
+        q=torch.from_numpy(EMB.copy()), scale=torch.full((EMB.shape[0],), 0.01, dtype=torch.float16), bits=6,
+        method="sdclip_rtn")})
+    blob = encode_artifact(qs, {}, "rans-ctx")
+    start = len(blob) - len(STREAM)
+    assert blob[start:] == STREAM  # the one code stream comes last
+    g = np.random.default_rng(0)
+    named = 0
+    for k in range(40):
+        bad = bytearray(blob)
+        # the header and split-off part (first 20 %), the Lehmer digits and first rows, or anywhere in the payload
+        span = (len(STREAM) // 5, len(STREAM) // 2, len(STREAM))[k % 3]
+        for _ in range(1 + k % 3):
+            bad[start + int(g.integers(span))] ^= int(g.integers(1, 256))
+        with pytest.raises(ArtifactError) as err:
+            decode_artifact(bytes(bad))
+        msg = str(err.value)
+        assert msg.startswith("tensor row 0 ('tok_emb.weight'): rANS stream") or "CRC32" in msg, msg
+        named += msg.startswith("tensor row 0")
+    assert named >= 30  # most edits are caught by the stream decoder itself, not only by the CRC

@@ -255,9 +255,11 @@ def _decode_rans(data: bytes, codec: str) -> tuple[dict[str, Any], memoryview]:
         try:
             arr = decode_codes(data[pos : pos + m], max_symbols=limit)
         except EntropyDecodeError as e:
-            raise ArtifactError(f"tensor row {i}: rANS stream does not decode: {e}") from None
+            raise ArtifactError(f"tensor row {i} ({str(row.get('name'))[:80]!r}): rANS stream does not decode: "
+                                f"{e}") from None
         if arr.dtype != "int8" or list(arr.shape) != row["shape"] or arr.nbytes != row["nbytes"]:
-            raise ArtifactError(f"tensor row {i}: rANS stream holds {arr.dtype} {list(arr.shape)}, "
+            raise ArtifactError(f"tensor row {i} ({str(row.get('name'))[:80]!r}): rANS stream holds {arr.dtype} "
+                                f"{list(arr.shape)}, "
                                 f"not the row's int8 {str(row['shape'])[:80]}")
         budget -= arr.nbytes
         codes.append(arr.tobytes())
