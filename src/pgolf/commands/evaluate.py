@@ -9,16 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pgolf.config import build_config, load_preset, parse_overrides
+from pgolf.config import build_config, config_from_manifest, load_preset, parse_overrides
 from pgolf.overrides import UsageError, split_overrides as _split_overrides
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from pgolf.eval.modes import EvalTimeout
-    from pgolf.pack.validate import read_artifact, run_config
+    from pgolf.pack.validate import read_artifact
 
     _, manifest, _ = read_artifact(args.artifact)  # decoded and validated in full before anything is built
-    d = run_config(manifest).to_dict()
+    d = config_from_manifest(manifest).to_dict()
     overrides: dict[str, dict[str, Any]] = {"eval": {}, "data": {}}
     for key, section, fieldname in (("mode", "eval", "mode"), ("max_seconds", "eval", "max_seconds"),
                                     ("stride", "eval", "stride"), ("seq_len", "eval", "seq_len"),
@@ -74,10 +74,10 @@ def cmd_check_legal(args: argparse.Namespace) -> int:
     args.artifact = args.artifact or args.artifact_path
     if args.artifact:
         from pgolf.eval.roundtrip import model_from_state
-        from pgolf.pack.validate import read_artifact, run_config
+        from pgolf.pack.validate import read_artifact
 
         qs, manifest, model_cfg = read_artifact(args.artifact)  # decoded and validated in full
-        cfg = run_config(manifest)
+        cfg = config_from_manifest(manifest)
         model = model_from_state(qs, manifest, model_cfg)
     overrides = parse_overrides(_split_overrides(args.overrides or []))  # dotted --eval.* / --data.* ...
     if args.artifact and "model" in overrides:

@@ -32,7 +32,7 @@ MODEL_CAPS: dict[str, int] = {
     "loop_end": 256, "parallel_start_layer": 256, "bos_id": 65535,
 }
 """Upper bounds on the integer model fields of an artifact (far above any record; they keep even the meta-device
-construction of a forged config instant). The lower bounds are the config's own (pgolf.config.FIELD_RANGES)."""
+construction of a forged config instant). The lower bounds are the config's own (pgolf.fields.FIELD_RANGES)."""
 MAX_MLP_MULT = 64.0
 
 
@@ -71,7 +71,7 @@ def check_state(qs: QuantizedState) -> None:
 
 def model_config(manifest: dict[str, Any]):
     """manifest["model"] → GPTConfig: strictly typed fields, the config's ranges, MODEL_CAPS, divisibility."""
-    from pgolf.config import check_ranges, parse_value
+    from pgolf.fields import check_ranges, parse_value
     from pgolf.model.config import GPTConfig
 
     raw = manifest.get("model")
@@ -139,19 +139,6 @@ def check_tensor_table(qs: QuantizedState, cfg) -> None:
                                 f"{list(shape)}")
         if qs.dtypes[name] != dtype:
             raise ArtifactError(f"tensor {name!r}: original dtype {qs.dtypes[name]} but the model's is {dtype}")
-
-
-def run_config(manifest: dict[str, Any]):
-    """manifest["config"] → RunConfig (for eval / check-legal), its errors as ArtifactError."""
-    from pgolf.config import config_from_dict
-
-    d = manifest.get("config")
-    if not isinstance(d, dict):
-        raise ArtifactError(f"manifest field 'config' is {short(d)}, expected the run configuration object")
-    try:
-        return config_from_dict(d)
-    except (ValueError, TypeError) as e:
-        raise ArtifactError(f"manifest run configuration is invalid: {e}") from None
 
 
 def validate_artifact(qs: QuantizedState, manifest: dict[str, Any], require_model: bool = True):
