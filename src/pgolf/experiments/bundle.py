@@ -271,10 +271,62 @@ def script_files(files: Mapping[str, str], cfg: Any = None, *, minify: bool = Fa
 
     cfg = default_config() if cfg is None else cfg
     plan = closure_plan(cfg)
+    files = {k: v for k, v in files.items() if k.endswith(".py")}  # no presets: the configuration is baked
+    files[SUBMISSION] = baked_submission(files[SUBMISSION], cfg)
     out = strip_script_checks(shake(files, plan, prepare=minify_tree if minify else None), plan)
     if not minify:
         return out
     return {k: compact_python(v, k) if k.endswith(".py") else minify_file(k, v) for k, v in out.items()}
+
+
+SUBMISSION = "pgolf/submission.py"
+VARYING_FIELDS = (("train", "seed"), ("run", "name"))
+"""Baked at their dataclass defaults, so every seed of a submission counts the same script; the commands `pgolf
+submit` writes always pass them (pgolf.experiments.submit)."""
+
+
+def baked_dict(cfg: Any) -> dict[str, dict[str, Any]]:
+    """The configuration the script carries: the fields of `cfg.to_dict()` that differ from the dataclass
+    defaults, VARYING_FIELDS left at theirs; checked to rebuild `cfg` through `pgolf.submission.baked_config` (given
+    those fields as overrides)."""
+    import dataclasses
+
+    import pgolf.submission as sub
+    from pgolf.config import SECTIONS
+
+    full, defaults = cfg.to_dict(), {s: dataclasses.asdict(c()) for s, c in SECTIONS.items()}
+    for section, name in VARYING_FIELDS:
+        full[section][name] = defaults[section][name]
+    d = {s: {k: v for k, v in full[s].items() if v != defaults[s][k]} for s in full}  # what differs from defaults
+    if ast.literal_eval(repr(d)) != d:
+        raise ValueError(f"configuration {d!r} is not a Python literal: it cannot be baked into the script")
+    saved, sub.BAKED = sub.BAKED, d
+    try:
+        again = sub.baked_config([a for s, n in VARYING_FIELDS
+                                  for a in (f"--{s}.{n}", str(getattr(getattr(cfg, s), n)))]).to_dict()
+    finally:
+        sub.BAKED = saved
+    if again != cfg.to_dict():
+        raise ValueError("internal error: the baked configuration does not rebuild the run's configuration")
+    return d
+
+
+def baked_submission(source: str, cfg: Any) -> str:
+    """pgolf/submission.py of the script: `BAKED = <cfg as a literal>` and `baked_main` as `main` (the package's
+    `main`, with presets, override parsing and validation, is dropped, and the shaking drops what only it used)."""
+    tree = ast.parse(source)
+    body = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "main":
+            continue
+        if isinstance(node, ast.FunctionDef) and node.name == "baked_main":
+            node.name = "main"
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and getattr(
+                node.targets[0] if isinstance(node, ast.Assign) else node.target, "id", None) == "BAKED":
+            node = ast.Assign(targets=[ast.Name("BAKED", ast.Store())], value=ast.parse(
+                repr(baked_dict(cfg)), mode="eval").body)
+        body.append(node)
+    return ast.unparse(ast.fix_missing_locations(ast.Module(body=body, type_ignores=[]))) + "\n"
 
 
 ERROR_REPORTERS = frozenset({"main"})
@@ -347,7 +399,7 @@ def counted_source(files: Mapping[str, str], cfg: Any = None, codec: str = "lzma
     h = hashlib.sha256()
     for k, v in sorted(files.items()):
         h.update(k.encode() + b"\0" + v.encode("utf-8") + b"\0")
-    key = (h.hexdigest(), closure_plan(cfg).key(), codec, preset)
+    key = (h.hexdigest(), closure_plan(cfg).key() + repr(baked_dict(cfg)), codec, preset)
     if key not in _COUNTED_CACHE:
         minified = bundle_source(files, cfg, minify=True, preset=preset).encode("utf-8")
         _COUNTED_CACHE[key] = wrap_counted(compress_payload(minified, codec), codec)
