@@ -112,3 +112,40 @@ def test_strip_is_idempotent_and_the_real_script_compiles():
     assert "Newton" in files["pgolf/train/muon.py"]  # a protected function (called under a catch-all) keeps its
     assert "CODEC_IDS)" not in files["pgolf/pack/container.py"]  # a module-level assert goes
     assert "expected a finite number" not in "".join(files.values())  # config.check_ranges' message
+
+
+def test_sota_shaped_script_reproduces_the_package_run_byte_for_byte(tiny_dataset, tmp_path, monkeypatch):
+    """sota-lqer (Hessians, LQER) + rans-ctx + ttt-phased at tiny sizes: the stripped, baked script written for the
+    run's config, run with the package unreachable, gives the same artifact, score and run.json config/bytes."""
+    import json
+    import shlex
+
+    from pgolf.cli import main
+    from pgolf.config import config_from_dict
+    from pgolf.experiments.bundle import counted_source, package_files
+    from pgolf.experiments.submit import run_command
+
+    from tests.experiments.test_bundle import run_bundle_hidden
+    from tests.experiments.test_seeds_submit import TINY
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    monkeypatch.chdir(a)
+    args = ["--preset", "cpu-smoke", "--data.data_dir", str(tiny_dataset.data_dir), "--run.out_dir", "runs",
+            "--run.name", "sota", "--quant.recipe", "sota-lqer", "--pack.codec", "rans-ctx", "--eval.mode",
+            "ttt-phased", "--quant.calib_seqs", "2", "--train.seed", "7", *TINY]
+    assert main(["run", *args]) == 0
+    run_json = a / "runs" / "sota" / "run.json"
+    run = json.loads(run_json.read_text())
+    script = tmp_path / "train_gpt.py"
+    script.write_bytes(counted_source(package_files(), config_from_dict(run["config"]), preset="cpu-smoke"))
+    assert script.stat().st_size == run["bytes"]["code_bytes"]
+    cmd = shlex.split(run_command({**run, "_path": str(run_json)}))
+    rep = run_bundle_hidden(script, cmd[2:], b, b / "rep.json")
+    assert rep["rc"] == 0 and rep["hidden"] and "pgolf.eval.lora" in rep["origins"]
+    again = json.loads((b / "runs" / "sota" / "run.json").read_text())
+    assert (b / "runs" / "sota" / "model.pgolf").read_bytes() == (a / "runs" / "sota" / "model.pgolf").read_bytes()
+    for k in ("val_loss", "val_bpb"):
+        assert again["roundtrip"][k] == run["roundtrip"][k], k
+    assert again["config"] == run["config"]
+    assert again["bytes"] == run["bytes"]
