@@ -42,38 +42,10 @@ from torch import Tensor, nn
 
 from pgolf.eval.config import EvalConfig
 from pgolf.eval.coverage import Unit, choose_positions, context_sensitivity, coverage_units, informative_init
+from pgolf.eval.recorder import ScoreRecorder
 
 __all__ = ["ScoreRecorder", "LegalReport", "ModeCheck", "Unit", "assert_legal", "check_legal", "choose_positions",
            "coverage_units", "informative_init", "mode_eval_fn"]
-
-
-class ScoreRecorder:
-    """Collects scored distributions and updates in call order (single process, CPU tensors)."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Tensor]] = []  # ("score" | "update", positions)
-        self.log_probs: dict[int, list[Tensor]] = {}
-
-    def record_scores(self, positions: Tensor, log_probs: Tensor) -> None:
-        positions = positions.reshape(-1).long().cpu()
-        log_probs = log_probs.reshape(positions.numel(), -1).float().cpu()
-        self.events.append(("score", positions))
-        for p, lp in zip(positions.tolist(), log_probs):
-            self.log_probs.setdefault(p, []).append(lp)
-
-    def record_update(self, positions: Tensor | Sequence[int]) -> None:
-        self.events.append(("update", torch.as_tensor(positions, dtype=torch.long).reshape(-1).cpu()))
-
-    def num_updates(self) -> int:
-        return sum(kind == "update" for kind, _ in self.events)
-
-    def matrix(self, T: int, V: int) -> Tensor:
-        """(T, V) first distribution recorded at each position; NaN rows where none was."""
-        out = torch.full((T, V), float("nan"))
-        for p, lps in self.log_probs.items():
-            if 0 <= p < T and lps[0].numel() == V:
-                out[p] = lps[0]
-        return out
 
 
 @dataclass

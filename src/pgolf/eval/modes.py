@@ -32,7 +32,7 @@ Writing a mode (the API `pgolf check-legal --mode-module pkg.mod:fn` checks):
 A mode scores only through `ctx.tally` (the result is computed from it), must not modify the caller's model
 (deep-copy it to adapt), and, distributed, must run the same collectives on every rank. The model needs
 `logits(idx (B, T)) -> (B, T, V)` fp32 (post-softcap); scores are fp32 full-vocabulary log-softmax, so a
-`ScoreRecorder` (eval/legal.py) receives every distribution that is scored.
+`ScoreRecorder` (eval/recorder.py) receives every distribution that is scored.
 With `max_seconds > 0` (default cfg.max_seconds) the run stops with `EvalTimeout` once its projected total exceeds
 the cap. Distributed (torchrun), every built-in mode gives the single-process result: windows are split
 contiguously over ranks, TTT SGD steps take global batches split over ranks (gradients summed with a global
@@ -57,7 +57,7 @@ from pgolf.eval.score import (
 )
 
 if TYPE_CHECKING:
-    from pgolf.eval.legal import ScoreRecorder
+    from pgolf.eval.recorder import ScoreRecorder
 
 __all__ = ["MODES", "ModeContext", "ModeFn", "EvalTimeout", "evaluate", "register_mode", "resolve_mode",
            "document_spans"]
@@ -181,7 +181,7 @@ def evaluate(
 ) -> EvalResult:
     """Score `val_tokens` (1-D, N+1 tokens → N targets; `target_bytes` one byte count per token) with cfg.mode,
     or with `mode` (a ModeFn, a registered name or a "module:function" path) when given; see the module doc.
-    The caller's model is never modified. `recorder` receives scored distributions and updates (eval/legal.py,
+    The caller's model is never modified. `recorder` receives scored distributions and updates (eval/recorder.py,
     single process only). Forwards run under bf16 autocast on CUDA (`amp` forces an autocast dtype on any device);
     scores are always fp32 log-softmax."""
     spec = cfg.mode if mode is None else mode

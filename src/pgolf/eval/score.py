@@ -40,7 +40,7 @@ from pgolf.data.bytes import ByteLUT, target_bytes_from_lut
 from pgolf.train.distributed import world
 
 if TYPE_CHECKING:
-    from pgolf.eval.legal import ScoreRecorder
+    from pgolf.eval.recorder import ScoreRecorder
 
 DEFAULT_STRIDE = 64  # R0405 eval_val_sliding / R0323 TTT windows
 

@@ -67,7 +67,7 @@ def excluded_modules(cfg: Any) -> tuple[str, ...]:
     """Library modules the configured run never imports (their imports sit in branches the config does not take)."""
     recipe = _recipe(cfg)
     qat = cfg.train.qat_threshold > 0
-    out = ["pgolf.eval.legal"]  # the causality checker (pgolf check-legal)
+    out = ["pgolf.eval.legal", "pgolf.eval.recorder"]  # the causality checker (pgolf check-legal), its recorder
     if not cfg.pack.budget:
         out += ["pgolf.pack.fit", "pgolf.quant.fit"]
     if not qat:
