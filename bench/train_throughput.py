@@ -1,6 +1,7 @@
 """Training throughput: pgolf's full optimizer step against a plain PyTorch GPT loop of the same shape.
 
-    python bench/train_throughput.py                              # cpu-demo and record-11l (seq 256), 1 thread
+    python bench/train_throughput.py                              # cpu-demo and record-11l (seq 256), 1 thread, fp32 and bf16
+    python bench/train_throughput.py --autocast bf16              # only bf16 autocast (both loops)
     python bench/train_throughput.py --presets cpu-demo --repeats 5 --steps 4
     python bench/train_throughput.py --presets cpu-demo --baseline-src /tmp/base/src   # + an older pgolf checkout
 
@@ -9,6 +10,10 @@ zero_grad, EMA update (when the preset keeps one). The reference ("plain") is a 
 (layers, width, heads, KV heads, MLP width, LeakyReLU(0.5)² or ReLU², tied embeddings, RoPE, RMSNorm, SDPA),
 trained with `torch.optim.Muon` for the block matrices and `torch.optim.AdamW` for the rest, with none of the
 records' extras (no softcap, gates, skips, SmearGate, BigramHash, EMA, clipping).
+
+Both loops run at the same precision, once per `--autocast` entry: "off" = fp32, "bf16" = bf16 autocast with fp32
+master weights around forward and loss (pgolf's loop with `--train.autocast bf16`; the plain loop's nn.Linear run
+in bf16 too). The ratio pgolf ÷ plain is printed per precision, like with like.
 
 Every measurement runs in its own subprocess (same interpreter, same thread count, random tokens, fixed seed):
 per repeat the variants run one after another in a rotating order, so a loaded machine slows them alike. A
@@ -39,7 +44,7 @@ def _shape(preset: str, batch_tokens: int, seq_len: int):
     return build_config([("preset", load_preset(preset)), ("bench", parse_overrides(over))])
 
 
-def _pgolf_step(cfg, dev):
+def _pgolf_step(cfg, dev, amp):
     import torch
 
     from pgolf.model.gpt import GPT
@@ -60,7 +65,7 @@ def _pgolf_step(cfg, dev):
 
     def step(x, y):
         c = [time.process_time()]
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             loss = model(x, y)
         loss.backward()
         c.append(time.process_time())
@@ -83,7 +88,7 @@ def _pgolf_step(cfg, dev):
     return model, step
 
 
-def _plain_step(cfg, dev):
+def _plain_step(cfg, dev, amp):
     """A plain GPT of cfg.model's shape with torch.optim.Muon (matrices) + AdamW (embedding)."""
     import torch
     import torch.nn.functional as F
@@ -143,7 +148,7 @@ def _plain_step(cfg, dev):
             torch.optim.AdamW([model.emb.weight], lr=t.tied_embed_lr, betas=(t.adam_beta1, t.adam_beta2))]
 
     def step(x, y):
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             loss = model(x, y)
         loss.backward()
         for o in opts:
@@ -155,12 +160,14 @@ def _plain_step(cfg, dev):
 
 
 def measure(variant: str, preset: str, steps: int, warmup: int, batch_tokens: int, seq_len: int,
-            device: str) -> dict:
+            device: str, autocast: str = "off") -> dict:
     import torch
 
     cfg = _shape(preset, batch_tokens, seq_len)
     dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, step = (_plain_step if variant == "plain" else _pgolf_step)(cfg, dev)
+    if autocast not in ("off", "bf16"):
+        raise SystemExit(f"--autocast {autocast!r}: expected off or bf16")
+    model, step = (_plain_step if variant == "plain" else _pgolf_step)(cfg, dev, autocast == "bf16")
     T = cfg.train.train_seq_len
     B = cfg.train.train_batch_tokens // T
     gen = torch.Generator().manual_seed(1)
@@ -178,14 +185,16 @@ def measure(variant: str, preset: str, steps: int, warmup: int, batch_tokens: in
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     phases = {k: round(statistics.median(v[warmup:]), 4) for k, v in getattr(step, "phases", {}).items()
               if len(v) > warmup}
-    return {"variant": variant, "preset": preset, "device": str(dev), "threads": torch.get_num_threads(),
+    return {"variant": variant, "preset": preset, "autocast": autocast, "device": str(dev),
+            "threads": torch.get_num_threads(),
             "cpu_phases_s": phases,
             "params": sum(p.numel() for p in model.parameters()), "seq_len": T, "batch_tokens": B * T,
             "step_s": statistics.median(wall), "cpu_s": statistics.median(cpu), "peak_mem_mb": round(peak / 1e6, 1)}
 
 
-def _run_one(variant: str, preset: str, args: argparse.Namespace, src: str | None) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--one", variant, "--presets", preset, "--steps",
+def _run_one(variant: str, preset: str, args: argparse.Namespace, src: str | None, autocast: str) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--one", variant, "--presets", preset, "--autocast", autocast,
+           "--steps",
            str(args.steps), "--warmup", str(args.warmup), "--batch-tokens", str(args.batch_tokens), "--seq-len",
            str(args.seq_len), "--device", args.device]
     env = dict(os.environ)
@@ -208,6 +217,8 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=256, help="0 = the preset's train_seq_len")
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each subprocess (unless already set)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--autocast", default="off,bf16",
+                   help="precisions to compare, comma-separated: off (fp32) and/or bf16 (autocast, fp32 masters)")
     p.add_argument("--baseline-src", help="src/ folder of another pgolf checkout, measured as variant 'baseline'")
     p.add_argument("--no-plain", action="store_true", help="skip the plain PyTorch reference")
     p.add_argument("--json", help="also write every measurement to this file")
@@ -215,23 +226,23 @@ def main() -> None:
     args = p.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args.presets, args.steps, args.warmup, args.batch_tokens, args.seq_len,
-                                 args.device)))
+                                 args.device, args.autocast)))
         return
     variants = [("pgolf", None)] + ([] if args.no_plain else [("plain", None)])
     if args.baseline_src:
         variants.append(("baseline", args.baseline_src))
     rows, allruns = [], []
-    for preset in args.presets.split(","):
+    for preset, amp in ((p, a) for p in args.presets.split(",") for a in args.autocast.split(",")):
         runs: dict[str, list[dict]] = {v: [] for v, _ in variants}
         for r in range(args.repeats):
             order = variants[r % len(variants):] + variants[:r % len(variants)]  # rotate who goes first
             for v, src in order:
-                res = _run_one("pgolf" if v == "baseline" else v, preset, args, src)
+                res = _run_one("pgolf" if v == "baseline" else v, preset, args, src, amp)
                 res["variant"] = v
                 runs[v].append(res)
                 allruns.append(res)
                 phases = ", ".join(f"{k} {t:.3f}" for k, t in res.get("cpu_phases_s", {}).items())
-                print(f"# {preset} repeat {r + 1} {v}: step {res['step_s']:.3f} s, cpu {res['cpu_s']:.3f} s"
+                print(f"# {preset} {amp} repeat {r + 1} {v}: step {res['step_s']:.3f} s, cpu {res['cpu_s']:.3f} s"
                       + (f" (cpu by phase: {phases})" if phases else ""), file=sys.stderr, flush=True)
         ref = runs["plain"] if "plain" in runs else None
         for v, _ in variants:
@@ -244,7 +255,7 @@ def main() -> None:
                 row["wall_ratio"] = step / statistics.median(x["step_s"] for x in ref)
                 row["cpu_ratio"] = cpu / statistics.median(x["cpu_s"] for x in ref)
             rows.append(row)
-    cols = ["preset", "variant", "device", "threads", "params", "seq_len", "batch_tokens", "step_s", "cpu_s",
+    cols = ["preset", "autocast", "variant", "device", "threads", "params", "seq_len", "batch_tokens", "step_s", "cpu_s",
             "tokens_per_s", "peak_mem_mb"] + (["wall_ratio", "cpu_ratio"] if not args.no_plain else [])
     print(f"medians of {args.repeats} alternating subprocesses × {args.steps} timed steps "
           f"(ratios: ÷ plain PyTorch + torch.optim.Muon)")

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pgolf.model.fused import leaky_relu_square, linear_softcap_cross_entropy
+from pgolf.model.fused import leaky_relu_square, linear_softcap_cross_entropy, rms_norm_scaled
 from pgolf.model.gpt import GPT
 from pgolf.model.layers import Block, rms_norm
 from tests.model.conftest import ALL_ON, randomize, tiny_config
@@ -92,6 +92,25 @@ def test_gpt_loss_under_cpu_autocast_uses_the_fused_head_within_bf16_rounding():
         assert g_f[name].dtype == torch.float32
         scale = g_ref[name].abs().max().item()
         assert (g_f[name] - g_ref[name]).abs().max().item() <= 0.05 * scale + 1e-6, name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("scale", [1.0, 1 / 3 ** 0.5])
+def test_rms_norm_forward_is_bit_identical_and_backward_matches(dtype, scale):
+    gen = torch.Generator().manual_seed(6)
+    x = (torch.randn(4, 7, 3, 48, generator=gen) * 3.0).to(dtype).requires_grad_()
+    g = torch.randn(4, 7, 3, 48, generator=gen).to(dtype)
+
+    def ref():
+        n = F.rms_norm(x, (48,))
+        return n * scale if scale != 1.0 else n
+
+    y_ref, y = ref(), rms_norm_scaled(x, scale)
+    assert y.dtype == dtype and torch.equal(y, y_ref)
+    (gx_ref,) = torch.autograd.grad(y_ref, x, g)
+    (gx,) = torch.autograd.grad(rms_norm_scaled(x, scale), x, g)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(gx.float(), gx_ref.float(), **tol)
 
 
 @pytest.mark.parametrize("slope", [0.5, 0.0])

@@ -4,11 +4,14 @@
   every record, computed in row chunks so the (N, V) logits never exist at once: each chunk's logits, softmax and
   gradient stay in cache (the idea of the records' fused softcapped CE kernel and of Liger's fused linear CE).
   The forward also computes the gradients w.r.t. h and W (the loss is a scalar, so backward only rescales them).
+* `rms_norm_scaled(x, scale)`: F.rms_norm(x)·scale with the same forward ops (bit-identical) and a backward of
+  4 passes, r·g − x·(r³·mean(g·x)), from the saved input and the (…, 1) reciprocal RMS, instead of autograd's
+  pow/mean/add/rsqrt/mul chain (issue 15: the norms were the largest non-matmul cost of record-11l's CPU step).
 * `leaky_relu_square(h, slope)`: leaky_relu(h, slope)² as h·leaky_relu(h, slope²) (bit-identical forward for
   slope 0.5 or 0: multiplying by a power of two is exact), with the backward 2·g·leaky_relu(h, slope²) from one
   saved tensor instead of autograd's pow/mul/leaky_relu chain.
 
-Both are used on CPU in training (GPT.forward with targets, MLP); evaluation and CUDA keep the reference ops.
+All are used on CPU in training (GPT.forward with targets, norms, MLP); evaluation and CUDA keep the reference ops.
 Run the tests: `pytest tests/model/test_fused.py -q`.
 """
 
@@ -106,3 +109,29 @@ class _LeakyReLUSquare(torch.autograd.Function):
 def leaky_relu_square(h: Tensor, slope: float) -> Tensor:
     """leaky_relu(h, slope)² (slope 0 = relu²) with a one-tensor backward."""
     return _LeakyReLUSquare.apply(h, float(slope))
+
+
+class _RMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:  # type: ignore[override]
+        # aten's composite rms_norm, op for op (upcast to fp32, eps = fp32 machine epsilon), so the forward is exact
+        xf = x.float()
+        r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True).add_(torch.finfo(torch.float32).eps))  # (…, 1)
+        y = xf.mul(r).to(x.dtype)
+        ctx.save_for_backward(x, r)
+        ctx.scale = scale
+        return y * scale if scale != 1.0 else y
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        x, r = ctx.saved_tensors
+        if ctx.scale != 1.0:
+            g = g * ctx.scale
+        xf, gf = x.float(), g.float()
+        coeff = (gf * xf).mean(-1, keepdim=True).mul_(r.pow(3))  # (…, 1): r³·mean(g·x)
+        return gf.mul(r).sub_(xf * coeff).to(x.dtype), None
+
+
+def rms_norm_scaled(x: Tensor, scale: float = 1.0) -> Tensor:
+    """F.rms_norm(x, (x.size(-1),)) · scale (weightless, eps = fp32 epsilon) with a one-pass-per-term backward."""
+    return _RMSNorm.apply(x, float(scale))

@@ -120,7 +120,7 @@ class GPT(nn.Module):
     def fused_cpu_kernels(self, on: bool) -> None:
         self._fused = bool(on)
         for block in self.blocks:
-            block.mlp.fused = self._fused
+            block.mlp.fused = block.attn.fused = self._fused
 
     def set_looping(self, active: bool) -> None:
         """Depth recurrence on/off (R0405 turns it on at ENABLE_LOOPING_AT); a no-op when cfg.num_loops == 0."""
@@ -140,7 +140,7 @@ class GPT(nn.Module):
             x = x + self.bigram(idx)
         if self.smear is not None and self.cfg.smear_gate == "v2":
             x = self.smear(x, idx)
-        x = rms_norm(x)
+        x = rms_norm(x, self._fused)
         if self.smear is not None and self.cfg.smear_gate == "v1":
             x = self.smear(x, idx)
         return x
@@ -203,7 +203,7 @@ class GPT(nn.Module):
                 x = block(x, x0, ctx, xsa=xsa, ve=ve)
         if lanes is not None:
             x = 0.5 * (lanes[0] + lanes[1])  # PARALLEL_FINAL_LANE=mean (R0427)
-        return rms_norm(x)
+        return rms_norm(x, self._fused)
 
     def logits(self, idx: Tensor, cache: KVCache | None = None) -> Tensor:
         """fp32 logits (B, T, V) after the softcap (Gemma-2 style, every record); `cache` as in `hidden`."""

@@ -22,14 +22,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.model.attention import AttentionContext, attend
-from pgolf.model.fused import leaky_relu_square
+from pgolf.model.fused import leaky_relu_square, rms_norm_scaled
 
 if TYPE_CHECKING:
     from pgolf.model.config import GPTConfig
 
 
-def rms_norm(x: Tensor) -> Tensor:
-    """Weightless RMSNorm over the last dim (every record; eps = torch default)."""
+def rms_norm(x: Tensor, fused: bool = False) -> Tensor:
+    """Weightless RMSNorm over the last dim (every record; eps = torch default). fused=True: on CPU with autograd
+    recording, model/fused.py's norm (same values, a cheaper backward)."""
+    if fused and x.device.type == "cpu" and x.requires_grad and torch.is_grad_enabled():
+        return rms_norm_scaled(x)
     return F.rms_norm(x, (x.size(-1),))
 
 
@@ -120,6 +123,7 @@ class CausalSelfAttention(nn.Module):
         # Sparse head-output gate y_h ·= σ(scale·W_h·n[:gate_window]) (PR #1787; R0427 scale 0.5), W zero-init.
         self.gate = zero_init_linear(gate_window, num_heads) if sparse_gate else None
         self.gate_window, self.gate_scale = gate_window, gate_scale
+        self.fused = True  # model/fused.py norms on CPU in training (GPT.fused_cpu_kernels switches it)
 
     @staticmethod
     def exclusive(y: Tensor, v: Tensor) -> Tensor:
@@ -143,7 +147,7 @@ class CausalSelfAttention(nn.Module):
         if ve is not None:
             v = v + ve.to(v.dtype)
         v = v.reshape(B, T, self.num_kv_heads, self.head_dim)  # (B, T, Hkv, D)
-        q, k = rms_norm(q), rms_norm(k)
+        q, k = rms_norm(q, self.fused), rms_norm(k, self.fused)
         q, k = apply_rotary(q, ctx.cos, ctx.sin), apply_rotary(k, ctx.cos, ctx.sin)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
         y = attend(q, k, v, ctx)  # (B, T, H, D)
@@ -190,6 +194,8 @@ class Block(nn.Module):
         self.ln_scale = 1.0 / math.sqrt(layer_idx + 1) if cfg.ln_scale else 1.0  # PR #315
 
     def _norm(self, x: Tensor) -> Tensor:
+        if self.mlp.fused and x.device.type == "cpu" and x.requires_grad and torch.is_grad_enabled():
+            return rms_norm_scaled(x, self.ln_scale)  # the same values, one autograd node (model/fused.py)
         n = rms_norm(x)
         return n * self.ln_scale if self.ln_scale != 1.0 else n  # ×1.0 is the identity: skip the pass
 
