@@ -43,8 +43,6 @@ LAYER_NAMES = {0: "data/model/train", 1: "quant", 2: "pack", 3: "eval", 4: "run/
 ALLOWED_UPWARD: frozenset[tuple[str, str]] = frozenset()
 ALLOWED_CYCLE_EDGES: frozenset[tuple[str, str]] = frozenset({
     # one edge per cycle (a DFS back edge): removing these leaves the graph acyclic
-    ("pgolf.pack.adaptive", "pgolf.pack.entropy"),  # pack: entropy ↔ adaptive ↔ entropy_modes
-    ("pgolf.pack.entropy_modes", "pgolf.pack.entropy"),
 })
 
 

@@ -79,7 +79,7 @@ def excluded_modules(cfg: Any) -> tuple[str, ...]:
     codec = cfg.pack.codec
     if codec not in ("rans", "rans-ctx"):  # the script decodes only the artifact it wrote, in the configured codec
         out += ["pgolf.pack.entropy", "pgolf.pack.entropy_modes", "pgolf.pack.adaptive", "pgolf.pack.rans_core",
-                "pgolf.pack.context"]
+                "pgolf.pack.order0", "pgolf.pack.context"]
     if codec != "lrzip-groups":
         out += ["pgolf.pack.lrzip_artifact", "pgolf.pack.lrzip"]
     mode = cfg.eval.mode
