@@ -9,7 +9,7 @@ import ast
 
 import pytest
 
-from pgolf.experiments.minify import protected_functions, strip_checks
+from pgolf.experiments.minify import protected_functions, pure_functions, strip_checks
 
 SRC = '''
 def check(n):
@@ -71,12 +71,23 @@ class K:
 
 class EvalTimeout(RuntimeError):
     pass
+
+
+def is_small(n):
+    return n < 4
+
+
+class C:
+    def __init__(self, n):
+        if not is_small(n):
+            raise ValueError("too big")
+        self.n = n
 '''
 
 
 def _stripped(src: str = SRC) -> tuple[str, dict]:
     trees = {"m.py": ast.parse(src)}
-    out = ast.unparse(strip_checks(trees["m.py"], protected_functions(trees)))
+    out = ast.unparse(strip_checks(trees["m.py"], protected_functions(trees), pure_functions(trees)))
     ns: dict = {}
     exec(compile(out, "<stripped>", "exec"), ns)
     return out, ns
@@ -97,6 +108,7 @@ def test_checks_go_control_flow_and_guards_stay():
     assert e.value.args == ()
     assert ns["caught"]("") == 0  # a raise inside a try body is kept
     assert ns["lenient"]("x") == -1  # parse's raise is caught by lenient's handler: parse is protected
+    assert ns["C"](9).n == 9 and "too big" not in out  # __init__ is stripped; is_small is pure (one return)
     assert ns["K"]().y == 1 and not hasattr(ns["K"](), "xa")  # __getattr__'s AttributeError is the protocol
 
 

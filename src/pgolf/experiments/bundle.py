@@ -338,11 +338,11 @@ def strip_script_checks(shaken: Mapping[str, str], plan: Any) -> dict[str, str]:
     """`strip_checks` on every shaken module (the protected functions computed over all of them), then shaken again:
     what only a check used (a message helper, a validator's imports) leaves the script."""
     from pgolf.experiments.closure import shake
-    from pgolf.experiments.minify import protected_functions, strip_checks
+    from pgolf.experiments.minify import protected_functions, pure_functions, strip_checks
 
     trees = {k: ast.parse(v, filename=k) for k, v in shaken.items() if k.endswith(".py")}
-    protected = protected_functions(trees, ERROR_REPORTERS)
-    stripped = {k: ast.unparse(strip_checks(trees[k], protected)) + "\n" if k in trees else v
+    protected, pure = protected_functions(trees, ERROR_REPORTERS), pure_functions(trees)
+    stripped = {k: ast.unparse(strip_checks(trees[k], protected, pure)) + "\n" if k in trees else v
                 for k, v in shaken.items()}
     return shake(stripped, plan)
 

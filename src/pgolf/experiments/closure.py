@@ -262,7 +262,7 @@ def _prune_registries(mod: str, tree: ast.Module, keep: tuple[tuple[str, str, fr
 
 def _cut_body(fn: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str) -> None:
     msg = f"{qualname} is not in this single-file script (built for another configuration)"
-    fn.body = [ast.Raise(exc=ast.Call(func=ast.Name("RuntimeError", ast.Load()), args=[ast.Constant(msg)],
+    fn.body = [ast.Raise(exc=ast.Call(func=ast.Name("NotImplementedError", ast.Load()), args=[ast.Constant(msg)],
                                       keywords=[]), cause=None)]
 
 

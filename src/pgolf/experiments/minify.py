@@ -111,13 +111,14 @@ _PURE_NODES = (ast.Name, ast.Constant, ast.Attribute, ast.Compare, ast.BoolOp, a
                ast.expr_context, ast.boolop, ast.cmpop, ast.unaryop, ast.operator)
 
 
-def _pure(expr: ast.expr) -> bool:
-    """No side effect when evaluated (the calls it makes are `_PURE_CALLS`): a check's condition can go with it."""
+def _pure(expr: ast.expr, pure: frozenset[str] = frozenset()) -> bool:
+    """No side effect when evaluated (the calls it makes are `_PURE_CALLS` or the `pure` functions): a check's
+    condition can go with it."""
     for n in ast.walk(expr):
         if isinstance(n, ast.Call):
             f = n.func
             name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
-            if name not in _PURE_CALLS:
+            if name not in _PURE_CALLS and name not in pure:
                 return False
         elif not isinstance(n, _PURE_NODES):
             return False
@@ -131,6 +132,25 @@ def _raise_name(stmt: ast.Raise) -> str | None:
 
 def _strippable_raise(stmt: ast.stmt) -> bool:
     return isinstance(stmt, ast.Raise) and stmt.exc is not None and _raise_name(stmt) not in KEPT_RAISES
+
+
+def pure_functions(trees: Mapping[str, ast.Module]) -> frozenset[str]:
+    """Names of the module-level functions whose body is one `return <pure expression>` (fixpoint: they may call
+    each other), every definition of the name such: calling them has no side effect."""
+    defs: dict[str, list[ast.FunctionDef]] = {}
+    for tree in trees.values():
+        for fn in tree.body:
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                defs.setdefault(fn.name, []).append(fn)
+    pure: frozenset[str] = frozenset()
+    while True:
+        new = frozenset(name for name, fns in defs.items() if all(
+            isinstance(fn, ast.FunctionDef) and not fn.decorator_list and len(fn.body) == 1
+            and isinstance(fn.body[0], ast.Return) and fn.body[0].value is not None
+            and _pure(fn.body[0].value, pure) for fn in fns))
+        if new == pure:
+            return pure
+        pure = new
 
 
 def protected_functions(trees: Mapping[str, ast.Module], allow: frozenset[str] = frozenset()) -> set[str]:
@@ -173,19 +193,24 @@ def _callees(body: list[ast.stmt]) -> set[str]:
                     out.add(f.id)
                 elif isinstance(f, ast.Attribute):
                     out.add(f.attr)
-            elif isinstance(n, ast.Name):  # a function passed as a callback
+            elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):  # a function passed as a callback
                 out.add(n.id)
     return out
+
+
+_PLAIN_DUNDERS = frozenset({"__init__", "__post_init__", "__call__"})
+"""Dunders stripped like any method; the others (__getattr__, __getitem__, __next__, __eq__, …) raise as part of a
+protocol and keep their raises."""
 
 
 class _StripChecks(ast.NodeTransformer):
     """See `strip_checks`."""
 
-    def __init__(self, protected: set[str]):
-        self.protected = protected
+    def __init__(self, protected: set[str], pure: frozenset[str]):
+        self.protected, self.pure = protected, pure
 
     def visit_FunctionDef(self, node):  # noqa: N802 (ast.NodeTransformer API)
-        if node.name in self.protected or node.name.startswith("__"):
+        if node.name in self.protected or (node.name.startswith("__") and node.name not in _PLAIN_DUNDERS):
             return node  # a dunder (__getattr__ → AttributeError, __next__ …) or a raise someone catches
         node.body = self._block(node.body) or [ast.Pass()]
         return node
@@ -206,7 +231,7 @@ class _StripChecks(ast.NodeTransformer):
         for s in body:
             if isinstance(s, ast.Assert):
                 continue
-            if isinstance(s, ast.If) and _pure(s.test):
+            if isinstance(s, ast.If) and _pure(s.test, self.pure):
                 if all(_strippable_raise(b) for b in s.body):
                     out += self._block(s.orelse)
                     continue
@@ -228,17 +253,19 @@ class _StripChecks(ast.NodeTransformer):
         return out
 
 
-def strip_checks(tree: ast.Module, protected: set[str] = frozenset()) -> ast.Module:
+def strip_checks(tree: ast.Module, protected: set[str] = frozenset(), pure: frozenset[str] = frozenset()
+                 ) -> ast.Module:
     """The script's checks removed, as `python -O` removes asserts (the package keeps every one): asserts dropped;
-    an `if` whose condition has no side effect (`_pure`) and whose branch only raises → the other branch; every
+    an `if` whose condition has no side effect (`_pure`: `_PURE_CALLS` and the `pure` functions of
+    `pure_functions`) and whose branch only raises → the other branch; every
     other `raise E(message...)` → `raise E` (no message, no cause). Not touched: raises of `KEPT_RAISES`, try
-    bodies and handlers, dunder methods, the `protected` functions (`protected_functions`: their raise may be
+    bodies and handlers, protocol dunders (all but `_PLAIN_DUNDERS`), the `protected` functions (`protected_functions`: their raise may be
     caught and acted on), module-level statements but asserts. A configuration or input the package refuses is therefore not
     refused by the script: it runs on (or fails later, with a bare exception type). Idempotent."""
     body = []
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            node = _StripChecks(protected).visit(node)
+            node = _StripChecks(protected, pure).visit(node)
         elif isinstance(node, ast.Assert):
             continue
         body.append(node)
