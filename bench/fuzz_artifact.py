@@ -6,9 +6,10 @@ Base artifacts: small but complete models (every tensor the manifest's model imp
 embeddings, SmearGate v2, depth recurrence, parallel residuals, sparse attention gates) quantized with int8 and
 sdclip-rtn recipes, encoded with zlib / brotli+shuffle / rans / rans-ctx; one rans-ctx artifact with an
 embedding-like int6 tok_emb whose stream is in the adaptive mode (checked: the run stops if it is not); plus any
---artifact given. Each mutant goes through, in a worker process: `pgolf info` and `pgolf pack` (the CLI's `main`, so any exception that escapes is a
-traceback), and the `pgolf eval` / `check-legal --artifact` load path: read_artifact (decode + validate), the run
-config from the manifest, the model built from the artifact, one forward pass, a finite loss.
+--artifact given. Each mutant goes through, in a worker process: `pgolf info` and `pgolf pack` (the CLI's `main`,
+so any exception that escapes is a traceback), and the `pgolf eval` / `check-legal --artifact` load path:
+read_artifact (decode + validate), the run config from the manifest, the model built from the artifact, one forward
+pass, a finite loss.
 
 Mutant families (MUTATORS; add one with @mutator("name")): byte-level edits of the container (flip, truncate,
 insert, delete, overwrite, splice); forged manifest model fields (zero, negative, huge, wrong type); forged run

@@ -85,11 +85,11 @@ def codes_of(path: Path) -> dict[str, np.ndarray]:
     return {n: t.q.numpy() for n, t in qs.tensors.items()}
 
 
-def sota_36m(tok_emb: torch.Tensor) -> None:
-    """Whole-artifact rans-ctx encode and decode time at the sota-sp8192 shapes, tok_emb from sp8192_tok_emb."""
+def sota_36m_state(tok_emb: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The sota-sp8192 preset's GPT state (random init; zero-initialised matrices redrawn at std 0.02), tok_emb
+    replaced."""
     from pgolf.config import GPTConfig, load_preset
     from pgolf.model.gpt import GPT
-    from pgolf.pack.container import decode_artifact, encode_artifact
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(**load_preset("sota-sp8192")["model"]))
@@ -98,6 +98,14 @@ def sota_36m(tok_emb: torch.Tensor) -> None:
         if v.ndim == 2 and v.numel() > 65_536 and float(v.std()) == 0.0:
             sd[k] = torch.randn_like(v) * 0.02
     sd["tok_emb.weight"] = tok_emb
+    return sd
+
+
+def sota_36m(tok_emb: torch.Tensor) -> None:
+    """Whole-artifact rans-ctx encode and decode time at the sota-sp8192 shapes, tok_emb from sp8192_tok_emb."""
+    from pgolf.pack.container import decode_artifact, encode_artifact
+
+    sd = sota_36m_state(tok_emb)
     qs = int6_sdclip(sd)
     n = sum(v.numel() for v in sd.values())
     t0, c0 = time.perf_counter(), time.process_time()

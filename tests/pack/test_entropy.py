@@ -236,3 +236,22 @@ def test_shape_bound_blocks_huge_allocations():
     with pytest.raises(EntropyDecodeError, match="limit"):
         decode_codes(const, max_symbols=9)
     assert math.prod(decode_codes(const).shape) == 10
+
+
+def test_brotli_gate_skips_iid_codes_and_keeps_repeats_and_small_arrays():
+    """rans-ctx's brotli-11 trial (the bulk of its encode time) is skipped only where brotli cannot win: large i.i.d.
+    codes; it still runs on large arrays with repeats and on every small array; the gated stream of a large
+    repeat-rich array is the brotli one."""
+    from pgolf.pack.entropy_modes import _brotli_may_win
+
+    def _o0(a):
+        return encode_codes(a)  # order-0
+
+    g = np.random.default_rng(0)
+    iid = np.clip(np.round(g.normal(0, 2.4, (1024, 512))), -31, 31).astype(np.int8)
+    bound = len(_o0(iid))
+    assert not _brotli_may_win(iid, False, bound) and not _brotli_may_win(iid, True, bound)
+    assert _brotli_may_win(iid[:64], False, len(_o0(iid[:64])))  # 32 KiB: always tried
+    dup = np.concatenate([iid[:512], iid[:512]])  # the repeat is 256 KiB away: no sample sees it, brotli-3 does
+    assert _brotli_may_win(dup, False, len(_o0(dup)))
+    assert (encode_codes(dup, model="best")[0] >> 2) & 7 in (6, 7)  # BROTLI / BROTLI_T

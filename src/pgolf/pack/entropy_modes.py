@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 
-from pgolf.pack.order0 import decode_order0, encode_order0, order0_entropy_bytes
 from pgolf.pack.rans_core import (
     _BROTLI,
     _BROTLI_T,
@@ -35,16 +34,57 @@ _CONTEXT_MAX_ALPHABET = 256  # int8-like codes; wider alphabets would need too m
 def _encode_brotli(arr: np.ndarray, transpose: bool = False) -> bytes:
     from pgolf.pack.codecs import compress
 
+    return bytes(_header(arr, _BROTLI_T if transpose else _BROTLI)) + compress(_le_bytes(arr, transpose), "brotli")
+
+
+BROTLI_SAMPLE = (1 << 15, 1 << 17)
+"""Bytes of the sample (4 evenly spaced stripes, a quarter of the array up to the upper bound) a large array's
+brotli-11 size is estimated from; arrays under 4 × the lower bound always get the trial."""
+BROTLI_MARGIN = 0.01
+"""A brotli-11 trial runs when the estimate is below (1 + BROTLI_MARGIN) × the smallest stream so far."""
+
+
+def _le_bytes(arr: np.ndarray, transpose: bool) -> bytes:
     le = arr.astype(arr.dtype.newbyteorder("<"))
     if transpose:
         le = np.ascontiguousarray(le.reshape(arr.shape[0], -1).T)
-    return bytes(_header(arr, _BROTLI_T if transpose else _BROTLI)) + compress(le.tobytes(), "brotli")
+    return le.tobytes()
+
+
+def _brotli_may_win(arr: np.ndarray, transpose: bool, bound: int) -> bool:
+    """Whether brotli-11 of arr (row- or column-major) may come within BROTLI_MARGIN of `bound` bytes: always for
+    small arrays; otherwise the smaller of two estimates must. (1) brotli-3 of all the bytes (fast; sees long-range
+    repeats, within ~15 % of brotli-11 there); (2) brotli-11 of 4 evenly spaced stripes (BROTLI_SAMPLE), scaled by
+    the order-0 entropy of the array over that of the sample (sees local structure: 0.1-0.4 % pessimistic on i.i.d.
+    codes, 0.3-1.2 % on embedding-like ones). On i.i.d. int6 codes brotli-11 is 1.4 % over order-0 rANS, so the
+    trial is skipped there: the bulk of rans-ctx's encode time at the 36M shapes (bench/pack_encode_time.py)."""
+    import brotli
+
+    from pgolf.pack.codecs import BROTLI_QUALITY
+    from pgolf.pack.entropy import order0_entropy_bytes  # entropy.py imports this module
+
+    if arr.nbytes < 4 * BROTLI_SAMPLE[0]:
+        return True
+    data = _le_bytes(arr, transpose)
+    limit = (1 + BROTLI_MARGIN) * bound
+    if len(brotli.compress(data, quality=3)) < limit:
+        return True
+    item = arr.dtype.itemsize
+    stripe = min(BROTLI_SAMPLE[1], arr.nbytes // 4) // 4 // item * item
+    starts = np.linspace(0, (len(data) - stripe) // item, 4).astype(np.int64) * item
+    sample = b"".join(data[s : s + stripe] for s in starts.tolist())
+    h_sample = order0_entropy_bytes(np.frombuffer(sample, dtype=arr.dtype.newbyteorder("<")))
+    if h_sample == 0:
+        return True
+    est = len(brotli.compress(sample, quality=BROTLI_QUALITY)) * order0_entropy_bytes(arr) / h_sample
+    return est < limit
 
 
 def _context_plan(sym: np.ndarray, k: int):
     """(bytes estimate, rows, cols, side-info bytes, per-context (offset, table, table bytes) or None) of the best
     grid point, or None when no grid point beats a single context."""
     from pgolf.pack import context as cx
+    from pgolf.pack.entropy import encode_codes  # entropy.py imports this module
 
     best = None
     for br, bc in cx.GRID:
@@ -56,7 +96,7 @@ def _context_plan(sym: np.ndarray, k: int):
         side = bytearray()
         for ids in (rows, cols):
             if ids.max() > 0:
-                blob = encode_order0(ids.astype(np.uint8))
+                blob = encode_codes(ids.astype(np.uint8))
                 _put_uvarint(side, len(blob))
                 side += blob
         counts = cx.context_counts(sym, k, rows, cols)
@@ -139,6 +179,8 @@ def _decode_brotli(blob: bytes, shape: tuple[int, ...], dt: np.dtype, transpose:
 
 def _read_ids(r: _Reader, data: bytes, length: int, clusters: int, what: str) -> np.ndarray:
     """Cluster ids: a nested uint8 stream of `length` values, each < clusters (all zero when clusters == 1)."""
+    from pgolf.pack.entropy import _decode  # entropy.py imports this module
+
     if clusters == 1:
         return np.zeros(length, dtype=np.int64)
     m = r.uvarint(f"{what} id stream length", len(data) - r.pos)
@@ -146,7 +188,7 @@ def _read_ids(r: _Reader, data: bytes, length: int, clusters: int, what: str) ->
     r.pos += m
     if not blob or (blob[0] >> 2) & 7 not in (_CONSTANT, _COUNTS, _WEIGHTS, _RAW):
         raise EntropyDecodeError(f"{what} id stream is empty or not an order-0 stream")
-    ids = decode_order0(blob, length)
+    ids = _decode(blob, length)
     if ids.dtype != np.uint8 or ids.shape != (length,):
         raise EntropyDecodeError(f"{what} ids are {ids.dtype} {ids.shape}, expected uint8 ({length},)")
     if int(ids.max()) >= clusters:
