@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pgolf.model.fused import leaky_relu_square, linear_softcap_cross_entropy, rms_norm_scaled
+from pgolf.model.fused import leaky_relu_square, linear_softcap_cross_entropy, rms_norm_scaled, rotary
 from pgolf.model.gpt import GPT
-from pgolf.model.layers import Block, rms_norm
+from pgolf.model.layers import Block, Rotary, apply_rotary, rms_norm
 from tests.model.conftest import ALL_ON, randomize, tiny_config
 
 
@@ -111,6 +111,18 @@ def test_rms_norm_forward_is_bit_identical_and_backward_matches(dtype, scale):
     (gx,) = torch.autograd.grad(rms_norm_scaled(x, scale), x, g)
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(gx.float(), gx_ref.float(), **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rope_dims", [8, 16])  # partial and full RoPE on head_dim 16
+def test_rotary_is_bit_identical_forward_and_backward(dtype, rope_dims):
+    cos, sin = Rotary(rope_dims, 10000.0)(12, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(3, 12, 4, 16, generator=gen).to(dtype).requires_grad_()
+    g = torch.randn(3, 12, 4, 16, generator=gen).to(dtype)
+    y_ref, y = apply_rotary(x, cos, sin), rotary(x, cos, sin)
+    assert y.dtype == dtype and torch.equal(y, y_ref)
+    assert torch.equal(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(y_ref, x, g)[0])
 
 
 @pytest.mark.parametrize("slope", [0.5, 0.0])

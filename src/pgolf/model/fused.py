@@ -7,6 +7,9 @@
 * `rms_norm_scaled(x, scale)`: F.rms_norm(x)·scale with the same forward ops (bit-identical) and a backward of
   4 passes, r·g − x·(r³·mean(g·x)), from the saved input and the (…, 1) reciprocal RMS, instead of autograd's
   pow/mean/add/rsqrt/mul chain (issue 15: the norms were the largest non-matmul cost of record-11l's CPU step).
+* `rotary(x, cos, sin)`: rotate-half RoPE on the first 2·cos.size(-1) dims (partial RoPE), the rest copied, into
+  one output tensor; the backward is the inverse rotation. Same arithmetic as layers.apply_rotary, without its
+  slices and concatenations (whose backward zero-fills and copies full-size gradients).
 * `leaky_relu_square(h, slope)`: leaky_relu(h, slope)² as h·leaky_relu(h, slope²) (bit-identical forward for
   slope 0.5 or 0: multiplying by a power of two is exact), with the backward 2·g·leaky_relu(h, slope²) from one
   saved tensor instead of autograd's pow/mul/leaky_relu chain.
@@ -135,3 +138,34 @@ class _RMSNorm(torch.autograd.Function):
 def rms_norm_scaled(x: Tensor, scale: float = 1.0) -> Tensor:
     """F.rms_norm(x, (x.size(-1),)) · scale (weightless, eps = fp32 epsilon) with a one-pass-per-term backward."""
     return _RMSNorm.apply(x, float(scale))
+
+
+class _Rotary(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:  # type: ignore[override]
+        half = cos.size(-1)
+        x1, x2 = x[..., :half], x[..., half:2 * half]
+        y = torch.empty_like(x, memory_format=torch.contiguous_format)
+        y[..., :half] = x1 * cos + x2 * sin  # the reference's expressions, op for op
+        y[..., half:2 * half] = x2 * cos - x1 * sin
+        if x.size(-1) > 2 * half:
+            y[..., 2 * half:] = x[..., 2 * half:]
+        ctx.save_for_backward(cos, sin)
+        return y
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        cos, sin = ctx.saved_tensors
+        half = cos.size(-1)
+        g1, g2 = g[..., :half], g[..., half:2 * half]
+        dx = torch.empty_like(g, memory_format=torch.contiguous_format)
+        dx[..., :half] = g1 * cos - g2 * sin  # the transposed rotation
+        dx[..., half:2 * half] = g1 * sin + g2 * cos
+        if g.size(-1) > 2 * half:
+            dx[..., 2 * half:] = g[..., 2 * half:]
+        return dx, None, None
+
+
+def rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """layers.apply_rotary(x, cos, sin) with one output tensor and a one-pass backward; cos/sin in x's dtype."""
+    return _Rotary.apply(x, cos.to(x.dtype), sin.to(x.dtype))

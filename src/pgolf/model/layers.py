@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.model.attention import AttentionContext, attend
-from pgolf.model.fused import leaky_relu_square, rms_norm_scaled
+from pgolf.model.fused import leaky_relu_square, rms_norm_scaled, rotary
 
 if TYPE_CHECKING:
     from pgolf.model.config import GPTConfig
@@ -148,7 +148,10 @@ class CausalSelfAttention(nn.Module):
             v = v + ve.to(v.dtype)
         v = v.reshape(B, T, self.num_kv_heads, self.head_dim)  # (B, T, Hkv, D)
         q, k = rms_norm(q, self.fused), rms_norm(k, self.fused)
-        q, k = apply_rotary(q, ctx.cos, ctx.sin), apply_rotary(k, ctx.cos, ctx.sin)
+        if self.fused and q.device.type == "cpu" and torch.is_grad_enabled():
+            q, k = rotary(q, ctx.cos, ctx.sin), rotary(k, ctx.cos, ctx.sin)  # same values (model/fused.py)
+        else:
+            q, k = apply_rotary(q, ctx.cos, ctx.sin), apply_rotary(k, ctx.cos, ctx.sin)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
         y = attend(q, k, v, ctx)  # (B, T, H, D)
         if xsa:
