@@ -32,6 +32,7 @@ import math
 
 import numpy as np
 
+from pgolf.pack.order0 import encode_order0
 from pgolf.pack.rans_core import EntropyDecodeError, _put_uvarint, _Reader
 
 ALPHA_A = 24.0
@@ -189,16 +190,14 @@ def _split_rows(mat: np.ndarray) -> np.ndarray | None:
 
 def encode_body(mat: np.ndarray, lo: int, span: int, static_encode) -> bytes:
     """The smallest body (see the module docstring) for an integer matrix with values lo..lo+span; static_encode(a)
-    encodes a split-off submatrix with the version-1 modes."""
+    encodes a split-off submatrix with the version-1 modes (pgolf.pack.entropy passes its encoder)."""
     sym = mat.astype(np.int64) - lo
     whole = b"\x00" + encode_rows(sym, lo, span)
     cls = _split_rows(mat)
     if cls is None:
         return whole
-    from pgolf.pack.entropy import encode_codes
-
     out = bytearray(b"\x01")
-    ids = encode_codes(cls.astype(np.uint8))
+    ids = encode_order0(cls.astype(np.uint8))
     _put_uvarint(out, len(ids))
     out += ids
     sub = static_encode(np.ascontiguousarray(mat[cls == 1]))
@@ -209,8 +208,10 @@ def encode_body(mat: np.ndarray, lo: int, span: int, static_encode) -> bytes:
     return body if len(body) < len(whole) else whole
 
 
-def decode_body(r: _Reader, data: bytes, shape: tuple[int, ...], dt: np.dtype, lo: int, span: int) -> np.ndarray:
-    from pgolf.pack.entropy import _decode
+def decode_body(r: _Reader, data: bytes, shape: tuple[int, ...], dt: np.dtype, lo: int, span: int,
+                static_decode) -> np.ndarray:
+    """Inverse of encode_body; static_decode(blob, max_symbols) decodes the split-off rows' version-1 stream
+    (pgolf.pack.entropy passes its decoder)."""
     from pgolf.pack.entropy_modes import _read_ids
 
     nr, nc = shape[0], math.prod(shape[1:])
@@ -234,7 +235,7 @@ def decode_body(r: _Reader, data: bytes, shape: tuple[int, ...], dt: np.dtype, l
         r.pos += m
         if not blob or blob[0] >> 5 != 1:
             raise EntropyDecodeError("split-off rows are not a version-1 stream")
-        sub = _decode(blob, n1 * nc)
+        sub = static_decode(blob, n1 * nc)
         if sub.dtype != dt or sub.shape != (n1, nc):
             raise EntropyDecodeError(f"split-off rows are {sub.dtype} {sub.shape}, expected {dt} ({n1}, {nc})")
         out[~keep] = sub

@@ -43,8 +43,6 @@ measures what that saves and costs.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 __all__ = [
@@ -63,54 +61,26 @@ from pgolf.pack.entropy_modes import (
     _encode_brotli,
     _encode_context,
 )
+from pgolf.pack.order0 import decode_order0_body, encode_order0, order0_entropy_bytes, read_head
 from pgolf.pack.rans_core import (
-    _ADAPTIVE,
     _BROTLI,
     _BROTLI_T,
     _CONSTANT,
     _CONTEXT,
-    _COUNTS,
     _DTYPES,
     _EMPTY,
     _MAX_NDIM,
-    _MAX_WEIGHT,
-    _RAW,
-    _SLACK_BITS,
-    FORMAT_VERSION,
     MAX_SYMBOLS,
     EntropyDecodeError,
-    _choose_weights,
     _header,
-    _histogram,
-    _min_bits,
-    _model,
-    _put_table,
     _put_uvarint,
-    _read_table,
     _Reader,
-    _symbol_lut,
     _zigzag,
 )
 
 MODELS = ("order0", "context", "best")
 _CONTEXT_MIN_SIZE = 4096  # smaller arrays cannot repay the cluster ids and extra tables
-_CHUNK = 1 << 22  # symbols per constriction call: bounds the int32 temporaries to 16 MiB
 ADAPTIVE_GATE = 0.98
-
-
-def order0_entropy_bytes(codes: np.ndarray) -> float:
-    """Shannon bound sum(-log2 p(x)) / 8 of `codes` under its own histogram, in bytes (0 for empty/constant)."""
-    flat = np.ascontiguousarray(codes).reshape(-1)
-    if flat.size == 0:
-        return 0.0
-    if flat.dtype not in _DTYPES:
-        flat = flat.astype(np.int64)
-        counts = np.unique(flat, return_counts=True)[1].astype(np.float64)
-    else:
-        counts = _histogram(flat.astype(flat.dtype.newbyteorder("=")))[1]
-        counts = counts[counts > 0].astype(np.float64)
-    n = float(flat.size)
-    return float(np.sum(counts * (math.log2(n) - np.log2(counts)))) / 8.0
 
 
 def encode_codes(codes: np.ndarray, *, model: str = "order0") -> bytes:
@@ -136,7 +106,7 @@ def encode_codes(codes: np.ndarray, *, model: str = "order0") -> bytes:
     if arr.size > MAX_SYMBOLS:
         raise ValueError(f"at most {MAX_SYMBOLS} elements, got {arr.size}")
     arr = np.ascontiguousarray(arr, dtype=dt)
-    best = _encode_order0(arr)
+    best = encode_order0(arr)
     if model == "order0" or best[0] >> 2 & 7 in (_EMPTY, _CONSTANT):
         return best
     v1 = _encode_v1(arr, model, best)
@@ -145,7 +115,7 @@ def encode_codes(codes: np.ndarray, *, model: str = "order0") -> bytes:
 
 def _encode_v1(arr: np.ndarray, model: str, order0: bytes | None = None) -> bytes:
     """Smallest of the version-1 modes model allows (order-0, context, and for "best" brotli row/column-major)."""
-    order0 = _encode_order0(arr) if order0 is None else order0
+    order0 = encode_order0(arr) if order0 is None else order0
     if model == "order0" or order0[0] >> 2 & 7 in (_EMPTY, _CONSTANT):
         return order0
     ctx = None
@@ -181,39 +151,6 @@ def _encode_adaptive(arr: np.ndarray, model: str, order0: bytes, v1: bytes) -> b
     return bytes(out) + ad.encode_body(mat, lo, span, lambda a: _encode_v1(a.astype(arr.dtype), model))
 
 
-def _encode_order0(arr: np.ndarray) -> bytes:
-    dt = arr.dtype
-    flat = arr.reshape(-1)
-    if flat.size == 0:
-        return bytes(_header(arr, _EMPTY))
-    lo, counts = _histogram(flat)
-    if counts.size == 1:
-        out = _header(arr, _CONSTANT)
-        _put_uvarint(out, _zigzag(lo))
-        return bytes(out)
-
-    mode, table = _choose_weights(counts)
-    out = _header(arr, mode)
-    _put_uvarint(out, _zigzag(lo))
-    _put_uvarint(out, counts.size - 1)
-    _put_table(out, table)
-
-    import constriction
-
-    lut = _symbol_lut(dt, lo, table)
-    unsigned = flat.view(np.dtype(f"u{dt.itemsize}"))
-    model = _model(table[table > 0])
-    coder = constriction.stream.stack.AnsCoder()
-    for start in range(((flat.size - 1) // _CHUNK) * _CHUNK, -1, -_CHUNK):  # last chunk first: a stack
-        coder.encode_reverse(lut[unsigned[start : start + _CHUNK]], model)
-    payload = coder.get_compressed().astype("<u4").tobytes()
-    coded = bytes(out) + payload.rstrip(b"\x00")  # the last word is nonzero, so at most 3 bytes go
-    raw = _header(arr, _RAW)
-    if len(raw) + flat.nbytes < len(coded):
-        return bytes(raw) + flat.astype(dt.newbyteorder("<")).tobytes()
-    return coded
-
-
 def decode_codes(data: bytes, *, max_symbols: int = MAX_SYMBOLS) -> np.ndarray:
     """Inverse of encode_codes. Malformed input raises EntropyDecodeError (never another exception type).
 
@@ -241,85 +178,15 @@ def _decode_adaptive(r: _Reader, data: bytes, shape: tuple[int, ...], dt: np.dty
     info = np.iinfo(dt)
     lo = r.svarint("alphabet start", int(info.min), int(info.max))
     span = r.uvarint("alphabet span", int(info.max) - lo)
-    return ad.decode_body(r, data, shape, dt, lo, span)
+    return ad.decode_body(r, data, shape, dt, lo, span, _decode)
 
 
 def _decode(data: bytes, max_symbols: int) -> np.ndarray:
-    r = _Reader(data)
-    b0 = r.byte()
-    if b0 >> 5 not in (FORMAT_VERSION, 2):
-        raise EntropyDecodeError(f"unknown format version {b0 >> 5} (expected {FORMAT_VERSION} or 2)")
-    mode, dt = (b0 >> 2) & 7, _DTYPES[b0 & 3]
-    if mode > _BROTLI_T or (b0 >> 5 == 2 and mode != _ADAPTIVE):
-        raise EntropyDecodeError(f"unknown mode {mode} in a version-{b0 >> 5} stream")
-    ndim = r.uvarint("ndim", _MAX_NDIM)
-    shape = tuple(r.uvarint("dimension", max_symbols) for _ in range(ndim))
-    n = math.prod(shape)
-    if n > max_symbols:
-        raise EntropyDecodeError(f"shape {shape} has {n} elements, over the limit {max_symbols}")
-    info = np.iinfo(dt)
-    if b0 >> 5 == 2:
+    r, version, mode, dt, shape, n = read_head(data, max_symbols)
+    if version == 2:
         return _decode_adaptive(r, data, shape, dt)
-
-    if mode == _EMPTY or n == 0:
-        if mode != _EMPTY or n != 0:
-            raise EntropyDecodeError(f"mode {mode} does not match the element count {n}")
-        if r.pos != len(data):
-            raise EntropyDecodeError("trailing bytes after an empty array")
-        return np.empty(shape, dtype=dt)
-    if mode == _RAW:
-        if len(data) - r.pos != n * dt.itemsize:
-            raise EntropyDecodeError(f"raw payload of {len(data) - r.pos} bytes does not hold {n} {dt} elements")
-        return np.frombuffer(data, dtype=dt.newbyteorder("<"), offset=r.pos).astype(dt).reshape(shape)
-    if mode == _CONSTANT:
-        value = r.svarint("constant value", int(info.min), int(info.max))
-        if r.pos != len(data):
-            raise EntropyDecodeError("trailing bytes after a constant array")
-        return np.full(shape, value, dtype=dt)
-    if mode in (_BROTLI, _BROTLI_T):
+    if n and mode in (_BROTLI, _BROTLI_T):
         return _decode_brotli(data[r.pos :], shape, dt, transpose=mode == _BROTLI_T)
-    if mode == _CONTEXT:
+    if n and mode == _CONTEXT:
         return _decode_context(r, data, shape, dt, max_symbols)
-
-    lo = r.svarint("alphabet start", int(info.min), int(info.max))
-    span = r.uvarint("alphabet span", int(info.max) - lo)
-    if span == 0:
-        raise EntropyDecodeError("single-symbol alphabet in a coded stream")
-    table = _read_table(r, span + 1, n if mode == _COUNTS else _MAX_WEIGHT)
-    present = table > 0
-    weights = table[present]
-    total = int(weights.sum())
-    if mode == _COUNTS and total != n:
-        raise EntropyDecodeError(f"histogram counts sum to {total}, but the shape has {n} elements")
-
-    payload = data[r.pos :]
-    if not payload or payload[-1] == 0:
-        raise EntropyDecodeError("missing or non-canonical payload")
-    payload_bits = 8 * len(payload)
-    # Lower bound on the bits n symbols need. Every symbol costs at least -log2 of the largest model probability
-    # (after constriction's 2^-24 fixed-point rounding); with exact counts, the empirical entropy is a tighter bound.
-    need = _min_bits(weights, n)
-    if mode == _COUNTS:
-        w = weights.astype(np.float64)
-        need = max(need, float(np.sum(w * (math.log2(total) - np.log2(w)))))
-    if need > payload_bits + _SLACK_BITS:
-        raise EntropyDecodeError(f"payload of {len(payload)} bytes is too short for {n} symbols")
-
-    import constriction
-
-    words = np.frombuffer(payload + b"\x00" * (-len(payload) % 4), dtype="<u4").astype(np.uint32)
-    coder = constriction.stream.stack.AnsCoder(words)
-    model = _model(weights)
-    values = np.arange(lo, lo + span + 1, dtype=np.int64)[present].astype(dt)
-    out = np.empty(n, dtype=dt)
-    for start in range(0, n, _CHUNK):
-        m = min(_CHUNK, n - start)
-        idx = coder.decode(model, m)
-        out[start : start + m] = values[idx]
-    if not coder.is_empty():
-        raise EntropyDecodeError("payload not fully consumed (corrupt stream)")
-    if mode == _COUNTS:
-        got = _histogram(out)[1]
-        if got.size != table.size or not np.array_equal(got, table):
-            raise EntropyDecodeError("decoded histogram differs from the stored counts (corrupt stream)")
-    return out.reshape(shape)
+    return decode_order0_body(r, data, shape, dt, mode, n)

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from pgolf.pack.order0 import decode_order0, encode_order0, order0_entropy_bytes
 from pgolf.pack.rans_core import (
     _BROTLI,
     _BROTLI_T,
@@ -61,7 +62,6 @@ def _brotli_may_win(arr: np.ndarray, transpose: bool, bound: int) -> bool:
     import brotli
 
     from pgolf.pack.codecs import BROTLI_QUALITY
-    from pgolf.pack.entropy import order0_entropy_bytes  # entropy.py imports this module
 
     if arr.nbytes < 4 * BROTLI_SAMPLE[0]:
         return True
@@ -84,7 +84,6 @@ def _context_plan(sym: np.ndarray, k: int):
     """(bytes estimate, rows, cols, side-info bytes, per-context (offset, table, table bytes) or None) of the best
     grid point, or None when no grid point beats a single context."""
     from pgolf.pack import context as cx
-    from pgolf.pack.entropy import encode_codes  # entropy.py imports this module
 
     best = None
     for br, bc in cx.GRID:
@@ -96,7 +95,7 @@ def _context_plan(sym: np.ndarray, k: int):
         side = bytearray()
         for ids in (rows, cols):
             if ids.max() > 0:
-                blob = encode_codes(ids.astype(np.uint8))
+                blob = encode_order0(ids.astype(np.uint8))
                 _put_uvarint(side, len(blob))
                 side += blob
         counts = cx.context_counts(sym, k, rows, cols)
@@ -179,8 +178,6 @@ def _decode_brotli(blob: bytes, shape: tuple[int, ...], dt: np.dtype, transpose:
 
 def _read_ids(r: _Reader, data: bytes, length: int, clusters: int, what: str) -> np.ndarray:
     """Cluster ids: a nested uint8 stream of `length` values, each < clusters (all zero when clusters == 1)."""
-    from pgolf.pack.entropy import _decode  # entropy.py imports this module
-
     if clusters == 1:
         return np.zeros(length, dtype=np.int64)
     m = r.uvarint(f"{what} id stream length", len(data) - r.pos)
@@ -188,7 +185,7 @@ def _read_ids(r: _Reader, data: bytes, length: int, clusters: int, what: str) ->
     r.pos += m
     if not blob or (blob[0] >> 2) & 7 not in (_CONSTANT, _COUNTS, _WEIGHTS, _RAW):
         raise EntropyDecodeError(f"{what} id stream is empty or not an order-0 stream")
-    ids = _decode(blob, length)
+    ids = decode_order0(blob, length)
     if ids.dtype != np.uint8 or ids.shape != (length,):
         raise EntropyDecodeError(f"{what} ids are {ids.dtype} {ids.shape}, expected uint8 ({length},)")
     if int(ids.max()) >= clusters:
