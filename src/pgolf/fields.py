@@ -4,7 +4,7 @@ GPTConfig from an artifact's manifest).
 
     parse_value(int, Text("1_000"), "train.iterations")     → 1000 (a `Text` is parsed to the field's type)
     parse_value(float, True, "train.matrix_lr")             → ValueError: … is a boolean, expected a number
-    check_ranges("model", {"num_layers": 0})                → ValueError: model.num_layers=0: expected a value ≥ 1 …
+    check_ranges("model", {"num_layers": 0})                → ValueError: model.num_layers=0: expected … ≥ 1 …
 
 Its own module, below every stage, so that a reader of a stage's config (the artifact validator in pack/) does not
 import the top-level RunConfig.

@@ -1,8 +1,8 @@
 """The recorder a mode reports to: every scored distribution and every parameter update, in call order.
 
     rec = ScoreRecorder()
-    evaluate(model, tokens, target_bytes, cfg, seq_len=64, recorder=rec)   # eval/modes.py; the Tally forwards
-    rec.matrix(T, V)                                                        # (T, V) first distribution per position
+    evaluate(model, tokens, target_bytes, cfg, seq_len=64, device="cpu", bos_id=1, recorder=rec)  # eval/modes.py
+    rec.matrix(T, V)            # (T, V): the first distribution recorded at each position
 
 `record_scores(positions, log_probs)` takes the full-vocabulary log-distributions (n, V) a mode scores (position
 p = target index), `record_update(positions)` the targets a parameter update reads. The legality checker
