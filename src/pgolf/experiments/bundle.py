@@ -338,12 +338,17 @@ def strip_script_checks(shaken: Mapping[str, str], plan: Any) -> dict[str, str]:
     """`strip_checks` on every shaken module (the protected functions computed over all of them), then shaken again:
     what only a check used (a message helper, a validator's imports) leaves the script."""
     from pgolf.experiments.closure import shake
-    from pgolf.experiments.minify import protected_functions, pure_functions, strip_checks
+    from pgolf.experiments.minify import empty_functions, protected_functions, pure_functions, strip_checks
 
     trees = {k: ast.parse(v, filename=k) for k, v in shaken.items() if k.endswith(".py")}
-    protected, pure = protected_functions(trees, ERROR_REPORTERS), pure_functions(trees)
-    stripped = {k: ast.unparse(strip_checks(trees[k], protected, pure)) + "\n" if k in trees else v
-                for k, v in shaken.items()}
+    protected, empty = protected_functions(trees, ERROR_REPORTERS), frozenset()
+    for _ in range(4):  # until no function becomes empty (a validator's callers may empty in turn)
+        pure = pure_functions(trees)
+        trees = {k: strip_checks(t, protected, pure, empty) for k, t in trees.items()}
+        if empty_functions(trees) == empty:
+            break
+        empty = empty_functions(trees)
+    stripped = {k: ast.unparse(trees[k]) + "\n" if k in trees else v for k, v in shaken.items()}
     return shake(stripped, plan)
 
 

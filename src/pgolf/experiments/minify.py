@@ -102,6 +102,7 @@ _PURE_CALLS = frozenset({
     "lower", "upper", "strip", "split", "issubset", "issuperset", "isdisjoint", "is_floating_point",
     "is_contiguous", "element_size", "nelement", "stride", "fields", "is_available", "is_initialized",
     "get_world_size", "get_rank", "log2", "prod", "ceil", "floor", "sqrt", "format", "join", "index",
+    "asdict", "get_args", "get_origin",
 })
 """Callee names (functions or methods) whose calls in a check's condition have no side effect."""
 
@@ -206,14 +207,85 @@ protocol and keep their raises."""
 class _StripChecks(ast.NodeTransformer):
     """See `strip_checks`."""
 
-    def __init__(self, protected: set[str], pure: frozenset[str]):
-        self.protected, self.pure = protected, pure
+    def __init__(self, protected: set[str], pure: frozenset[str], empty: frozenset[str]):
+        self.protected, self.pure, self.empty = protected, pure | empty, empty
 
     def visit_FunctionDef(self, node):  # noqa: N802 (ast.NodeTransformer API)
         if node.name in self.protected or (node.name.startswith("__") and node.name not in _PLAIN_DUNDERS):
             return node  # a dunder (__getattr__ → AttributeError, __next__ …) or a raise someone catches
         node.body = self._block(node.body) or [ast.Pass()]
+        self._dce(node)
         return node
+
+    def _dce(self, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        """Dead code the stripping leaves, to a fixpoint: an assignment of a pure value to local names nothing
+        reads, a `for` over a pure iterable with an empty body, an `if` with a pure test and empty branches, a
+        statement that calls an `empty` function with pure arguments."""
+        if any(isinstance(n, ast.Call) and getattr(n.func, "id", None) in ("locals", "vars", "exec", "eval")
+               for n in ast.walk(fn)):
+            return
+        while True:
+            loaded = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Store)}
+            loaded |= {x for n in ast.walk(fn) if isinstance(n, (ast.Global, ast.Nonlocal)) for x in n.names}
+            local = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+            local |= {a.arg for n in ast.walk(fn) if isinstance(n, ast.arguments)
+                      for a in (*n.posonlyargs, *n.args, *n.kwonlyargs, n.vararg, n.kwarg) if a is not None}
+            changed: list[bool] = []
+            fn.body = self._dead(fn.body, loaded, local, changed) or [ast.Pass()]
+            if not changed:
+                return
+
+    def _dead(self, body: list[ast.stmt], loaded: set[str], local: set[str], changed: list[bool]) -> list[ast.stmt]:
+        def names(t: ast.expr) -> list[str] | None:
+            if isinstance(t, ast.Name):
+                return [t.id]
+            if isinstance(t, (ast.Tuple, ast.List)):
+                parts = [names(e) for e in t.elts]
+                return None if any(p is None for p in parts) else [x for p in parts for x in p]
+            return None
+
+        out: list[ast.stmt] = []
+        for s in body:
+            if isinstance(s, ast.Pass):
+                continue
+            if isinstance(s, ast.Assign) and _pure(s.value, self.pure):
+                targets = [names(t) for t in s.targets]
+                if all(t is not None for t in targets) and not {x for t in targets for x in t} & loaded:
+                    changed.append(True)
+                    continue
+            if isinstance(s, ast.ImportFrom) and (s.module or "").startswith("pgolf") and not s.level:
+                kept = [a for a in s.names if (a.asname or a.name) in loaded]
+                if len(kept) < len(s.names):  # a name only a removed statement used (the shaking drops its def)
+                    changed.append(True)
+                    if not kept:
+                        continue
+                    s.names = kept
+            if isinstance(s, ast.Expr):
+                v = s.value
+                if isinstance(v, ast.Constant) or (
+                        isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id in self.empty
+                        and v.func.id not in local and all(_pure(a, self.pure) for a in v.args)
+                        and all(_pure(k.value, self.pure) for k in v.keywords)):
+                    changed.append(True)
+                    continue
+            if isinstance(s, ast.For) and not s.orelse:
+                s.body = self._dead(s.body, loaded, local, changed)
+                tnames = names(s.target)
+                if not s.body and _pure(s.iter, self.pure) and tnames is not None and not set(tnames) & loaded:
+                    changed.append(True)
+                    continue
+                s.body = s.body or [ast.Pass()]
+            elif isinstance(s, ast.If):
+                s.body, s.orelse = self._dead(s.body, loaded, local, changed), self._dead(s.orelse, loaded, local,
+                                                                                          changed)
+                if not s.body and not s.orelse and _pure(s.test, self.pure):
+                    changed.append(True)
+                    continue
+                s.body = s.body or [ast.Pass()]
+            elif isinstance(s, (ast.While, ast.With)):
+                s.body = self._dead(s.body, loaded, local, changed) or [ast.Pass()]
+            out.append(s)
+        return out
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
@@ -253,19 +325,33 @@ class _StripChecks(ast.NodeTransformer):
         return out
 
 
-def strip_checks(tree: ast.Module, protected: set[str] = frozenset(), pure: frozenset[str] = frozenset()
-                 ) -> ast.Module:
+def empty_functions(trees: Mapping[str, ast.Module]) -> frozenset[str]:
+    """Names of the module-level functions whose body is `pass` (every definition of the name, undecorated): a
+    statement calling one with pure arguments does nothing."""
+    defs: dict[str, list[ast.stmt]] = {}
+    for tree in trees.values():
+        for fn in tree.body:
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                defs.setdefault(fn.name, []).append(fn)
+    return frozenset(n for n, fns in defs.items() if all(
+        isinstance(f, ast.FunctionDef) and not f.decorator_list and all(isinstance(b, ast.Pass) for b in f.body)
+        for f in fns))
+
+
+def strip_checks(tree: ast.Module, protected: set[str] = frozenset(), pure: frozenset[str] = frozenset(),
+                 empty: frozenset[str] = frozenset()) -> ast.Module:
     """The script's checks removed, as `python -O` removes asserts (the package keeps every one): asserts dropped;
     an `if` whose condition has no side effect (`_pure`: `_PURE_CALLS` and the `pure` functions of
     `pure_functions`) and whose branch only raises → the other branch; every
     other `raise E(message...)` → `raise E` (no message, no cause). Not touched: raises of `KEPT_RAISES`, try
     bodies and handlers, protocol dunders (all but `_PLAIN_DUNDERS`), the `protected` functions (`protected_functions`: their raise may be
     caught and acted on), module-level statements but asserts. A configuration or input the package refuses is therefore not
-    refused by the script: it runs on (or fails later, with a bare exception type). Idempotent."""
+    refused by the script: it runs on (or fails later, with a bare exception type). Then the dead code that
+    leaves goes (`_StripChecks._dce`; `empty`: the functions of `empty_functions`, whose calls go). Idempotent."""
     body = []
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            node = _StripChecks(protected, pure).visit(node)
+            node = _StripChecks(protected, pure, empty).visit(node)
         elif isinstance(node, ast.Assert):
             continue
         body.append(node)
