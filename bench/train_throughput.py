@@ -3,7 +3,7 @@
     python bench/train_throughput.py                              # cpu-demo and record-11l (seq 256), 1 thread, fp32 and bf16
     python bench/train_throughput.py --autocast bf16              # only bf16 autocast (both loops)
     python bench/train_throughput.py --presets cpu-demo --repeats 5 --steps 4
-    python bench/train_throughput.py --presets cpu-demo --baseline-src /tmp/base/src   # + an older pgolf checkout
+    python bench/train_throughput.py --presets cpu-demo --baseline-src /tmp/base/src   # + an older pgolf checkout (fp32)
 
 A pgolf step is the training loop's step: forward, backward, grad clip (when the preset clips), Muon + AdamW,
 zero_grad, EMA update (when the preset keeps one). The reference ("plain") is a textbook PyTorch GPT of the same shape
@@ -220,6 +220,9 @@ def main() -> None:
     p.add_argument("--autocast", default="off,bf16",
                    help="precisions to compare, comma-separated: off (fp32) and/or bf16 (autocast, fp32 masters)")
     p.add_argument("--baseline-src", help="src/ folder of another pgolf checkout, measured as variant 'baseline'")
+    p.add_argument("--baseline-autocast", action="store_true",
+                   help="also wrap the baseline in bf16 autocast (default: the baseline runs only at 'off', fp32, "
+                        "which is what older pgolf trained on CPU)")
     p.add_argument("--no-plain", action="store_true", help="skip the plain PyTorch reference")
     p.add_argument("--json", help="also write every measurement to this file")
     p.add_argument("--one", help=argparse.SUPPRESS)
@@ -233,9 +236,10 @@ def main() -> None:
         variants.append(("baseline", args.baseline_src))
     rows, allruns = [], []
     for preset, amp in ((p, a) for p in args.presets.split(",") for a in args.autocast.split(",")):
-        runs: dict[str, list[dict]] = {v: [] for v, _ in variants}
+        here = [(v, src) for v, src in variants if v != "baseline" or amp == "off" or args.baseline_autocast]
+        runs: dict[str, list[dict]] = {v: [] for v, _ in here}
         for r in range(args.repeats):
-            order = variants[r % len(variants):] + variants[:r % len(variants)]  # rotate who goes first
+            order = here[r % len(here):] + here[:r % len(here)]  # rotate who goes first
             for v, src in order:
                 res = _run_one("pgolf" if v == "baseline" else v, preset, args, src, amp)
                 res["variant"] = v
@@ -245,7 +249,7 @@ def main() -> None:
                 print(f"# {preset} {amp} repeat {r + 1} {v}: step {res['step_s']:.3f} s, cpu {res['cpu_s']:.3f} s"
                       + (f" (cpu by phase: {phases})" if phases else ""), file=sys.stderr, flush=True)
         ref = runs["plain"] if "plain" in runs else None
-        for v, _ in variants:
+        for v, _ in here:
             step = statistics.median(x["step_s"] for x in runs[v])
             cpu = statistics.median(x["cpu_s"] for x in runs[v])
             row = {**runs[v][0], "variant": v, "step_s": step, "cpu_s": cpu,

@@ -230,3 +230,7 @@ def test_newton_schulz_dtype_choice_and_bf16_stays_close():
     assert x16.dtype == torch.float32  # returned in G's dtype
     assert (x16 - x32).norm() / x32.norm() < 0.05  # bf16 NS (the records' precision): the same update to ~3 %
     assert not torch.equal(x16, x32)
+    # a tall matrix iterates on a contiguous copy of its transpose on CPU in bf16: the same as the wide one's NS
+    tall = zeropower_via_newtonschulz(g.mT, 5, dtype=torch.bfloat16)
+    assert torch.equal(tall, zeropower_via_newtonschulz(g.mT.contiguous(), 5, dtype=torch.bfloat16))
+    assert torch.equal(tall, x16.mT)
