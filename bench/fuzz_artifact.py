@@ -404,17 +404,36 @@ def join_rans(prefix: bytes, header: dict, rest: bytes, streams: list[bytes]) ->
     return prefix + struct.pack("<I", len(inner)) + inner + b"".join(streams)
 
 
+_SPLIT: dict[int, tuple | None] = {}
+STREAM_HITS: Counter = Counter()
+"""code-stream mutants per entropy.py stream mode of the stream they edited (printed after the table)."""
+_HITS_LOCK = threading.Lock()
+
+
+def _split_cached(blob: bytes):
+    key = hash(blob)
+    if key not in _SPLIT:
+        _SPLIT[key] = split_rans(blob)
+    return _SPLIT[key]
+
+
 @mutator("code-stream")
 def m_code_stream(blob, rng, others):
     """Byte mutations inside one entropy-coded tensor stream of a rans / rans-ctx base, code_streams kept
-    consistent; an adaptive (version-2) stream is picked when the base has one, 3 times in 4."""
-    parts = split_rans(blob)
-    if parts is None:  # this base is another codec: mutate one of the rans bases instead
-        parts = split_rans(rng.choice([b for b in others if split_rans(b) is not None]))
+    consistent. Half the mutants go to a base with an adaptive (version-2) stream and edit that stream 3 times in 4;
+    a base of another codec is swapped for a random rans base."""
+    with_adaptive = [b for b in others if (p := _split_cached(b)) and any(st[:1] and st[0] >> 5 == 2 for st in p[3])]
+    parts = _split_cached(blob)
+    if with_adaptive and rng.random() < 0.5:
+        parts = _split_cached(rng.choice(with_adaptive))
+    elif parts is None:
+        parts = _split_cached(rng.choice([b for b in others if _split_cached(b) is not None]))
     prefix, header, rest, streams = parts
     adaptive = [i for i, st in enumerate(streams) if st and st[0] >> 5 == 2]
     coded = [i for i, st in enumerate(streams) if len(st) > 8] or list(range(len(streams)))
     i = rng.choice(adaptive if adaptive and rng.random() < 0.75 else coded)
+    with _HITS_LOCK:
+        STREAM_HITS["adaptive" if i in adaptive else "version-1"] += 1
     pool = [st for st in streams if st]
     streams = list(streams)
     streams[i] = mutate_bytes(streams[i] or b"\x00", rng, pool, head=24)[1]
@@ -596,6 +615,8 @@ def main() -> int:
     crashes = sum(total[f"{c}:crash"] for c in COMMANDS)
     print(f"\n{total['mutants']:,} mutants in {seconds:.0f} s; crashes {crashes}, hangs {total['hang']}, "
           f"slowest command {total['max_s']} s, peak worker RSS {peak[0] / 1024:.0f} MiB")
+    if STREAM_HITS:
+        print(f"code-stream mutants by the stream they edit: {dict(STREAM_HITS)}")
     for line in examples[:40]:
         print(line)
     os.rmdir(tmp)
