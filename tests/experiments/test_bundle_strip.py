@@ -161,3 +161,38 @@ def test_sota_shaped_script_reproduces_the_package_run_byte_for_byte(tiny_datase
         assert again["roundtrip"][k] == run["roundtrip"][k], k
     assert again["config"] == run["config"]
     assert again["bytes"] == run["bytes"]
+
+
+def test_dead_code_after_stripping_goes_with_the_calls_of_emptied_validators():
+    from pgolf.experiments.closure import Plan, shake
+    from pgolf.experiments.bundle import strip_script_checks
+
+    files = {
+        "pgolf/__init__.py": "",
+        "pgolf/submission.py": "from pgolf.lib import run\n\ndef main():\n    return run(3)\n",
+        "pgolf/lib.py": "RANGES = {'n': (0, 9)}\n\ndef check(n):\n    lo, hi = RANGES['n']\n    for x in (n,):\n"
+                        "        if not lo <= x <= hi:\n            raise ValueError(f'{x} out of range')\n\n"
+                        "def run(n):\n    from pgolf.helpers import unused\n    check(n)\n    log = []\n"
+                        "    log.append(n)\n    return len(log) + n\n",
+        "pgolf/helpers.py": "def unused():\n    return 0\n",
+    }
+    out = strip_script_checks(shake(files, Plan()), Plan())
+    lib = out["pgolf/lib.py"]
+    assert "RANGES" not in lib and "check" not in lib and "raise" not in lib  # the emptied validator and its table
+    assert "pgolf/helpers.py" not in out  # an unused lazy import of a pgolf module goes
+    assert "log.append(n)" in lib  # a statement with an effect stays
+    ns: dict = {}
+    exec(compile(lib, "<lib>", "exec"), ns)
+    assert ns["run"](3) == 4 and ns["run"](99) == 100  # the package would refuse 99
+    assert strip_script_checks(out, Plan()) == out
+
+
+def test_a_script_without_resource_files_has_no_resource_reader():
+    from pgolf.experiments.bundle import bootstrap_source, default_config, package_files, script_files, script_text
+
+    chosen = script_files(package_files(), default_config())
+    assert all(k.endswith(".py") for k in chosen)  # baked configuration: no presets
+    text = script_text(chosen)
+    assert "get_resource_reader" not in text and "class _Node" not in text
+    assert "get_resource_reader" in bootstrap_source(True)
+    compile(bootstrap_source(False), "<bootstrap>", "exec")

@@ -372,10 +372,24 @@ def bundle_source(files: Mapping[str, str], cfg: Any = None, *, minify: bool = F
     return head + script_text(chosen)
 
 
+def bootstrap_source(resources: bool = True) -> str:
+    """BOOTSTRAP; without `resources` (a script embedding only .py files: its configuration is baked, it reads no
+    preset) the `importlib.resources` reader (`_Node`, `_Reader`, `get_resource_reader`) left out."""
+    if resources:
+        return BOOTSTRAP
+    tree = ast.parse(BOOTSTRAP)
+    tree.body = [n for n in tree.body if not (isinstance(n, ast.ClassDef) and n.name in ("_Node", "_Reader"))]
+    for n in tree.body:
+        if isinstance(n, ast.ClassDef):
+            n.body = [m for m in n.body if getattr(m, "name", None) != "get_resource_reader"]
+    return ast.unparse(tree) + "\n"
+
+
 def script_text(chosen: Mapping[str, str], *, minify: bool = False) -> str:
     """The embedded-files table of `chosen` ({relpath: text}) followed by the bootstrap (minified with `minify`)."""
     table = "PGOLF_FILES = {\n" + "".join(f"{k!r}: {_literal(v)},\n" for k, v in chosen.items()) + "}\n"
-    return table + (compact_python(minify_python(BOOTSTRAP), "<bootstrap>") if minify else BOOTSTRAP)
+    boot = bootstrap_source(any(not k.endswith(".py") for k in chosen))
+    return table + (compact_python(minify_python(boot), "<bootstrap>") if minify else boot)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
