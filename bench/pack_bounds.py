@@ -11,7 +11,8 @@ bits/column side info counted), the row's mean |q| quartile (2 bits/row), the si
 and of the same column in the previous row (9 contexts), those two codes' values clipped to ±3 (49), the column
 itself (one adaptive histogram per column). tok_emb in addition: the adaptive stream rans-ctx writes, and a linear
 mixture of its model with per-column adaptive counts (weights from the two models' running code lengths; exact code
-length, not a stream mode). "needed tok_emb" = 0.98 × lrzip total − the other groups at their best context.
+length, not a stream mode), and static conditional entropies (optimistic: no tables) of its adaptive rows under
+richer contexts. "needed tok_emb" = 0.98 × lrzip total − the other groups at their best context.
 """
 
 from __future__ import annotations
@@ -99,6 +100,40 @@ def mixed_tok_emb(q: np.ndarray, beta: float = 0.002, alpha: float = 32.0) -> fl
     return side + (bits + lehmer) / 8
 
 
+def static_h(ctx: np.ndarray, x: np.ndarray, k: int) -> float:
+    """Empirical conditional entropy (bytes) of x given ctx: no tables, no side information (optimistic)."""
+    _, inv = np.unique(ctx.reshape(-1), return_inverse=True)
+    m = np.bincount(inv * k + x.reshape(-1), minlength=(inv.max() + 1) * k).reshape(-1, k).astype(np.float64)
+    p = m / np.maximum(m.sum(1, keepdims=True), 1)
+    return float(-(m * np.log2(np.where(m > 0, p, 1))).sum() / 8)
+
+
+def richer_tok_emb(q: np.ndarray) -> str:
+    """Static conditional entropies of the adaptive rows (tok_emb minus its split-off rows) in the row walk's order,
+    under richer contexts than the shipped one, for comparison with its exact adaptive code length."""
+    lo = int(q.min())
+    cls = ad._split_rows(q)
+    rest = q[np.ones(len(q), bool) if cls is None else cls == 0].astype(np.int64) - lo
+    x_all = rest[ad.chain_order(rest)]
+    k, centre = int(rest.max()) + 1, ad._centre(lo, int(q.max()) - lo)
+    r, c = x_all.shape
+    x, u = x_all[1:], x_all[:-1]
+    u2 = np.vstack([np.full((1, c), centre), x_all[:-2]])
+    mean = np.round(np.cumsum(x_all, 0)[:-1] / np.arange(1, r)[:, None]).astype(np.int64)
+    cm = np.clip(mean - centre, -ad.CM_CLIP, ad.CM_CLIP) + ad.CM_CLIP
+    xf = x_all.astype(np.float32)
+    sq = (xf * xf).sum(1)
+    d = sq[:, None] + sq[None, :] - 2 * xf @ xf.T
+    d[np.triu_indices(r)] = np.inf  # earlier rows only
+    nn3 = np.argsort(d, 1)[1:, :3]
+    near = np.round(x_all[nn3].mean(1)).astype(np.int64)  # row i >= 3 has 3 earlier rows; rows 1-2 repeat some
+    h0 = order0_entropy_bytes(x)
+    rows = {"shipped context (u × column mean), static": (cm * k + u),
+            "(u, previous-but-one, column mean), static": ((cm * k + u) * k + u2),
+            "mean of the 3 nearest earlier rows × column mean, static (row choice not counted)": (cm * k + near)}
+    return "; ".join(f"{name} {static_h(ctx, x, k):,.0f} B" for name, ctx in rows.items()) + f" (H0 {h0:,.0f} B)"
+
+
 def main(argv: list[str]) -> None:
     for path in argv or ["/tmp/runs/demo/checkpoint.pt", "/tmp/runs/d384/checkpoint.pt"]:
         codes = codes_of(Path(path))
@@ -131,6 +166,8 @@ def main(argv: list[str]) -> None:
             need = 0.98 * tot["lrz"] - (tot["best"] - tok[1])
             print(f"total ≤ 0.98 × lrzip needs tok_emb ≤ {need:,.0f} B = {need / tok[0]:.4f} × its H0 "
                   f"(best found {tok[1] / tok[0]:.4f})")
+            print(f"tok_emb's adaptive rows (rows 2.. in walk order): "
+                  f"{richer_tok_emb(codes[next(n for n in codes if n.startswith('tok_emb'))])}")
 
 
 if __name__ == "__main__":
