@@ -196,3 +196,23 @@ def test_a_script_without_resource_files_has_no_resource_reader():
     assert "get_resource_reader" not in text and "class _Node" not in text
     assert "get_resource_reader" in bootstrap_source(True)
     compile(bootstrap_source(False), "<bootstrap>", "exec")
+
+
+def test_constant_parameters_fold_only_in_a_closed_world():
+    from pgolf.experiments.minify import fold_constant_parameters
+
+    src = ("def run(x, *, resume=False, fast=True):\n    if resume:\n        x = load(x)\n"
+           "    return x * 2 if fast else x\n\ndef load(x):\n    return -x\n\n"
+           "def top(x):\n    return run(x) + run(x, resume=False)\n\n"
+           "def aliased(x, flag=False):\n    return 1 if flag else 0\n\nALIAS = aliased\n\n"
+           "def varied(x, flag=False):\n    return 1 if flag else 0\n\ndef both():\n    return varied(0) + varied(0, True)\n"
+           "\ndef main(argv=None):\n    return 0 if argv is None else len(argv)\n")
+    trees = {"m.py": ast.parse(src)}
+    # run's resume and fast; aliased is a value, varied gets True, main is called from outside (an entry)
+    assert fold_constant_parameters(trees, frozenset({"main"})) == 2
+    out = ast.unparse(trees["m.py"])
+    assert "x = load(x)" not in out and "x * 2" in out and "if fast" not in out
+    ns: dict = {}
+    exec(compile(out, "<folded>", "exec"), ns)
+    assert ns["top"](3) == 12 and ns["ALIAS"](0, True) == 1 and ns["both"]() == 1 and ns["main"](["a"]) == 1
+    assert fold_constant_parameters(trees, frozenset({"main"})) == 0 and ast.unparse(trees["m.py"]) == out

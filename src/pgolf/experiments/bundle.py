@@ -329,6 +329,9 @@ def baked_submission(source: str, cfg: Any) -> str:
     return ast.unparse(ast.fix_missing_locations(ast.Module(body=body, type_ignores=[]))) + "\n"
 
 
+ENTRY_FUNCTIONS = frozenset({"main"})
+"""Functions the world outside the script's sources calls (the bootstrap, a driver: `pgolf.submission.main(argv)`):
+`fold_constant_parameters` leaves their parameters alone."""
 ERROR_REPORTERS = frozenset({"main"})
 """Functions whose catch-all handler only reports an error (pgolf.submission.main: one line, exit status 2): a raise
 they catch is not control flow, so `strip_checks` may strip it."""
@@ -338,9 +341,12 @@ def strip_script_checks(shaken: Mapping[str, str], plan: Any) -> dict[str, str]:
     """`strip_checks` on every shaken module (the protected functions computed over all of them), then shaken again:
     what only a check used (a message helper, a validator's imports) leaves the script."""
     from pgolf.experiments.closure import shake
-    from pgolf.experiments.minify import empty_functions, protected_functions, pure_functions, strip_checks
+    from pgolf.experiments.minify import (
+        empty_functions, fold_constant_parameters, protected_functions, pure_functions, strip_checks,
+    )
 
     trees = {k: ast.parse(v, filename=k) for k, v in shaken.items() if k.endswith(".py")}
+    fold_constant_parameters(trees, ENTRY_FUNCTIONS)
     protected, empty = protected_functions(trees, ERROR_REPORTERS), frozenset()
     for _ in range(4):  # until no function becomes empty (a validator's callers may empty in turn)
         pure = pure_functions(trees)
