@@ -216,3 +216,15 @@ def test_constant_parameters_fold_only_in_a_closed_world():
     exec(compile(out, "<folded>", "exec"), ns)
     assert ns["top"](3) == 12 and ns["ALIAS"](0, True) == 1 and ns["both"]() == 1 and ns["main"](["a"]) == 1
     assert fold_constant_parameters(trees, frozenset({"main"})) == 0 and ast.unparse(trees["m.py"]) == out
+
+
+def test_a_local_of_the_same_name_does_not_block_folding_but_an_imported_call_counts():
+    from pgolf.experiments.minify import fold_constant_parameters
+
+    base = ("def run(x, resume=False):\n    return 1 if resume else 0\n\n"
+            "def user(xs):\n    run = [x for x in xs]\n    return [r for r in zip(run, run.copy())]\n\n"
+            "def caller():\n    return run(0)\n")
+    trees = {"m.py": ast.parse(base)}
+    assert fold_constant_parameters(trees) == 1  # user's `run` is its own local
+    trees = {"m.py": ast.parse(base), "n.py": ast.parse("def other():\n    from m import run\n    return run(0, True)\n")}
+    assert fold_constant_parameters(trees) == 0  # a call through a function-level import is a call site

@@ -42,7 +42,8 @@ Two more transforms shape what the shaking keeps (pgolf.experiments.bundle.scrip
   score byte for byte); an invalid one is not refused with the package's message: it runs on, or fails later with a
   bare exception type. Check it with `pgolf run`/`pgolf bundle` (which validate) before shipping the script.
 - **Constant parameters** (`minify.fold_constant_parameters`, before the stripping): a parameter every call of its
-  function leaves at its constant default (the function only ever called directly, by a name nothing else binds)
+  function leaves at its constant default (the function only ever called directly, by a name no other def, alias,
+  value or string uses; a function's own local of that name does not count)
   becomes that constant and the branches it decides fold, e.g. `resume` and `train_only`, which the script's entry
   never passes: checkpoint resumption leaves the script. Exact for every input, not only valid ones.
 """

@@ -423,6 +423,40 @@ class _Substitute(ast.NodeTransformer):
         return (node.body if v else node.orelse) if known else node
 
 
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp, ast.DictComp,
+           ast.GeneratorExp)
+
+
+def _scope_nodes(body: list[ast.AST]):
+    """The nodes of one function scope (nested scopes not entered; a nested def's own node is yielded)."""
+    stack = list(body)
+    while stack:
+        n = stack.pop()
+        yield n
+        if not isinstance(n, _SCOPES):
+            stack.extend(ast.iter_child_nodes(n))
+        elif isinstance(n, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            stack.append(n.generators[0].iter)  # evaluated in the enclosing scope
+
+
+def _shadowed_names(tree: ast.Module) -> set[int]:
+    """ids of the Name nodes that are a function's plain locals (a parameter or a name it assigns or defines, not
+    declared global/nonlocal; a name it imports is not: that is the module-level function), in that function's own
+    scope: they never mean a module-level function."""
+    out: set[int] = set()
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        a = fn.args
+        local = {x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if x is not None}
+        nodes = list(_scope_nodes(fn.body))
+        local |= {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        local |= {n.name for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+        local -= {x for n in nodes if isinstance(n, (ast.Global, ast.Nonlocal)) for x in n.names}
+        out |= {id(n) for n in nodes if isinstance(n, ast.Name) and n.id in local}
+    return out
+
+
 def fold_constant_parameters(trees: Mapping[str, ast.Module], entries: frozenset[str] = frozenset()) -> int:
     """Closed-world constant propagation of parameters (in place; → the number of parameters folded): a module-level,
     undecorated function whose name is only ever called directly (never an attribute, an alias, a value or a string)
@@ -454,10 +488,12 @@ def fold_constant_parameters(trees: Mapping[str, ast.Module], entries: frozenset
                 return folded  # names looked up at run time: fold nothing
             modules = {(x.asname or x.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
                        for x in n.names}  # names bound to modules: `m.f` may be a module-level function
+            shadowed = _shadowed_names(tree)
             for n in ast.walk(tree):
                 if isinstance(n, ast.Call) and isinstance(n.func, ast.Name):
-                    calls.setdefault(n.func.id, []).append(n)
-                elif isinstance(n, ast.Name) and id(n) not in funcs and id(n) not in fields:
+                    if id(n.func) not in shadowed:
+                        calls.setdefault(n.func.id, []).append(n)
+                elif isinstance(n, ast.Name) and id(n) not in funcs and id(n) not in fields and id(n) not in shadowed:
                     other.add(n.id)
                 elif isinstance(n, ast.Attribute):
                     root = n
