@@ -4,7 +4,8 @@
                                [--markdown] [--breakdown [--top N]]
 
 Each row is `pgolf.experiments.bundle.measure_code_bytes(cfg)`: the script `pgolf bundle` / `pgolf submit` write for
-that configuration (entry pgolf.submission; cut points and tree shaking of pgolf.experiments.closure; minified with
+that configuration (entry pgolf.submission; cut points and tree shaking of pgolf.experiments.closure; its
+configuration baked in, its checks stripped, constant parameters folded; minified with
 ast and python-minifier, raw LZMA2, carried as a latin-1 str literal), with the modules it embeds and the minified
 size before compression. The reference is the records' counted code: 31,999 bytes for R0427 (the SOTA), 15,516–27,610 for the others. Targets: ≤ 31,999 for sota-sp8192 +
 sota-lqer + rans-ctx + ttt-phased, ≤ 20,000 for the cpu-demo default. The full package (every module reachable
