@@ -20,7 +20,7 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -202,3 +202,32 @@ def config_from_manifest(manifest: Mapping[str, Any]) -> RunConfig:
 
 def load_run_config(path: str | Path) -> RunConfig:
     return config_from_dict(json.loads(Path(path).read_text())["config"])
+
+
+def _typed(tp: str, raw: str):
+    """A command-line value parsed by its field's annotation (bool, int, float, tuple[T, ...]; anything else is a
+    str): the script has no ranges or Literal choices to check it against."""
+    if tp == "bool":
+        return {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False,
+                "off": False}[raw.lower()]
+    if tp.startswith("tuple["):
+        return tuple(_typed(tp[6:].split(",")[0], x) for x in raw.split(",") if x)
+    return int(raw) if tp == "int" else float(raw) if tp == "float" else raw
+
+
+def baked_config(baked: Mapping[str, Mapping[str, Any]], args: Sequence[str]) -> RunConfig:
+    """The single-file script's configuration (`pgolf.submission.BAKED`, {section: {field: value}}) with
+    `--section.field VALUE` / `--section.field=VALUE` overrides applied (`_typed`), as a RunConfig. Here, not in
+    submission.py, so the bundler can check a baked configuration without importing the script's entry."""
+    d = {s: dict(v) for s, v in baked.items()}
+    i = 0
+    while i < len(args):
+        key, eq, value = args[i][2:].partition("=")
+        if not eq:
+            i += 1
+            value = args[i]
+        i += 1
+        section, name = key.split(".", 1)
+        tp = {f.name: f.type for f in dataclasses.fields(SECTIONS[section])}[name]
+        d[section][name] = _typed(tp if isinstance(tp, str) else getattr(tp, "__name__", str(tp)), value)
+    return RunConfig(**{s: SECTIONS[s](**v) for s, v in d.items()})

@@ -83,40 +83,11 @@ BAKED: dict | None = None
 sets it and makes `baked_main` the script's `main`); None in the package."""
 
 
-def _typed(tp: str, raw: str):
-    """A command-line value parsed by its field's annotation (bool, int, float, tuple[T, ...]; anything else is a
-    str): the script has no ranges or Literal choices to check it against."""
-    if tp == "bool":
-        return {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False,
-                "off": False}[raw.lower()]
-    if tp.startswith("tuple["):
-        return tuple(_typed(tp[6:].split(",")[0], x) for x in raw.split(",") if x)
-    return int(raw) if tp == "int" else float(raw) if tp == "float" else raw
-
-
-def baked_config(args: Sequence[str]):
-    """BAKED with `--section.field VALUE` / `--section.field=VALUE` overrides applied (`_typed`), as a RunConfig."""
-    import dataclasses
-
-    from pgolf.config import SECTIONS, RunConfig
-
-    d = {s: dict(v) for s, v in BAKED.items()}
-    i = 0
-    while i < len(args):
-        key, eq, value = args[i][2:].partition("=")
-        if not eq:
-            i += 1
-            value = args[i]
-        i += 1
-        section, name = key.split(".", 1)
-        tp = {f.name: f.type for f in dataclasses.fields(SECTIONS[section])}[name]
-        d[section][name] = _typed(tp if isinstance(tp, str) else getattr(tp, "__name__", str(tp)), value)
-    return RunConfig(**{s: SECTIONS[s](**v) for s, v in d.items()})
-
-
 def baked_main(argv: Sequence[str] | None = None, default_preset: str = DEFAULT_PRESET) -> int:
     """`main` of the single-file script: the baked configuration plus overrides; --preset only names the run (its
     run directory and run.json's "preset"), the configuration is the baked one whatever it says."""
+    from pgolf.config import baked_config
+
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["run"]:
         args = args[1:]
@@ -126,7 +97,7 @@ def baked_main(argv: Sequence[str] | None = None, default_preset: str = DEFAULT_
         preset = args.pop(i + 1)
         args.pop(i)
     try:
-        cfg = baked_config(args)
+        cfg = baked_config(BAKED, args)
     except (ValueError, KeyError, IndexError) as e:
         print(f"train_gpt.py: error: bad override ({e!r})", file=sys.stderr)
         return 2

@@ -211,7 +211,7 @@ def test_bundle_runs_without_the_package_and_counts_itself(tmp_path):
     proc = subprocess.run([sys.executable, str(readable), "run", "--train.sed", "3"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "bad override (KeyError('sed'))" in proc.stderr  # the baked configuration's
-    # minimal override parser (pgolf.submission.baked_config): no did-you-mean, no ranges, but no unknown field
+    # minimal override parser (pgolf.config.baked_config): no did-you-mean, no ranges, but no unknown field
     rep = run_bundle_hidden(counted, ["--model.num_layers", "x"], tmp_path, tmp_path / "out.json")
     assert rep["rc"] == 2 and rep["hidden"]  # a value of the wrong type: the parser's own error
     assert rep["code_bytes"] == counted.stat().st_size

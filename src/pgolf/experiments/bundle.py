@@ -287,12 +287,11 @@ submit` writes always pass them (pgolf.experiments.submit)."""
 
 def baked_dict(cfg: Any) -> dict[str, dict[str, Any]]:
     """The configuration the script carries: the fields of `cfg.to_dict()` that differ from the dataclass
-    defaults, VARYING_FIELDS left at theirs; checked to rebuild `cfg` through `pgolf.submission.baked_config` (given
+    defaults, VARYING_FIELDS left at theirs; checked to rebuild `cfg` through `pgolf.config.baked_config` (given
     those fields as overrides)."""
     import dataclasses
 
-    import pgolf.submission as sub
-    from pgolf.config import SECTIONS
+    from pgolf.config import SECTIONS, baked_config
 
     full, defaults = cfg.to_dict(), {s: dataclasses.asdict(c()) for s, c in SECTIONS.items()}
     for section, name in VARYING_FIELDS:
@@ -300,12 +299,8 @@ def baked_dict(cfg: Any) -> dict[str, dict[str, Any]]:
     d = {s: {k: v for k, v in full[s].items() if v != defaults[s][k]} for s in full}  # what differs from defaults
     if ast.literal_eval(repr(d)) != d:
         raise ValueError(f"configuration {d!r} is not a Python literal: it cannot be baked into the script")
-    saved, sub.BAKED = sub.BAKED, d
-    try:
-        again = sub.baked_config([a for s, n in VARYING_FIELDS
-                                  for a in (f"--{s}.{n}", str(getattr(getattr(cfg, s), n)))]).to_dict()
-    finally:
-        sub.BAKED = saved
+    again = baked_config(d, [a for s, n in VARYING_FIELDS
+                             for a in (f"--{s}.{n}", str(getattr(getattr(cfg, s), n)))]).to_dict()
     if again != cfg.to_dict():
         raise ValueError("internal error: the baked configuration does not rebuild the run's configuration")
     return d
