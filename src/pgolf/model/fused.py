@@ -128,10 +128,10 @@ class _RMSNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
         x, r = ctx.saved_tensors
-        if ctx.scale != 1.0:
-            g = g * ctx.scale
         xf, gf = x.float(), g.float()
         coeff = (gf * xf).mean(-1, keepdim=True).mul_(r.pow(3))  # (…, 1): r³·mean(g·x)
+        if ctx.scale != 1.0:  # the LN scale folded into the (…, 1) factors: no pass over g for it
+            r, coeff = r * ctx.scale, coeff.mul_(ctx.scale)
         return gf.mul(r).sub_(xf * coeff).to(x.dtype), None
 
 
