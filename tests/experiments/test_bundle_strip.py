@@ -1,4 +1,4 @@
-"""The single-file script's check stripping (`pgolf.experiments.minify.strip_checks`): what goes, what stays.
+"""The single-file script's check stripping (`pgolf.experiments.strip.strip_checks`): what goes, what stays.
 
     python -m pytest tests/experiments/test_bundle_strip.py -q
 """
@@ -9,7 +9,7 @@ import ast
 
 import pytest
 
-from pgolf.experiments.minify import protected_functions, pure_functions, strip_checks
+from pgolf.experiments.strip import protected_functions, pure_functions, strip_checks
 
 SRC = '''
 def check(n):
@@ -199,7 +199,7 @@ def test_a_script_without_resource_files_has_no_resource_reader():
 
 
 def test_constant_parameters_fold_only_in_a_closed_world():
-    from pgolf.experiments.minify import fold_constant_parameters
+    from pgolf.experiments.fold import fold_constant_parameters
 
     src = ("def run(x, *, resume=False, fast=True):\n    if resume:\n        x = load(x)\n"
            "    return x * 2 if fast else x\n\ndef load(x):\n    return -x\n\n"
@@ -219,7 +219,7 @@ def test_constant_parameters_fold_only_in_a_closed_world():
 
 
 def test_a_local_of_the_same_name_does_not_block_folding_but_an_imported_call_counts():
-    from pgolf.experiments.minify import fold_constant_parameters
+    from pgolf.experiments.fold import fold_constant_parameters
 
     base = ("def run(x, resume=False):\n    return 1 if resume else 0\n\n"
             "def user(xs):\n    run = [x for x in xs]\n    return [r for r in zip(run, run.copy())]\n\n"

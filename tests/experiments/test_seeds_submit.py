@@ -68,6 +68,11 @@ def test_two_seeds_to_a_records_folder_whose_script_reproduces_the_artifact(tiny
         r = runs[row["seed"]]
         assert r["config"]["train"]["seed"] == row["seed"] and r["train"]["steps"] == row["steps"] == 2
         assert row["val_bpb"] == r["roundtrip"]["val_bpb"] and row["bytes_total"] == r["bytes"]["total"]
+    # --skip-existing: both seeds are done, so nothing trains again and the summary is the same
+    assert main(["seeds", "42,1337", *args, "--skip-existing"]) == 0
+    again = capsys.readouterr().out
+    assert again.count("already done") == 2 and "| **mean** (n=2) |" in again
+    assert json.loads(seeds_json.read_text())["runs"] == rec["runs"]
     vals = [runs[s]["roundtrip"]["val_bpb"] for s in (42, 1337)]
     assert vals[0] != vals[1]  # different seeds, different models
     assert math.isclose(rec["summary"]["val_bpb"]["mean"], statistics.mean(vals), rel_tol=1e-12)

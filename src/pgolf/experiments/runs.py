@@ -55,7 +55,8 @@ def side(label: str, spec: str | None,
     return nats, bpb, f"{len(runs)} runs: " + ", ".join(run_name(r) for r in runs), tokens_per_byte(runs[0])
 
 
-def _read(path: Path) -> dict | None:
+def read_record(path: Path) -> dict | None:
+    """A run.json / seeds.json as a dict, None if it is missing or not JSON."""
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
@@ -64,7 +65,7 @@ def _read(path: Path) -> dict | None:
 
 def seeds_file_runs(path: str | Path) -> list[str]:
     """The run directories a `<name>-seeds.json` lists."""
-    rec = _read(Path(path))
+    rec = read_record(Path(path))
     if not isinstance(rec, dict) or rec.get("format") != SEEDS_FORMAT:
         raise ValueError(f"{path}: not a pgolf seeds.json (format {SEEDS_FORMAT})")
     return [r["run_dir"] for r in rec["runs"]]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pgolf.experiments.report import dotted_get
-from pgolf.experiments.runs import SEEDS_FORMAT, SEEDS_SUFFIX, expand_runs  # noqa: F401 (expand_runs: re-exported)
+from pgolf.experiments.runs import SEEDS_FORMAT, SEEDS_SUFFIX, expand_runs, read_record  # noqa: F401 (expand_runs: re-exported)
 
 RECORD_SEEDS = (42, 1337, 2024)
 """The seeds most record submissions report (e.g. R0325, R0414)."""
@@ -138,7 +138,7 @@ def cmd_seeds(args: argparse.Namespace, extra: Sequence[str]) -> int:
     for i, (seed, name, run_extra) in enumerate(plan):
         run_dir = out_dir / name
         run_dirs.append(run_dir)
-        if args.skip_existing and dotted_get(_read(run_dir / RUN_RECORD), "roundtrip.val_bpb") is not None:
+        if args.skip_existing and dotted_get(read_record(run_dir / RUN_RECORD), "roundtrip.val_bpb") is not None:
             print(f"seeds: seed {seed} ({i + 1}/{len(plan)}) already done in {run_dir}; skipped", flush=True)
             continue
         print(f"seeds: seed {seed} ({i + 1}/{len(plan)}) → {run_dir}", flush=True)

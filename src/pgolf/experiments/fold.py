@@ -1,0 +1,198 @@
+"""Closed-world constant parameters for the single-file script: a parameter every direct call leaves at its
+constant default becomes that constant, and the branches it decides are folded (`fold_constant_parameters`).
+
+    folded = fold_constant_parameters(trees, entries=frozenset({"main"}))
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import Mapping
+
+def _const(node: ast.expr) -> tuple[bool, object]:
+    """(known, value) of an expression built from constants with `not`, `and`, `or` (short-circuit)."""
+    if isinstance(node, ast.Constant):
+        return True, node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        known, v = _const(node.operand)
+        return known, (not v) if known else None
+    if (isinstance(node, ast.Compare) and len(node.ops) == 1
+            and isinstance(node.ops[0], (ast.Is, ast.IsNot, ast.Eq, ast.NotEq))):
+        (lk, lv), (rk, rv) = _const(node.left), _const(node.comparators[0])
+        if lk and rk:
+            op = node.ops[0]
+            return True, (lv is rv if isinstance(op, ast.Is) else lv is not rv if isinstance(op, ast.IsNot)
+                          else lv == rv if isinstance(op, ast.Eq) else lv != rv)
+        return False, None
+    if isinstance(node, ast.BoolOp):
+        for i, part in enumerate(node.values):
+            known, v = _const(part)
+            if not known:
+                return False, None
+            if (not v) if isinstance(node.op, ast.And) else bool(v):
+                return True, v  # short-circuit: the rest is never evaluated
+            if i == len(node.values) - 1:
+                return True, v
+    return False, None
+
+
+class _Substitute(ast.NodeTransformer):
+    def __init__(self, values: dict[str, object]):
+        self.values = values
+
+    def visit_Name(self, node):  # noqa: N802
+        if isinstance(node.ctx, ast.Load) and node.id in self.values:
+            return ast.copy_location(ast.Constant(self.values[node.id]), node)
+        return node
+
+    def _fold(self, body: list[ast.stmt]) -> list[ast.stmt]:
+        out: list[ast.stmt] = []
+        for s in body:
+            s = self.visit(s)
+            if isinstance(s, ast.If):
+                known, v = _const(s.test)
+                if known:
+                    out += self._fold(s.body if v else s.orelse)
+                    continue
+            for field in ("body", "orelse", "finalbody"):
+                sub = getattr(s, field, None)
+                if isinstance(sub, list) and sub and isinstance(sub[0], ast.stmt):
+                    setattr(s, field, self._fold(sub) or ([ast.Pass()] if field == "body" else []))
+            if isinstance(s, ast.Try):
+                for h in s.handlers:
+                    h.body = self._fold(h.body) or [ast.Pass()]
+            out.append(s)
+        return out
+
+    def visit_IfExp(self, node):  # noqa: N802
+        self.generic_visit(node)
+        known, v = _const(node.test)
+        return (node.body if v else node.orelse) if known else node
+
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp, ast.DictComp,
+           ast.GeneratorExp)
+
+
+def _scope_nodes(body: list[ast.AST]):
+    """The nodes of one function scope (nested scopes not entered; a nested def's own node is yielded)."""
+    stack = list(body)
+    while stack:
+        n = stack.pop()
+        yield n
+        if not isinstance(n, _SCOPES):
+            stack.extend(ast.iter_child_nodes(n))
+        elif isinstance(n, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            stack.append(n.generators[0].iter)  # evaluated in the enclosing scope
+
+
+def _shadowed_names(tree: ast.Module) -> set[int]:
+    """ids of the Name nodes that are a function's plain locals (a parameter or a name it assigns or defines, not
+    declared global/nonlocal; a name it imports is not: that is the module-level function), in that function's own
+    scope: they never mean a module-level function."""
+    out: set[int] = set()
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        a = fn.args
+        local = {x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if x is not None}
+        nodes = list(_scope_nodes(fn.body))
+        local |= {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        local |= {n.name for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+        local -= {x for n in nodes if isinstance(n, (ast.Global, ast.Nonlocal)) for x in n.names}
+        out |= {id(n) for n in nodes if isinstance(n, ast.Name) and n.id in local}
+    return out
+
+
+def fold_constant_parameters(trees: Mapping[str, ast.Module], entries: frozenset[str] = frozenset()) -> int:
+    """Closed-world constant propagation of parameters (in place; → the number of parameters folded): a module-level,
+    undecorated function whose name is only ever called directly (never an attribute, an alias, a value or a string)
+    and never with *args/**kwargs, and a parameter with a constant default that every call leaves out or passes as
+    that same constant, and the body never rebinds: the parameter's uses become the constant and the `if`s and
+    conditional expressions they decide are folded (e.g. `resume`, `train_only`: the script's entry never passes
+    them). `entries`: functions called from outside the sources (the script's `main`), never folded. Iterated: a
+    folded body may make its own calls' arguments constant."""
+    folded = 0
+    while True:
+        defs: dict[str, list[ast.FunctionDef]] = {}  # every binding of a name by def/class but methods
+        for tree in trees.values():
+            methods = {id(m) for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for m in c.body}
+            for n in ast.walk(tree):
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and id(n) not in methods:
+                    defs.setdefault(n.name, []).append(n)
+        calls: dict[str, list[ast.Call]] = {}
+        other: set[str] = set()  # names used otherwise than as a direct call's callee
+        for tree in trees.values():
+            funcs = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+            docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
+            fields = {id(st.target) for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for st in c.body
+                      if isinstance(st, ast.AnnAssign)}  # a dataclass field binds a class attribute, not the name
+            by_name = {id(x) for n in ast.walk(tree) if isinstance(n, ast.Call)
+                       and getattr(n.func, "id", None) in ("getattr", "hasattr", "setattr", "delattr")
+                       for x in n.args[1:2]}
+            if any(isinstance(n, ast.Call) and getattr(n.func, "id", None) in ("globals", "eval", "exec")
+                   for n in ast.walk(tree)):
+                return folded  # names looked up at run time: fold nothing
+            modules = {(x.asname or x.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                       for x in n.names}  # names bound to modules: `m.f` may be a module-level function
+            shadowed = _shadowed_names(tree)
+            for n in ast.walk(tree):
+                if isinstance(n, ast.Call) and isinstance(n.func, ast.Name):
+                    if id(n.func) not in shadowed:
+                        calls.setdefault(n.func.id, []).append(n)
+                elif isinstance(n, ast.Name) and id(n) not in funcs and id(n) not in fields and id(n) not in shadowed:
+                    other.add(n.id)
+                elif isinstance(n, ast.Attribute):
+                    root = n
+                    while isinstance(root, ast.Attribute):
+                        root = root.value
+                    if not isinstance(root, ast.Name) or root.id in modules:
+                        other.add(n.attr)
+                elif isinstance(n, ast.alias) and n.asname:
+                    other.add(n.name)
+                elif isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs and (
+                        re.fullmatch(r"[\w.]+:\w+", n.value) or id(n) in by_name):  # "pkg.mod:name", getattr
+                    other.update(re.findall(r"\w+", n.value))
+        changed = False
+        for tree in trees.values():
+            for fn in tree.body:
+                if not (isinstance(fn, ast.FunctionDef) and not fn.decorator_list and len(defs[fn.name]) == 1
+                        and fn.name not in other and fn.name not in entries):
+                    continue
+                sites = calls.get(fn.name, [])
+                if any(isinstance(a, ast.Starred) for c in sites for a in c.args) or any(
+                        k.arg is None for c in sites for k in c.keywords):
+                    continue
+                a = fn.args
+                positional = [*a.posonlyargs, *a.args]
+                params = [(p, d, i) for i, (p, d) in enumerate(zip(positional[len(positional) - len(a.defaults):],
+                                                                     a.defaults), len(positional) - len(a.defaults))]
+                params += [(p, d, None) for p, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None]
+                stored = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+                stored |= {x for n in ast.walk(fn) if isinstance(n, (ast.Global, ast.Nonlocal)) for x in n.names}
+                own = {id(x) for x in (*positional, *a.kwonlyargs, a.vararg, a.kwarg) if x is not None}
+                stored |= {n.arg for n in ast.walk(fn) if isinstance(n, ast.arg) and id(n) not in own}  # shadowed
+                values: dict[str, object] = {}
+                for p, d, i in params:
+                    if not isinstance(d, ast.Constant) or p.arg in stored:
+                        continue
+                    ok = True
+                    for c in sites:
+                        given = [k.value for k in c.keywords if k.arg == p.arg]
+                        if i is not None and i < len(c.args):
+                            given.append(c.args[i])
+                        if any(not (isinstance(g, ast.Constant) and type(g.value) is type(d.value)
+                                    and g.value == d.value) for g in given):
+                            ok = False
+                            break
+                    if ok and any(isinstance(n, ast.Name) and n.id == p.arg and isinstance(n.ctx, ast.Load)
+                                  for n in ast.walk(fn)):
+                        values[p.arg] = d.value
+                if values:
+                    sub = _Substitute(values)
+                    fn.body = sub._fold(fn.body) or [ast.Pass()]
+                    folded += len(values)
+                    changed = True
+        if not changed:
+            return folded
