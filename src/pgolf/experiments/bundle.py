@@ -194,6 +194,8 @@ def baked_submission(source: str, cfg: Any) -> str:
     """pgolf/submission.py of the script: `BAKED = <cfg as a literal>` and `baked_main` as `main` (the package's
     `main`, with presets, override parsing and validation, is dropped, and the shaking drops what only it used)."""
     tree = ast.parse(source)
+    if not any(isinstance(n, ast.FunctionDef) and n.name == "baked_main" for n in tree.body):
+        return source  # an entry without a baked main (a package other than pgolf's) runs its own main
     body = []
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == "main":
