@@ -28,12 +28,13 @@ if TYPE_CHECKING:
     from pgolf.model.config import GPTConfig
 
 
-def rms_norm(x: Tensor, fused: bool = False) -> Tensor:
-    """Weightless RMSNorm over the last dim (every record; eps = torch default). fused=True: on CPU with autograd
-    recording, model/fused.py's norm (same values, a cheaper backward)."""
+def rms_norm(x: Tensor, fused: bool = False, scale: float = 1.0) -> Tensor:
+    """Weightless RMSNorm over the last dim (every record; eps = torch default), times `scale` (LN scale, PR #315).
+    fused=True: on CPU with autograd recording, model/fused.py's norm (same values, one node, a cheaper backward)."""
     if fused and x.device.type == "cpu" and x.requires_grad and torch.is_grad_enabled():
-        return rms_norm_scaled(x)
-    return F.rms_norm(x, (x.size(-1),))
+        return rms_norm_scaled(x, scale)
+    n = F.rms_norm(x, (x.size(-1),))
+    return n * scale if scale != 1.0 else n  # ×1.0 is the identity: skip the pass
 
 
 class CastedLinear(nn.Linear):
@@ -197,10 +198,7 @@ class Block(nn.Module):
         self.ln_scale = 1.0 / math.sqrt(layer_idx + 1) if cfg.ln_scale else 1.0  # PR #315
 
     def _norm(self, x: Tensor) -> Tensor:
-        if self.mlp.fused and x.device.type == "cpu" and x.requires_grad and torch.is_grad_enabled():
-            return rms_norm_scaled(x, self.ln_scale)  # the same values, one autograd node (model/fused.py)
-        n = rms_norm(x)
-        return n * self.ln_scale if self.ln_scale != 1.0 else n  # ×1.0 is the identity: skip the pass
+        return rms_norm(x, self.mlp.fused, self.ln_scale)
 
     def _attn(self, x_in: Tensor, ctx: AttentionContext, xsa: bool, ve: Tensor | None) -> Tensor:
         out = self.attn(self._norm(x_in), ctx, xsa=xsa, ve=ve)
