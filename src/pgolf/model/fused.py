@@ -4,9 +4,11 @@
   every record, computed in row chunks so the (N, V) logits never exist at once: each chunk's logits, softmax and
   gradient stay in cache (the idea of the records' fused softcapped CE kernel and of Liger's fused linear CE).
   The forward also computes the gradients w.r.t. h and W (the loss is a scalar, so backward only rescales them).
-* `rms_norm_scaled(x, scale)`: F.rms_norm(x)·scale with the same forward ops (bit-identical) and a backward of
-  4 passes, r·g − x·(r³·mean(g·x)), from the saved input and the (…, 1) reciprocal RMS, instead of autograd's
-  pow/mean/add/rsqrt/mul chain (issue 15: the norms were the largest non-matmul cost of record-11l's CPU step).
+* `rms_norm_scaled(x, scale)`: F.rms_norm(x)·scale, the norm with aten's own ops (bit-identical at scale 1; the LN
+  scale folded into the (…, 1) reciprocal RMS, x·(r·s) for (x·r)·s, equal within one rounding) and a backward of
+  3 passes, r·g − x·(r³·mean(g·x)) as an addcmul, from the saved input and the reciprocal RMS, instead of
+  autograd's pow/mean/add/rsqrt/mul chain (issue 15: the norms were the largest non-matmul cost of record-11l's
+  CPU step).
 * `rotary(x, cos, sin)`: rotate-half RoPE on the first 2·cos.size(-1) dims (partial RoPE), the rest copied, into
   one output tensor; the backward is the inverse rotation. Same arithmetic as layers.apply_rotary, without its
   slices and concatenations (whose backward zero-fills and copies full-size gradients).
@@ -120,10 +122,11 @@ class _RMSNorm(torch.autograd.Function):
         # aten's composite rms_norm, op for op (upcast to fp32, eps = fp32 machine epsilon), so the forward is exact
         xf = x.float()
         r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True).add_(torch.finfo(torch.float32).eps))  # (…, 1)
-        y = xf.mul(r).to(x.dtype)
         ctx.save_for_backward(x, r)
         ctx.scale = scale
-        return y * scale if scale != 1.0 else y
+        if scale != 1.0:  # x·(r·s): one pass, where the reference's (x·r)·s takes two (equal within rounding)
+            return xf.mul(r * scale).to(x.dtype)
+        return xf.mul(r).to(x.dtype)
 
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
@@ -132,7 +135,7 @@ class _RMSNorm(torch.autograd.Function):
         coeff = (gf * xf).mean(-1, keepdim=True).mul_(r.pow(3))  # (…, 1): r³·mean(g·x)
         if ctx.scale != 1.0:  # the LN scale folded into the (…, 1) factors: no pass over g for it
             r, coeff = r * ctx.scale, coeff.mul_(ctx.scale)
-        return gf.mul(r).sub_(xf * coeff).to(x.dtype), None
+        return torch.addcmul(gf * r, xf, coeff, value=-1.0).to(x.dtype), None
 
 
 def rms_norm_scaled(x: Tensor, scale: float = 1.0) -> Tensor:

@@ -131,6 +131,8 @@ class GPT(nn.Module):
         if self.cfg.unet_skips == "gates":
             g = torch.sigmoid(self.skip_gates[d].to(x.dtype))[None, None, :]
             return torch.lerp(w * skip, x, g)
+        if self._fused and self.training and x.device.type == "cpu" and torch.is_grad_enabled():
+            return torch.addcmul(x, w, skip)  # one pass, not mul + add (the CPU training path, Block._folds)
         return x + w * skip
 
     def _embed(self, idx: Tensor) -> Tensor:

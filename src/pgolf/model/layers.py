@@ -49,8 +49,13 @@ class CastedLinear(nn.Linear):
         self.weight_fn: Callable[[Tensor], Tensor] | None = None
         self._zero_init = False
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, out_scale: Tensor | None = None) -> Tensor:
+        """x Wᵀ; with `out_scale` (out_features,), out_scale ⊙ (x Wᵀ) computed as x (out_scale ⊙ W)ᵀ: the per-channel
+        scale multiplies the (out, in) weight instead of the (B, T, out) activation, and its gradient is a reduction
+        over the weight's rows instead of over every token (the CPU training path, `Block._folds`)."""
         w = self.weight if self.weight_fn is None else self.weight_fn(self.weight)
+        if out_scale is not None:
+            w = w * out_scale[:, None]
         return F.linear(x, w.to(x.dtype))
 
 
@@ -139,8 +144,10 @@ class CausalSelfAttention(nn.Module):
         y_g = y_g - (y_g * v_hat).sum(dim=-1, keepdim=True) * v_hat
         return y_g.reshape(B, T, H, D)
 
-    def forward(self, n: Tensor, ctx: AttentionContext, *, xsa: bool = False, ve: Tensor | None = None) -> Tensor:
-        """n: normalized block input (B, T, C); ve: value embedding (B, T, kv_dim) or None."""
+    def forward(self, n: Tensor, ctx: AttentionContext, *, xsa: bool = False, ve: Tensor | None = None,
+                out_scale: Tensor | None = None) -> Tensor:
+        """n: normalized block input (B, T, C); ve: value embedding (B, T, kv_dim) or None; out_scale (C,): the
+        block's attn_scale folded into the output projection (CastedLinear.forward)."""
         B, T, C = n.shape
         q = self.c_q(n).reshape(B, T, self.num_heads, self.head_dim)  # (B, T, H, D)
         k = self.c_k(n).reshape(B, T, self.num_kv_heads, self.head_dim)  # (B, T, Hkv, D)
@@ -160,7 +167,7 @@ class CausalSelfAttention(nn.Module):
         if self.gate is not None:
             g = torch.sigmoid(self.gate_scale * self.gate(n[..., : self.gate_window]))  # (B, T, H)
             y = y * g[..., None].to(y.dtype)
-        return self.proj(y.reshape(B, T, C))
+        return self.proj(y.reshape(B, T, C), out_scale=out_scale)
 
 
 class MLP(nn.Module):
@@ -174,13 +181,14 @@ class MLP(nn.Module):
         self.act = act
         self.fused = True  # leaky_relu_square on CPU (GPT.fused_cpu_kernels switches it)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, out_scale: Tensor | None = None) -> Tensor:
+        """out_scale (C,): the block's mlp_scale folded into the down-projection (CastedLinear.forward)."""
         h = self.fc(x)  # (B, T, hidden)
         slope = 0.5 if self.act == "leaky_relu2" else 0.0
-        if h.device.type == "cpu" and self.fused:
-            return self.proj(leaky_relu_square(h, slope))  # same values, one-tensor backward (model/fused.py)
+        if h.device.type == "cpu" and self.fused:  # same values, one-tensor backward (model/fused.py)
+            return self.proj(leaky_relu_square(h, slope), out_scale=out_scale)
         h = F.leaky_relu(h, negative_slope=slope) if slope else torch.relu(h)
-        return self.proj(h.square())  # (B, T, C)
+        return self.proj(h.square(), out_scale=out_scale)  # (B, T, C)
 
 
 class Block(nn.Module):
@@ -198,18 +206,35 @@ class Block(nn.Module):
         self.ln_scale = 1.0 / math.sqrt(layer_idx + 1) if cfg.ln_scale else 1.0  # PR #315
 
     def _norm(self, x: Tensor) -> Tensor:
-        return rms_norm(x, self.mlp.fused, self.ln_scale)
+        return rms_norm(x, self._fast(x), self.ln_scale)  # fused: the LN scale folded into the norm's factor
+
+    def _folds(self, x: Tensor, module: nn.Module) -> bool:
+        """The CPU training path (fused kernels on, autograd recording): per-channel scales folded into the output
+        projections, residual mixes as addcmul (issue 15: fewer passes over (B, T, C) activations; the same maths
+        within float rounding). Off in eval mode (scoring keeps the records' ops exactly) and while `module` or its
+        output projection has forward hooks (TTT's LoRA adds to the unscaled attention/MLP output; calibration
+        reads the projections)."""
+        return self._fast(x) and not (module._forward_hooks or module.proj._forward_hooks)
+
+    def _fast(self, x: Tensor) -> bool:
+        return self.mlp.fused and self.training and x.device.type == "cpu" and torch.is_grad_enabled()
 
     def _attn(self, x_in: Tensor, ctx: AttentionContext, xsa: bool, ve: Tensor | None) -> Tensor:
+        if self._folds(x_in, self.attn):
+            return self.attn(self._norm(x_in), ctx, xsa=xsa, ve=ve, out_scale=self.attn_scale)
         out = self.attn(self._norm(x_in), ctx, xsa=xsa, ve=ve)
         return self.attn_scale.to(out.dtype)[None, None, :] * out
 
     def _mlp(self, x: Tensor) -> Tensor:
+        if self._folds(x, self.mlp):
+            return self.mlp(self._norm(x), out_scale=self.mlp_scale)
         out = self.mlp(self._norm(x))
         return self.mlp_scale.to(out.dtype)[None, None, :] * out
 
     def _mix(self, x: Tensor, x0: Tensor) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
+        if self._fast(x):  # one pass fewer than the records' mul, mul, add
+            return torch.addcmul(mix[0][None, None, :] * x, mix[1][None, None, :], x0)
         return mix[0][None, None, :] * x + mix[1][None, None, :] * x0
 
     def forward(self, x: Tensor, x0: Tensor, ctx: AttentionContext, *, xsa: bool = False,
