@@ -154,7 +154,7 @@ def test_sota_shaped_script_reproduces_the_package_run_byte_for_byte(tiny_datase
     assert script.stat().st_size == run["bytes"]["code_bytes"]
     cmd = shlex.split(run_command({**run, "_path": str(run_json)}))
     rep = run_bundle_hidden(script, cmd[2:], b, b / "rep.json")
-    assert rep["rc"] == 0 and rep["hidden"] and "pgolf.eval.lora" in rep["origins"]
+    assert rep["rc"] == 0 and rep["hidden"] and rep["pgolf_modules"] == []
     again = json.loads((b / "runs" / "sota" / "run.json").read_text())
     assert (b / "runs" / "sota" / "model.pgolf").read_bytes() == (a / "runs" / "sota" / "model.pgolf").read_bytes()
     for k in ("val_loss", "val_bpb"):

@@ -1,26 +1,33 @@
-"""The single-file training script: what one configured run executes, embedded in one standalone .py file.
+"""The single-file training script: what one configured run executes, in one standalone .py file.
 
     files = package_files()                  # {"pgolf/cli.py": "...", "pgolf/presets/cpu-smoke.toml": "...", ...}
-    text = bundle_source(files, cfg)         # readable:  python train_gpt.py [run] --preset cpu-smoke ...
-    counted = counted_source(files, cfg)     # minified, lzma, latin-1 self-extracting bytes: what the judge counts
+    text = bundle_source(files, cfg)         # readable:  python train_gpt_readable.py [run] [--section.field VALUE ...]
+    counted = counted_source(files, cfg)     # one namespace, minified, lzma, latin-1 self-extracting: what is counted
     measure_code_bytes(cfg)                  # len(counted): what `pgolf run` charges against the 16 MB cap
 
 The challenge counts the code of `train_gpt.py` (the records' README rules). The script's entry is
-`pgolf.submission` (the `run` verb only); the modules and definitions it embeds are those the configured run
-reaches (`pgolf.experiments.closure`: cut points per configuration, then tree shaking), plus the preset `.toml`
-files. A `sys.meta_path` finder placed first serves `pgolf.*` from those sources, so the script never touches an
-installed pgolf; modules get `__file__ = <script>/pgolf/<module>.py`, `importlib.resources.files("pgolf")` reads
-the embedded presets, and tracebacks show the embedded lines.
+`pgolf.submission` (the `run` verb only); the modules and definitions it carries are those the configured run
+reaches (`pgolf.experiments.closure`: cut points per configuration, then tree shaking), with the configuration baked
+in, checks stripped and constant parameters folded (`shaken_files`).
 
-The counted form starts from the records' code wrapper (R0405 lzma+b85; R0414 pyminify → lzma → b85 in an exec
-wrapper, 122,168 B of source counted as 27,610 B) and goes two steps further: docstrings, other string-literal
-statements, comments and function annotations removed (`ast` parse → strip → `ast.unparse`; full-line comments and
-blank lines of the .toml files), shaken, then `python-minifier` (`compact_python`: local renaming, literal hoisting),
-compressed (lzma preset 9 raw LZMA2 as R0325, or brotli q11) and carried as a latin-1 str literal under a PEP 263
-coding line (`latin1_literal`: one source byte per compressed byte but ≈1 % of escapes, where base85 costs 25 %),
-decoded by `exec(lzma.decompress('...'.encode('latin-1'), ...))`. It is deterministic for a given source tree,
-configuration, Python and python-minifier version. Run standalone, the script counts its own file (the readable
-form carries the counted size), so a run from the script charges the same code bytes as a run from the package.
+The counted form (`flat_source`, the file `pgolf bundle` / `pgolf submit` write as train_gpt.py and every
+standalone test runs) is ONE module (`pgolf.experiments.flatten`): the shaken modules concatenated in import order,
+every pgolf import replaced by a direct reference, colliding module-level names made unique, no import hook and no
+file table; `if __name__ == "__main__": raise SystemExit(main())` ends it. It starts from the records' code wrapper
+(R0405 lzma+b85; R0414 pyminify → lzma → b85 in an exec wrapper, 122,168 B of source counted as 27,610 B) and goes
+further: docstrings, other string-literal statements, comments and function annotations removed (`ast` parse →
+strip → `ast.unparse`), then `python-minifier` (`compact_python`: local and module-level renaming, literal
+hoisting; `main` and the names in class-body annotations keep theirs), compressed (lzma preset 9 raw LZMA2 as R0325,
+or brotli q11) and carried as a latin-1 str literal under a PEP 263 coding line (`latin1_literal`: one source byte
+per compressed byte but ≈1 % of escapes, where base85 costs 25 %), decoded by
+`exec(lzma.decompress('...'.encode('latin-1'), ...))`. It is deterministic for a given source tree, configuration,
+Python and python-minifier version. Run standalone, the script counts its own file (`FLAT_REPLACEMENTS`:
+`script_code_bytes` is the size of `__file__`), so a run from the script charges the same code bytes as a run from
+the package.
+
+The readable form (`bundle_source`, train_gpt_readable.py) keeps the modules apart for tracebacks: their sources as
+literals and a `sys.meta_path` finder placed first (pgolf.experiments.bootstrap) that serves them as the package
+`pgolf`, with `__file__ = <script>/pgolf/<module>.py`; it carries the counted size (`PGOLF_COUNTED_BYTES`).
 
     python -m pytest tests/experiments/test_bundle.py -q
 """
@@ -150,17 +157,64 @@ def default_config() -> Any:
 
 def script_files(files: Mapping[str, str], cfg: Any = None, *, minify: bool = False) -> dict[str, str]:
     """The files the script of `cfg` embeds: the closure of pgolf.submission for that configuration (shaken,
-    `pgolf.experiments.closure`), optionally minified first, plus the preset files."""
+    `pgolf.experiments.closure`), optionally minified first (each file on its own: `flat_source` is the counted
+    form)."""
+    out = shaken_files(files, cfg, minify=minify)
+    if not minify:
+        return out
+    return {k: compact_python(v, k) if k.endswith(".py") else minify_file(k, v) for k, v in out.items()}
+
+
+def shaken_files(files: Mapping[str, str], cfg: Any = None, *, minify: bool = False) -> dict[str, str]:
+    """`script_files` before python-minifier: baked, shaken (after `minify_tree` with `minify`), checks stripped."""
     from pgolf.experiments.closure import closure_plan, shake
 
     cfg = default_config() if cfg is None else cfg
     plan = closure_plan(cfg)
     files = {k: v for k, v in files.items() if k.endswith(".py")}  # no presets: the configuration is baked
     files[SUBMISSION] = baked_submission(files[SUBMISSION], cfg)
-    out = strip_script_checks(shake(files, plan, prepare=minify_tree if minify else None), plan)
-    if not minify:
-        return out
-    return {k: compact_python(v, k) if k.endswith(".py") else minify_file(k, v) for k, v in out.items()}
+    return strip_script_checks(shake(files, plan, prepare=minify_tree if minify else None), plan)
+
+
+FLAT_REPLACEMENTS = {
+    ("pgolf/pack/budget.py", "script_code_bytes"): "def script_code_bytes():\n    import os\n"
+                                                   "    return os.path.getsize(__file__)\n",
+}
+"""Functions the one-namespace script defines its own way: the package's `script_code_bytes` asks the readable
+script's import hook for the size; the flat script is `__file__` itself."""
+
+
+def flat_tree(files: Mapping[str, str], cfg: Any = None) -> Any:
+    """The counted script of `cfg` as one module (`pgolf.experiments.flatten.Flat`), before python-minifier."""
+    from pgolf.experiments.flatten import flatten
+
+    shaken = shaken_files(files, cfg, minify=True)
+    for (rel, name), src in FLAT_REPLACEMENTS.items():
+        if rel in shaken:
+            tree = ast.parse(shaken[rel])
+            tree.body = [ast.parse(src).body[0] if isinstance(n, ast.FunctionDef) and n.name == name else n
+                         for n in tree.body]
+            shaken[rel] = ast.unparse(tree) + "\n"
+    return flatten(shaken)
+
+
+FLAT_PRESERVED = ("main",)
+"""Module-level names the counted script keeps (a driver calls `main(argv)`); python-minifier renames the rest."""
+
+
+def flat_source(files: Mapping[str, str], cfg: Any = None, *, rename_globals: bool = True) -> str:
+    """The counted script's source before compression: `flat_tree` through python-minifier, module-level names
+    renamed too with `rename_globals` (every reference is in this one module)."""
+    tree = flat_tree(files, cfg).module()
+    return compact_python(ast.unparse(tree), "<script>", rename_globals=rename_globals,
+                          preserve_globals=FLAT_PRESERVED + annotation_names(tree))
+
+
+def annotation_names(tree: ast.Module) -> tuple[str, ...]:
+    """Names in class-body annotations (dataclass fields): kept as written, since `pgolf.config.baked_config` parses
+    an override by its field's annotation string ("int", "bool", "tuple[float, ...]")."""
+    return tuple(sorted({n.id for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for s in c.body
+                         if isinstance(s, ast.AnnAssign) for n in ast.walk(s.annotation) if isinstance(n, ast.Name)}))
 
 
 SUBMISSION = "pgolf/submission.py"
@@ -245,7 +299,7 @@ def bundle_source(files: Mapping[str, str], cfg: Any = None, *, minify: bool = F
     itself defaults to cpu-demo, like `pgolf run`: the counted bytes must not depend on the preset's name)."""
     import pgolf
 
-    chosen = script_files(files, cfg, minify=minify)
+    chosen = script_files(files, cfg) if not minify else {}
     default = preset or "cpu-demo"
     head = ("#!/usr/bin/env python3\n"
             f"# pgolf {pgolf.__version__} single-file training script: {len(chosen)} embedded files "
@@ -254,7 +308,7 @@ def bundle_source(files: Mapping[str, str], cfg: Any = None, *, minify: bool = F
     if counted_bytes is not None:
         head += f"PGOLF_COUNTED_BYTES = {counted_bytes}  # the counted (minified, compressed) form's size\n"
     if minify:
-        return script_text(chosen, minify=True)
+        return flat_source(files, cfg)
     return head + script_text(chosen)
 
 

@@ -66,15 +66,18 @@ def minify_file(relpath: str, text: str) -> str:
     return text
 
 
-def compact_python(source: str, filename: str = "<source>") -> str:
+def compact_python(source: str, filename: str = "<source>", *, rename_globals: bool = False,
+                   preserve_globals: tuple[str, ...] = ()) -> str:
     """`python-minifier` on shaken, minified source: local names renamed, repeated literals hoisted, whitespace and
-    redundant syntax removed. Semantics kept: module-level names (other modules import them), keyword-argument names
+    redundant syntax removed; module-level names too with `rename_globals` (the one-namespace counted script, where
+    no other module imports them; `preserve_globals` keep theirs). Semantics kept: keyword-argument names
     (`inspect.signature` reads them), class-attribute annotations (dataclass fields, `typing.get_type_hints`) and
     asserts stay. Deterministic for one python-minifier version (a main dependency: `pgolf run` counts the bytes)."""
     import python_minifier as pm
 
     try:
-        return pm.minify(source, filename=filename, rename_locals=True, rename_globals=False, hoist_literals=True,
+        return pm.minify(source, filename=filename, rename_locals=True, rename_globals=rename_globals,
+                         preserve_globals=list(preserve_globals), hoist_literals=True,
                          remove_asserts=False, remove_debug=False, remove_literal_statements=True,
                          remove_annotations=pm.RemoveAnnotationsOptions(
                              remove_variable_annotations=True, remove_return_annotations=True,
