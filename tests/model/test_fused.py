@@ -271,3 +271,23 @@ def test_block_training_path_keeps_the_scale_after_a_forward_hook():
     y_ref = run(False)
     torch.testing.assert_close(run(True), y_ref, rtol=1e-5, atol=1e-6 * y_ref.abs().max().item())
     assert not block._folds(x, block.attn) and not block._folds(x, block.mlp)
+
+
+def test_block_norm_under_cpu_autocast_is_written_in_bf16_once():
+    """Under CPU bf16 autocast the training path's block norm comes out in bf16 (the value each linear would have
+    cast it to), and the block's loss and gradients stay within bf16 rounding of the reference ops."""
+    model, block, x, x0, ctx = _block_case()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        n = block._norm(x)
+        assert n.dtype == torch.bfloat16
+        ref = (F.rms_norm(x.detach(), (32,)) * block.ln_scale).to(torch.bfloat16)
+        torch.testing.assert_close(n.float(), ref.float(), rtol=2 ** -7, atol=0)
+        params = [x, *block.parameters()]
+
+        def run(fused: bool):
+            model.fused_cpu_kernels = fused
+            out = block(x, x0, ctx).float()
+            return torch.autograd.grad(out.square().sum(), params)
+
+        for a, b in zip(run(True), run(False)):
+            assert (a - b).abs().max() <= 0.05 * b.abs().max() + 1e-6

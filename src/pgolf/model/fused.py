@@ -118,29 +118,33 @@ def leaky_relu_square(h: Tensor, slope: float) -> Tensor:
 
 class _RMSNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, scale: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, scale: float, out_dtype: torch.dtype) -> Tensor:  # type: ignore[override]
         # aten's composite rms_norm, op for op (upcast to fp32, eps = fp32 machine epsilon), so the forward is exact
         xf = x.float()
         r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True).add_(torch.finfo(torch.float32).eps))  # (…, 1)
         ctx.save_for_backward(x, r)
         ctx.scale = scale
-        if scale != 1.0:  # x·(r·s): one pass, where the reference's (x·r)·s takes two (equal within rounding)
-            return xf.mul(r * scale).to(x.dtype)
-        return xf.mul(r).to(x.dtype)
+        # x·(r·s): one pass, where the reference's (x·r)·s takes two (equal within rounding); the fp32 product is
+        # rounded straight into the output dtype (what .to(out_dtype) would give, without the fp32 temporary)
+        y = torch.empty(x.shape, dtype=out_dtype, device=x.device)
+        return torch.mul(xf, r * scale if scale != 1.0 else r, out=y)
 
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
         x, r = ctx.saved_tensors
-        xf, gf = x.float(), g.float()
-        coeff = (gf * xf).mean(-1, keepdim=True).mul_(r.pow(3))  # (…, 1): r³·mean(g·x)
+        xf = x.float()
+        # g may be bf16 (a bf16 output): the mixed-dtype products compute in fp32, exactly as g.float() would
+        coeff = (g * xf).mean(-1, keepdim=True).mul_(r.pow(3))  # (…, 1): r³·mean(g·x)
         if ctx.scale != 1.0:  # the LN scale folded into the (…, 1) factors: no pass over g for it
             r, coeff = r * ctx.scale, coeff.mul_(ctx.scale)
-        return torch.addcmul(gf * r, xf, coeff, value=-1.0).to(x.dtype), None
+        return torch.addcmul(g * r, xf, coeff, value=-1.0).to(x.dtype), None, None
 
 
-def rms_norm_scaled(x: Tensor, scale: float = 1.0) -> Tensor:
-    """F.rms_norm(x, (x.size(-1),)) · scale (weightless, eps = fp32 epsilon) with a one-pass-per-term backward."""
-    return _RMSNorm.apply(x, float(scale))
+def rms_norm_scaled(x: Tensor, scale: float = 1.0, out_dtype: torch.dtype | None = None) -> Tensor:
+    """F.rms_norm(x, (x.size(-1),)) · scale (weightless, eps = fp32 epsilon) with a one-pass-per-term backward.
+    `out_dtype` (default x's): the output rounded to it in the same pass (bf16 for the linears of a CPU autocast
+    step, which would otherwise each cast the fp32 norm)."""
+    return _RMSNorm.apply(x, float(scale), out_dtype or x.dtype)
 
 
 class _Rotary(torch.autograd.Function):

@@ -28,11 +28,12 @@ if TYPE_CHECKING:
     from pgolf.model.config import GPTConfig
 
 
-def rms_norm(x: Tensor, fused: bool = False, scale: float = 1.0) -> Tensor:
+def rms_norm(x: Tensor, fused: bool = False, scale: float = 1.0, out_dtype: torch.dtype | None = None) -> Tensor:
     """Weightless RMSNorm over the last dim (every record; eps = torch default), times `scale` (LN scale, PR #315).
-    fused=True: on CPU with autograd recording, model/fused.py's norm (same values, one node, a cheaper backward)."""
+    fused=True: on CPU with autograd recording, model/fused.py's norm (same values, one node, a cheaper backward),
+    its output in `out_dtype` when given."""
     if fused and x.device.type == "cpu" and x.requires_grad and torch.is_grad_enabled():
-        return rms_norm_scaled(x, scale)
+        return rms_norm_scaled(x, scale, out_dtype)
     n = F.rms_norm(x, (x.size(-1),))
     return n * scale if scale != 1.0 else n  # ×1.0 is the identity: skip the pass
 
@@ -206,7 +207,12 @@ class Block(nn.Module):
         self.ln_scale = 1.0 / math.sqrt(layer_idx + 1) if cfg.ln_scale else 1.0  # PR #315
 
     def _norm(self, x: Tensor) -> Tensor:
-        return rms_norm(x, self._fast(x), self.ln_scale)  # fused: the LN scale folded into the norm's factor
+        if not self._fast(x):
+            return rms_norm(x, False, self.ln_scale)
+        # The LN scale folded into the norm's factor; under CPU autocast the norm is written once in bf16, where
+        # c_q, c_k, c_v (or fc) would each cast the fp32 norm (and their gradients come back in bf16, summed there).
+        amp = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+        return rms_norm(x, True, self.ln_scale, amp)
 
     def _folds(self, x: Tensor, module: nn.Module) -> bool:
         """The CPU training path (fused kernels on, autograd recording): per-channel scales folded into the output
