@@ -5,9 +5,9 @@
 
 Each row is `pgolf.experiments.bundle.measure_code_bytes(cfg)`: the script `pgolf bundle` / `pgolf submit` write for
 that configuration (entry pgolf.submission; cut points and tree shaking of pgolf.experiments.closure; its
-configuration baked in, its checks stripped, constant parameters folded; minified with
-ast and python-minifier, raw LZMA2, carried as a latin-1 str literal), with the modules it embeds and the minified
-size before compression. The reference is the records' counted code: 31,999 bytes for R0427 (the SOTA), 15,516–27,610 for the others. Targets: ≤ 31,999 for sota-sp8192 +
+configuration baked in, its checks stripped, constant parameters folded; flattened into one module namespace
+(pgolf.experiments.flatten); minified with ast and python-minifier, module-level names renamed too; raw LZMA2,
+carried as a latin-1 str literal), with the modules it carries and the minified size before compression. The reference is the records' counted code: 31,999 bytes for R0427 (the SOTA), 15,516–27,610 for the others. Targets: ≤ 31,999 for sota-sp8192 +
 sota-lqer + rans-ctx + ttt-phased, ≤ 20,000 for the cpu-demo default. The full package (every module reachable
 from pgolf.cli, the previous rule) is printed for comparison. Deterministic for a given source tree and Python.
 """
@@ -37,12 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     from pgolf.config import build_config, load_preset, parse_overrides
     from pgolf.experiments.counted import _LZMA_FILTERS
     from pgolf.experiments.bundle import (
-        bundle_source, compress_payload, counted_source, import_closure, minify_file, package_files,
-        script_files, script_text, wrap_counted,
+        compact_python, compress_payload, counted_source, flat_source, flat_tree, import_closure, minify_file,
+        package_files, wrap_counted,
     )
 
-    def counted_of(chosen: dict[str, str]) -> int:
-        return len(wrap_counted(compress_payload(script_text(chosen, minify=True).encode(), "lzma"), "lzma"))
+    def counted_of(parts: dict[str, str]) -> int:
+        return len(wrap_counted(compress_payload("".join(parts.values()).encode(), "lzma"), "lzma"))
+
+    def module_parts(cfg) -> dict[str, str]:
+        """The one-namespace script's modules, each through python-minifier alone (no module-level renaming)."""
+        flat = flat_tree(files, cfg)
+        return {r: compact_python(ast.unparse(ast.Module(body=flat.parts[r], type_ignores=[])), r)
+                for r in flat.order}
 
     files = package_files()
     rows, breakdowns = [], []
@@ -56,15 +62,16 @@ def main(argv: list[str] | None = None) -> int:
                 for mode in args.modes.split(","):
                     pairs = [("quant.recipe", recipe), ("pack.codec", codec), ("eval.mode", mode)]
                     cfg = build_config([("preset", load_preset(preset)), ("o", parse_overrides(pairs))])
-                    chosen = script_files(files, cfg, minify=True)
-                    minified = bundle_source(files, cfg, minify=True)
+                    minified = flat_source(files, cfg)
                     counted = len(counted_source(files, cfg))
-                    rows.append((preset, recipe, codec, mode, sum(k.endswith(".py") for k in chosen),
+                    rows.append((preset, recipe, codec, mode, len(flat_tree(files, cfg).order),
                                  len(minified.encode()), counted))
                     if args.breakdown:
-                        breakdowns.append((rows[-1], chosen, [
-                            (counted - counted_of({k: v for k, v in chosen.items() if k != f}), len(chosen[f]), f)
-                            for f in chosen]))
+                        parts = module_parts(cfg)
+                        whole = counted_of(parts)
+                        breakdowns.append((rows[-1], parts, [
+                            (whole - counted_of({k: v for k, v in parts.items() if k != f}), len(parts[f]), f)
+                            for f in parts]))
     # the previous rule: every module reachable from pgolf.cli, minified and compressed together
     everything = "".join(minify_file(k, files[k]) for k in import_closure(files))
     full = len(lzma.compress(everything.encode(), format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS))  # ast-minified
@@ -81,14 +88,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r[0]:12s} {r[1]:14s} {r[2]:9s} {r[3]:11s} {r[4]:7d} {r[5]:10,} {r[6]:9,}")
     for row, chosen, parts in breakdowns:
         parts.sort(reverse=True)
-        print(f"\n{' + '.join(map(str, row[:4]))}: {row[6]:,} counted bytes; per file, its compressed contribution "
-              f"(counted minus counted without it) and minified characters:")
+        print(f"\n{' + '.join(map(str, row[:4]))}: {row[6]:,} counted bytes; per module of the one-namespace "
+              "script, its compressed contribution (counted minus counted without it, modules minified one by one, "
+              "module-level names not renamed) and minified characters:")
         for contrib, chars, f in parts[: args.top]:
             print(f"  {contrib:7,} {chars:8,}  {f}")
         rest = parts[args.top:]
         print(f"  {sum(c for c, _, _ in rest):7,} {sum(n for _, n, _ in rest):8,}  the other {len(rest)} files")
-        print(f"  {row[6] - sum(c for c, _, _ in parts):7,} {'':8s}  shared (the wrapper, the bootstrap, the "
-              "dictionary the files share: not attributable to one file)")
+        print(f"  {row[6] - sum(c for c, _, _ in parts):7,} {'':8s}  shared (the wrapper, the dictionary the "
+              "modules share, less what renaming module-level names saves: not attributable to one module)")
     print(f"\nwhole package (closure of pgolf.cli, {len(import_closure(files))} modules, ast-minified only, raw LZMA2): ≈{full:,} bytes; "
           f"reference R0427 31,999. {seconds:.0f} s. Python {sys.version.split()[0]}.")
     ast.parse(minified)  # the last script is valid Python

@@ -10,7 +10,7 @@ import ast
 
 import pytest
 
-from pgolf.experiments.flatten import FlattenError, flatten
+from pgolf.experiments.flatten import FlattenError, flatten, shake_flat
 from pgolf.experiments.minify import compact_python
 
 TOY = {
@@ -108,3 +108,14 @@ def test_the_counted_script_is_one_namespace_without_an_import_hook():
     assert "meta_path" not in src and "PGOLF_FILES" not in src and "importlib.machinery" not in src
     assert isinstance(tree.body[-1], ast.If) and "main()" in ast.unparse(tree.body[-1])  # runs main as __main__
     assert len(src) < len(flat_source(files, rename_globals=False))
+
+
+def test_one_namespace_shaking_drops_what_only_an_attribute_of_its_name_kept():
+    toy = {"pgolf/__init__.py": "", "pgolf/a.py": "def step():\n    return 1\n\ndef named():\n    return 2\n\n"
+                                                  "def used():\n    return 3\n\nSIDE = []\nSIDE.append(1)\n",
+           "pgolf/submission.py": "from pgolf.a import used\nimport pgolf.a as m\n\nclass O:\n    def step(self):\n"
+                                  "        return 0\n\ndef main():\n    return (O().step(), used(), m.SIDE, 'named')\n"}
+    flat = shake_flat(flatten(toy))
+    src = ast.unparse(flat.module())
+    assert "def step():" not in src and "def named" in src and "def used" in src  # `.step` is O's method
+    assert _run(src) == (0, 3, [1], "named")

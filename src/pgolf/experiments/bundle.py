@@ -186,7 +186,7 @@ script's import hook for the size; the flat script is `__file__` itself."""
 
 def flat_tree(files: Mapping[str, str], cfg: Any = None) -> Any:
     """The counted script of `cfg` as one module (`pgolf.experiments.flatten.Flat`), before python-minifier."""
-    from pgolf.experiments.flatten import flatten
+    from pgolf.experiments.flatten import flatten, shake_flat
 
     shaken = shaken_files(files, cfg, minify=True)
     for (rel, name), src in FLAT_REPLACEMENTS.items():
@@ -195,7 +195,7 @@ def flat_tree(files: Mapping[str, str], cfg: Any = None) -> Any:
             tree.body = [ast.parse(src).body[0] if isinstance(n, ast.FunctionDef) and n.name == name else n
                          for n in tree.body]
             shaken[rel] = ast.unparse(tree) + "\n"
-    return flatten(shaken)
+    return shake_flat(flatten(shaken))
 
 
 FLAT_PRESERVED = ("main",)

@@ -54,8 +54,8 @@ class Flat:
     tail: list[ast.stmt]
     names: dict[tuple, str]  # identity → its name in the one namespace
 
-    def module(self, without: str | None = None) -> ast.Module:
-        body = self.head + [s for r in self.order if r != without for s in self.parts[r]] + self.tail
+    def module(self) -> ast.Module:
+        body = self.head + [s for r in self.order for s in self.parts[r]] + self.tail
         return ast.fix_missing_locations(ast.Module(body=body, type_ignores=[]))
 
 
@@ -205,3 +205,25 @@ def _names(mods: dict[str, _Module], priority: list[str], forced: set[tuple], re
             out[i] = new
             taken.add(new)
     return out
+
+
+def shake_flat(flat: Flat) -> Flat:
+    """`flat` without the module-level definitions nothing references by name. The per-module shaking
+    (pgolf.experiments.closure) must keep a definition whenever an attribute of its name occurs (`m.f` may be it);
+    in one namespace no module attribute is left, so only names and identifier-like strings keep one."""
+    from pgolf.experiments.closure import _defined_name
+
+    def uses(node: ast.AST) -> set[str]:
+        return {n.id if isinstance(n, ast.Name) else n.value for n in ast.walk(node) if isinstance(n, ast.Name) or (
+            isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.isidentifier())}
+
+    stmts = [(s, _defined_name(s), uses(s)) for s in (*flat.head, *[x for r in flat.order for x in flat.parts[r]],
+                                                        *flat.tail)]
+    used = set().union(*(u for _, name, u in stmts if name is None))
+    kept: set[str] = set()
+    while new := {name for _, name, _ in stmts if name and name in used} - kept:
+        kept |= new
+        used = used.union(*(u for _, name, u in stmts if name in new))
+    parts = {r: [s for s in flat.parts[r] if _defined_name(s) in kept or _defined_name(s) is None]
+             for r in flat.order}
+    return Flat(flat.order, parts, flat.head, flat.tail, flat.names)
