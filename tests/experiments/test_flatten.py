@@ -41,7 +41,8 @@ def _run(source: str) -> tuple:
 def test_a_toy_package_flattens_to_one_namespace_with_the_package_semantics():
     flat = flatten(TOY)
     src = ast.unparse(flat.module())
-    assert "import pgolf" not in src and "from pgolf" not in src and "from ." not in src and "TYPE_CHECKING:" not in src
+    assert "import pgolf" not in src and "from pgolf" not in src and "from ." not in src
+    assert "TYPE_CHECKING:" not in src
     assert flat.order == ["pgolf/__init__.py", "pgolf/sub/__init__.py", "pgolf/a.py", "pgolf/sub/b.py",
                           "pgolf/submission.py"]  # as Python runs them: parent packages first, then what b imports
     assert src.count("import math") == 1  # one binding for the same stdlib import
@@ -111,7 +112,7 @@ def test_the_counted_script_is_one_namespace_without_an_import_hook():
 
 
 def test_one_namespace_shaking_drops_what_only_an_attribute_of_its_name_kept():
-    toy = {"pgolf/__init__.py": "", "pgolf/a.py": "def step():\n    return 1\n\ndef named():\n    return 2\n\n"
+    toy = {"pgolf/__init__.py": "", "pgolf/a.py": "import json\nimport torch\n\ndef step():\n    return 1\n\ndef named():\n    return 2\n\n"
                                                   "def used():\n    return 3\n\nSIDE = []\nSIDE.append(1)\n",
            "pgolf/submission.py": "from pgolf.a import used\nimport pgolf.a as m\n\nclass O:\n    def step(self):\n"
                                   "        return 0\n\ndef main():\n    return (O().step(), used(), m.SIDE, 'named')\n"}
@@ -119,3 +120,4 @@ def test_one_namespace_shaking_drops_what_only_an_attribute_of_its_name_kept():
     src = ast.unparse(flat.module())
     assert "def step():" not in src and "def named" in src and "def used" in src  # `.step` is O's method
     assert _run(src) == (0, 3, [1], "named")
+    assert "import json" not in src and "import torch" in src  # an unused stdlib import goes, a package's stays

@@ -19,11 +19,14 @@ between them replaced by a direct reference (issue 14).
   as a value (`getattr(m, ...)`, passed, stored), `m.attr = ...`, rebinding an imported name, star imports, and an
   import of a pgolf module that is not in the script outside a function (inside one it becomes
   `raise ImportError(...)`, as the import hook answered). `if TYPE_CHECKING:` blocks go.
+- **Shaking again** (`shake_flat`): with no module attribute left, a definition only an attribute of its name kept
+  (`obj.step` vs a module's `def step`) goes, and so does a standard-library import nothing uses.
 """
 
 from __future__ import annotations
 
 import ast
+import sys
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -210,7 +213,8 @@ def _names(mods: dict[str, _Module], priority: list[str], forced: set[tuple], re
 def shake_flat(flat: Flat) -> Flat:
     """`flat` without the module-level definitions nothing references by name. The per-module shaking
     (pgolf.experiments.closure) must keep a definition whenever an attribute of its name occurs (`m.f` may be it);
-    in one namespace no module attribute is left, so only names and identifier-like strings keep one."""
+    in one namespace no module attribute is left, so only names and identifier-like strings keep one. Standard-library
+    imports nothing uses go too."""
     from pgolf.experiments.closure import _defined_name
 
     def uses(node: ast.AST) -> set[str]:
@@ -226,4 +230,11 @@ def shake_flat(flat: Flat) -> Flat:
         used = used.union(*(u for _, name, u in stmts if name in new))
     parts = {r: [s for s in flat.parts[r] if _defined_name(s) in kept or _defined_name(s) is None]
              for r in flat.order}
+    for r in flat.order:  # and a standard-library import whose names nothing uses (importing one has no effect)
+        for s in parts[r]:
+            if isinstance(s, (ast.Import, ast.ImportFrom)):
+                std = {a.name: (a.name if isinstance(s, ast.Import) else s.module or "").split(".")[0]
+                       in sys.stdlib_module_names for a in s.names}
+                s.names = [a for a in s.names if (a.asname or a.name.split(".")[0]) in used or not std[a.name]]
+        parts[r] = [s for s in parts[r] if not isinstance(s, (ast.Import, ast.ImportFrom)) or s.names]
     return Flat(flat.order, parts, flat.head, flat.tail, flat.names)
