@@ -15,6 +15,14 @@ Both loops run at the same precision, once per `--autocast` entry: "off" = fp32,
 master weights around forward and loss (pgolf's loop with `--train.autocast bf16`; the plain loop's nn.Linear run
 in bf16 too). The ratio pgolf ÷ plain is printed per precision, like with like.
 
+On CPU the pgolf subprocess applies what pgolf's training loop applies to its process: glibc malloc keeps freed
+activations for reuse (train/malloc.py, ≈5 % of the step). `--plain-malloc` adds the plain loop with that same
+setting (variant "plain-malloc"), to show how much of the ratio is that process setting and how much the kernels.
+
+On CPU the pgolf subprocess applies what pgolf's training loop applies to its process: glibc malloc keeps freed
+activations for reuse (train/malloc.py, ≈5 % of the step). `--plain-malloc` adds the plain loop with that same
+setting (variant "plain-malloc"), to show how much of the ratio is that process setting and how much the kernels.
+
 Every measurement runs in its own subprocess (same interpreter, same thread count, random tokens, fixed seed):
 per repeat the variants run one after another in a rotating order, so a loaded machine slows them alike. A
 subprocess reports the median wall time and the median process CPU time of its timed steps; the table gives the
@@ -167,7 +175,14 @@ def measure(variant: str, preset: str, steps: int, warmup: int, batch_tokens: in
     dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     if autocast not in ("off", "bf16"):
         raise SystemExit(f"--autocast {autocast!r}: expected off or bf16")
-    model, step = (_plain_step if variant == "plain" else _pgolf_step)(cfg, dev, autocast == "bf16")
+    if dev.type == "cpu" and variant in ("pgolf", "plain-malloc"):
+        try:  # what pgolf's training loop does on CPU (an older checkout measured as the baseline may lack it)
+            from pgolf.train.malloc import retain_freed_memory
+        except ImportError:
+            pass
+        else:
+            retain_freed_memory()
+    model, step = (_pgolf_step if variant == "pgolf" else _plain_step)(cfg, dev, autocast == "bf16")
     T = cfg.train.train_seq_len
     B = cfg.train.train_batch_tokens // T
     gen = torch.Generator().manual_seed(1)
@@ -224,6 +239,9 @@ def main() -> None:
                    help="also wrap the baseline in bf16 autocast (default: the baseline runs only at 'off', fp32, "
                         "which is what older pgolf trained on CPU)")
     p.add_argument("--no-plain", action="store_true", help="skip the plain PyTorch reference")
+    p.add_argument("--plain-malloc", action="store_true",
+                   help="also measure the plain loop with pgolf's glibc malloc setting (train/malloc.py), variant "
+                        "'plain-malloc': how much of the ratio is that process setting")
     p.add_argument("--json", help="also write every measurement to this file")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -232,6 +250,8 @@ def main() -> None:
                                  args.device, args.autocast)))
         return
     variants = [("pgolf", None)] + ([] if args.no_plain else [("plain", None)])
+    if args.plain_malloc:
+        variants.append(("plain-malloc", None))
     if args.baseline_src:
         variants.append(("baseline", args.baseline_src))
     rows, allruns = [], []

@@ -25,6 +25,7 @@ from pgolf.train.checkpoint import CHECKPOINT_NAME, check_resumable, load_checkp
 from pgolf.train.config import TrainConfig
 from pgolf.train.distributed import world
 from pgolf.train.ema import EMA
+from pgolf.train.malloc import retain_freed_memory
 from pgolf.train.muon import cpu_has_native_bf16
 from pgolf.train.optim import apply_lr_multiplier, build_optimizers, set_muon_momentum
 from pgolf.train.parallel_muon import clip_gradients, reduce_gradients, step_order
@@ -189,6 +190,8 @@ def train(
 
     amp = autocast_dtype(cfg.autocast, device)
     logger.event("precision", autocast="bf16" if amp is not None else "fp32", rule=cfg.autocast)
+    if device.type == "cpu":
+        retain_freed_memory()  # glibc: the step's freed activations are reused, not re-faulted (train/malloc.py)
     forward = torch.compile(model) if cfg.compile else model
     budget = cfg.max_wallclock_seconds - cfg.calib_reserve_seconds if cfg.max_wallclock_seconds else 0.0
     logger.start_bar(budget if budget else cfg.iterations, "train", unit="s" if budget else "it")
