@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     from pgolf.config import build_config, load_preset, parse_overrides
     from pgolf.experiments.counted import _LZMA_FILTERS
     from pgolf.experiments.bundle import (
-        compact_python, compress_payload, counted_source, flat_source, flat_tree, import_closure, minify_file,
-        package_files, wrap_counted,
+        FLAT_MINIFIER, compact_python, compress_payload, counted_source, flat_source, flat_tree, import_closure,
+        minify_file, package_files, wrap_counted,
     )
 
     def counted_of(parts: dict[str, str]) -> int:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     def module_parts(cfg) -> dict[str, str]:
         """The one-namespace script's modules, each through python-minifier alone (no module-level renaming)."""
         flat = flat_tree(files, cfg)
-        return {r: compact_python(ast.unparse(ast.Module(body=flat.parts[r], type_ignores=[])), r)
+        return {r: compact_python(ast.unparse(ast.Module(body=flat.parts[r], type_ignores=[])), r, **FLAT_MINIFIER)
                 for r in flat.order}
 
     files = package_files()

@@ -16,10 +16,10 @@ every pgolf import replaced by a direct reference, colliding module-level names 
 file table; `if __name__ == "__main__": raise SystemExit(main())` ends it. It starts from the records' code wrapper
 (R0405 lzma+b85; R0414 pyminify → lzma → b85 in an exec wrapper, 122,168 B of source counted as 27,610 B) and goes
 further: docstrings, other string-literal statements, comments and function annotations removed (`ast` parse →
-strip → `ast.unparse`), then `python-minifier` (`compact_python`: local and module-level renaming, literal
-hoisting; `main` and the names in class-body annotations keep theirs), compressed (lzma preset 9 raw LZMA2 as R0325,
-or brotli q11) and carried as a latin-1 str literal under a PEP 263 coding line (`latin1_literal`: one source byte
-per compressed byte but ≈1 % of escapes, where base85 costs 25 %), decoded by
+strip → `ast.unparse`), then `python-minifier` (`compact_python`: local and module-level renaming, no literal
+hoisting, `FLAT_MINIFIER`; `main` and the names in class-body annotations keep theirs), compressed (lzma preset 9
+raw LZMA2 as R0325, or brotli q11) and carried as a latin-1 str literal under a PEP 263 coding line
+(`latin1_literal`: one source byte per compressed byte but ≈1 % of escapes, where base85 costs 25 %), decoded by
 `exec(lzma.decompress('...'.encode('latin-1'), ...))`. It is deterministic for a given source tree, configuration,
 Python and python-minifier version. Run standalone, the script counts its own file (`FLAT_REPLACEMENTS`:
 `script_code_bytes` is the size of `__file__`), so a run from the script charges the same code bytes as a run from
@@ -207,7 +207,12 @@ def flat_source(files: Mapping[str, str], cfg: Any = None, *, rename_globals: bo
     renamed too with `rename_globals` (every reference is in this one module)."""
     tree = flat_tree(files, cfg).module()
     return compact_python(ast.unparse(tree), "<script>", rename_globals=rename_globals,
-                          preserve_globals=FLAT_PRESERVED + annotation_names(tree))
+                          preserve_globals=FLAT_PRESERVED + annotation_names(tree), **FLAT_MINIFIER)
+
+
+FLAT_MINIFIER = {"hoist_literals": False, "prefer_single_line": True}
+"""python-minifier options of the one-namespace script: literal hoisting costs ≈300 counted bytes there (raw LZMA2
+encodes a repeated literal as a short match), one statement per line ≈50 more."""
 
 
 def annotation_names(tree: ast.Module) -> tuple[str, ...]:

@@ -67,17 +67,20 @@ def minify_file(relpath: str, text: str) -> str:
 
 
 def compact_python(source: str, filename: str = "<source>", *, rename_globals: bool = False,
-                   preserve_globals: tuple[str, ...] = ()) -> str:
+                   preserve_globals: tuple[str, ...] = (), hoist_literals: bool = True,
+                   prefer_single_line: bool = False) -> str:
     """`python-minifier` on shaken, minified source: local names renamed, repeated literals hoisted, whitespace and
     redundant syntax removed; module-level names too with `rename_globals` (the one-namespace counted script, where
-    no other module imports them; `preserve_globals` keep theirs). Semantics kept: keyword-argument names
+    no other module imports them; `preserve_globals` keep theirs); `hoist_literals=False, prefer_single_line=True` suit
+    one large module (LZMA finds a repeated literal cheaper than a hoisted name). Semantics kept: keyword-argument names
     (`inspect.signature` reads them), class-attribute annotations (dataclass fields, `typing.get_type_hints`) and
     asserts stay. Deterministic for one python-minifier version (a main dependency: `pgolf run` counts the bytes)."""
     import python_minifier as pm
 
     try:
         return pm.minify(source, filename=filename, rename_locals=True, rename_globals=rename_globals,
-                         preserve_globals=list(preserve_globals), hoist_literals=True,
+                         preserve_globals=list(preserve_globals), hoist_literals=hoist_literals,
+                         prefer_single_line=prefer_single_line,
                          remove_asserts=False, remove_debug=False, remove_literal_statements=True,
                          remove_annotations=pm.RemoveAnnotationsOptions(
                              remove_variable_annotations=True, remove_return_annotations=True,
