@@ -43,7 +43,9 @@ from pgolf.experiments.counted import (  # noqa: F401 (re-exported: bench, tests
     COUNTED_CODECS, COUNTED_COOKIE, compress_payload, latin1_literal, unwrap_counted, wrap_counted,
 )
 from pgolf.experiments.bootstrap import BOOTSTRAP, bootstrap_source  # noqa: F401 (re-exported: tests)
-from pgolf.experiments.minify import compact_python, minify_file, minify_python, minify_tree  # noqa: F401
+from pgolf.experiments.minify import (  # noqa: F401
+    annotation_names, compact_python, minify_file, minify_python, minify_tree,
+)
 
 PACKAGE = "pgolf"
 ENTRY_MODULE = "pgolf.cli"
@@ -205,21 +207,18 @@ FLAT_PRESERVED = ("main",)
 def flat_source(files: Mapping[str, str], cfg: Any = None, *, rename_globals: bool = True) -> str:
     """The counted script's source before compression: `flat_tree` through python-minifier, module-level names
     renamed too with `rename_globals` (every reference is in this one module)."""
-    tree = flat_tree(files, cfg).module()
+    from pgolf.config import SECTIONS
+
+    flat = flat_tree(files, cfg)
+    tree = flat.module()
+    sections = {flat.names.get((c.__module__, c.__name__)) for c in SECTIONS.values()}
     return compact_python(ast.unparse(tree), "<script>", rename_globals=rename_globals,
-                          preserve_globals=FLAT_PRESERVED + annotation_names(tree), **FLAT_MINIFIER)
+                          preserve_globals=FLAT_PRESERVED + annotation_names(tree, sections), **FLAT_MINIFIER)
 
 
 FLAT_MINIFIER = {"hoist_literals": False, "prefer_single_line": True}
 """python-minifier options of the one-namespace script: literal hoisting costs ≈300 counted bytes there (raw LZMA2
 encodes a repeated literal as a short match), one statement per line ≈50 more."""
-
-
-def annotation_names(tree: ast.Module) -> tuple[str, ...]:
-    """Names in class-body annotations (dataclass fields): kept as written, since `pgolf.config.baked_config` parses
-    an override by its field's annotation string ("int", "bool", "tuple[float, ...]")."""
-    return tuple(sorted({n.id for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for s in c.body
-                         if isinstance(s, ast.AnnAssign) for n in ast.walk(s.annotation) if isinstance(n, ast.Name)}))
 
 
 SUBMISSION = "pgolf/submission.py"
@@ -299,8 +298,8 @@ def strip_script_checks(shaken: Mapping[str, str], plan: Any) -> dict[str, str]:
 
 def bundle_source(files: Mapping[str, str], cfg: Any = None, *, minify: bool = False, preset: str | None = None,
                   counted_bytes: int | None = None) -> str:
-    """The single-file script of `cfg` (default: the cpu-demo preset), optionally minified: the embedded sources
-    as literals in front of the meta-path bootstrap. `preset`: the one its header's usage line names (the script
+    """The readable single-file script of `cfg` (default: the cpu-demo preset): the embedded sources as literals in
+    front of the meta-path bootstrap; with `minify`, the counted form's source (`flat_source`). `preset`: the one its header's usage line names (the script
     itself defaults to cpu-demo, like `pgolf run`: the counted bytes must not depend on the preset's name)."""
     import pgolf
 

@@ -87,3 +87,13 @@ def compact_python(source: str, filename: str = "<source>", *, rename_globals: b
                              remove_argument_annotations=True, remove_class_attribute_annotations=False)) + "\n"
     except Exception as e:  # python-minifier raises its own types on source it cannot handle
         raise ValueError(f"{filename}: python-minifier failed ({type(e).__name__}: {e})") from None
+
+
+def annotation_names(tree: ast.Module, classes: set[str | None]) -> tuple[str, ...]:
+    """Names in the field annotations of `classes` (the configuration sections), kept as written: the baked
+    configuration's override parser (`pgolf.config.baked_config`) reads a field's type by its annotation string
+    ("int", "bool", "tuple[float, ...]"). Other annotations are renamed with what they name (a dataclass resolves
+    a string annotation in its module's namespace: the script's)."""
+    return tuple(sorted({n.id for c in ast.walk(tree) if isinstance(c, ast.ClassDef) and c.name in classes
+                         for s in c.body if isinstance(s, ast.AnnAssign) for n in ast.walk(s.annotation)
+                         if isinstance(n, ast.Name)}))
