@@ -31,6 +31,8 @@ def test_a_freed_40mb_block_is_reused_without_page_faults():
         del t
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
 
-    faults_of_a_fresh_40mb_tensor()  # the first one grows the heap
-    # 40 MB is 9,766 pages: unmapped on free by default (above the 32 MiB dynamic threshold), reused here
-    assert faults_of_a_fresh_40mb_tensor() < 1000
+    faults_of_a_fresh_40mb_tensor()  # the first one may grow the heap
+    # 40 MB is 9,766 pages, unmapped on free by default (above the 32 MiB dynamic threshold): every cycle faults
+    # them all again (9,766 each, measured). Retained, a cycle reuses them; the best of five allows for another
+    # allocation landing in the freed block once.
+    assert min(faults_of_a_fresh_40mb_tensor() for _ in range(5)) < 1000
