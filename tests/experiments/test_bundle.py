@@ -24,7 +24,8 @@ HIDE_AND_RUN = r'''
 import importlib.util, json, os, runpy, sys
 script, out, *argv = sys.argv[1:]
 # make the installed (editable) pgolf unreachable: drop every sys.path entry that holds a pgolf package
-sys.path[:] = [p for p in sys.path if not os.path.isdir(os.path.join(p or ".", "pgolf"))]
+if os.environ.get("HIDE_PGOLF", "1") == "1":
+    sys.path[:] = [p for p in sys.path if not os.path.isdir(os.path.join(p or ".", "pgolf"))]
 hidden = importlib.util.find_spec("pgolf") is None
 sys.argv = [script, *argv]
 try:  # as `python train_gpt.py ARGV`: the script runs main() and exits with its status
@@ -32,19 +33,22 @@ try:  # as `python train_gpt.py ARGV`: the script runs main() and exits with its
     rc = None
 except SystemExit as e:
     rc = e.code
-json.dump({"rc": rc, "hidden": hidden, "pgolf_modules": sorted(n for n in sys.modules if n.split(".")[0] == "pgolf"),
+json.dump({"rc": rc, "hidden": hidden, "blocked": "pgolf" in sys.modules and sys.modules["pgolf"] is None,
+           "pgolf_modules": sorted(n for n in sys.modules if n.split(".")[0] == "pgolf" and sys.modules[n] is not None),
            "meta_path": [type(f).__name__ for f in sys.meta_path]}, open(out, "w"))
 '''
 
 
-def run_bundle_hidden(script: Path, argv: list[str], cwd: Path, out: Path) -> dict:
-    """Run `script` as `python script ARGV` with the pgolf package unreachable; → the driver's JSON (rc, hidden, the
-    pgolf modules imported: none for the one-namespace script, the meta-path finders)."""
+def run_bundle_hidden(script: Path, argv: list[str], cwd: Path, out: Path, *, hide: bool = True) -> dict:
+    """Run `script` as `python script ARGV` with the pgolf package unreachable (`hide=False`: reachable); → the
+    driver's JSON (rc, hidden, blocked: `import pgolf` halted, the pgolf modules imported: none for the
+    one-namespace script, the meta-path finders)."""
     import json
 
     driver = cwd / "hide_and_run.py"
     driver.write_text(HIDE_AND_RUN)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # conftest runs torch on one thread
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",  # conftest runs torch on one thread
+           "HIDE_PGOLF": "1" if hide else "0"}
     proc = subprocess.run([sys.executable, str(driver), str(script), str(out), *argv], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -217,6 +221,9 @@ def test_bundle_runs_without_the_package_and_counts_itself(tmp_path):
     rep = run_bundle_hidden(counted, ["--model.num_layers", "x"], tmp_path, tmp_path / "out.json")
     assert rep["rc"] == 2 and rep["hidden"]  # a value of the wrong type: the parser's own error
     assert rep["pgolf_modules"] == [] and "_BundleImporter" not in rep["meta_path"]  # one namespace, no hook
+    # with the package reachable, the script still never imports it: its first statement blocks `import pgolf`
+    rep = run_bundle_hidden(counted, ["--model.num_layers", "x"], tmp_path, tmp_path / "out2.json", hide=False)
+    assert rep["rc"] == 2 and not rep["hidden"] and rep["blocked"] and rep["pgolf_modules"] == []
     # its own size: the code bytes a run from it charges (the standalone runs compare run.json's bytes)
     script = unwrap_counted(counted.read_bytes()).decode()
     assert re.search(r"^def \w+\(\):import os;return os.path.getsize\(__file__\)$", script, re.M)

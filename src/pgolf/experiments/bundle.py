@@ -200,6 +200,11 @@ def flat_tree(files: Mapping[str, str], cfg: Any = None) -> Any:
     return shake_flat(flatten(shaken))
 
 
+BLOCK_INSTALLED = "__import__('sys').modules['pgolf'] = None"
+"""The counted script's first statement (after `from __future__`): every pgolf module it runs is in it, so an import that reaches for one it
+left out (a `module:function` eval-mode string of a mode it was not built with) fails with "import of pgolf
+halted" instead of loading an installed pgolf of another version."""
+
 FLAT_PRESERVED = ("main",)
 """Module-level names the counted script keeps (a driver calls `main(argv)`); python-minifier renames the rest."""
 
@@ -211,6 +216,9 @@ def flat_source(files: Mapping[str, str], cfg: Any = None, *, rename_globals: bo
 
     flat = flat_tree(files, cfg)
     tree = flat.module()
+    first = next(i for i, n in enumerate(tree.body)
+                 if not (isinstance(n, ast.ImportFrom) and n.module == "__future__"))  # those must stay first
+    tree.body.insert(first, ast.parse(BLOCK_INSTALLED).body[0])
     sections = {flat.names.get((c.__module__, c.__name__)) for c in SECTIONS.values()}
     return compact_python(ast.unparse(tree), "<script>", rename_globals=rename_globals,
                           preserve_globals=FLAT_PRESERVED + annotation_names(tree, sections), **FLAT_MINIFIER)
