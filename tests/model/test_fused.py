@@ -291,3 +291,20 @@ def test_block_norm_under_cpu_autocast_is_written_in_bf16_once():
 
         for a, b in zip(run(True), run(False)):
             assert (a - b).abs().max() <= 0.05 * b.abs().max() + 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("slope", [0.5, 0.0])
+def test_linear_leaky_relu_square_is_bit_identical_to_fc_then_activation(dtype, slope):
+    """The fc + LeakyReLU² node (its ×2 moved onto W and W's gradient, exact) against fc then leaky_relu_square."""
+    from pgolf.model.fused import linear_leaky_relu_square
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 7, 24, generator=gen).to(dtype).requires_grad_()
+    w = (torch.randn(40, 24, generator=gen) * 0.3).to(dtype).requires_grad_()
+    g = torch.randn(2, 7, 40, generator=gen).to(dtype)
+    ref = leaky_relu_square(F.linear(x, w), slope)
+    y = linear_leaky_relu_square(x, w, slope)
+    assert torch.equal(y, ref)
+    for a, b in zip(torch.autograd.grad(y, (x, w), g), torch.autograd.grad(ref, (x, w), g)):
+        assert torch.equal(a, b)

@@ -116,6 +116,30 @@ def leaky_relu_square(h: Tensor, slope: float) -> Tensor:
     return _LeakyReLUSquare.apply(h, float(slope))
 
 
+class _LinearLeakyReLUSquare(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, slope: float) -> Tensor:  # type: ignore[override]
+        h = x @ w.t()  # (…, hidden)
+        r = F.leaky_relu(h, slope * slope) if slope else torch.relu(h)
+        ctx.save_for_backward(x, w, r)
+        return h.mul_(r)  # h·r in place: h itself is not needed again
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        x, w, r = ctx.saved_tensors
+        gr = g * r  # d/dh = 2·g·r: the 2 goes on W and on W's gradient, exact (a power of two), not on (…, hidden)
+        gx = gr @ (w * 2.0) if ctx.needs_input_grad[0] else None
+        gw = (gr.reshape(-1, gr.size(-1)).t() @ x.reshape(-1, x.size(-1))).mul_(2.0) if ctx.needs_input_grad[1] else None
+        return gx, gw, None
+
+
+def linear_leaky_relu_square(x: Tensor, w: Tensor, slope: float) -> Tensor:
+    """leaky_relu(x Wᵀ, slope)² with w already in x's dtype: the MLP's fc and activation as one node, whose backward
+    skips the ×2 pass over the (…, hidden) gradient (bit-identical to fc → leaky_relu_square)."""
+    with torch.autocast(x.device.type, enabled=False):  # operands already in their matmul dtype
+        return _LinearLeakyReLUSquare.apply(x, w, float(slope))
+
+
 class _RMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, scale: float, out_dtype: torch.dtype) -> Tensor:  # type: ignore[override]

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.model.attention import AttentionContext, attend
-from pgolf.model.fused import leaky_relu_square, rms_norm_scaled, rotary
+from pgolf.model.fused import leaky_relu_square, linear_leaky_relu_square, rms_norm_scaled, rotary
 
 if TYPE_CHECKING:
     from pgolf.model.config import GPTConfig
@@ -184,8 +184,15 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor, out_scale: Tensor | None = None) -> Tensor:
         """out_scale (C,): the block's mlp_scale folded into the down-projection (CastedLinear.forward)."""
-        h = self.fc(x)  # (B, T, hidden)
         slope = 0.5 if self.act == "leaky_relu2" else 0.0
+        if (self.fused and self.training and x.device.type == "cpu" and torch.is_grad_enabled()
+                and not (self.fc._forward_hooks or self.fc._forward_pre_hooks)):
+            amp = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+            fc = self.fc
+            w = fc.weight if fc.weight_fn is None else fc.weight_fn(fc.weight)
+            h = linear_leaky_relu_square(x.to(amp), w.to(amp), slope)  # fc + activation, one node (model/fused.py)
+            return self.proj(h, out_scale=out_scale)
+        h = self.fc(x)  # (B, T, hidden)
         if h.device.type == "cpu" and self.fused:  # same values, one-tensor backward (model/fused.py)
             return self.proj(leaky_relu_square(h, slope), out_scale=out_scale)
         h = F.leaky_relu(h, negative_slope=slope) if slope else torch.relu(h)
