@@ -308,3 +308,22 @@ def test_linear_leaky_relu_square_is_bit_identical_to_fc_then_activation(dtype, 
     assert torch.equal(y, ref)
     for a, b in zip(torch.autograd.grad(y, (x, w), g), torch.autograd.grad(ref, (x, w), g)):
         assert torch.equal(a, b)
+
+
+def test_fused_fc_node_uses_the_qat_weight_fn_and_steps_aside_for_hooks():
+    """The fc + LeakyReLU² node reads fc's weight through its weight_fn (QAT fake-quant) like the module does, and a
+    forward hook on fc (calibration) sends the MLP back through the module, so the hook sees the call."""
+    model, block, x, x0, ctx = _block_case()
+    fc = block.mlp.fc
+    fc.weight_fn = lambda w: torch.round(w * 8) / 8  # a fake-quant stand-in
+
+    def run(fused: bool):
+        model.fused_cpu_kernels = fused
+        return block(x, x0, ctx).detach()
+
+    y_ref = run(False)
+    torch.testing.assert_close(run(True), y_ref, rtol=1e-5, atol=1e-6 * y_ref.abs().max().item())
+    seen = []
+    fc.register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
+    run(True)
+    assert seen == [x.shape]
