@@ -43,6 +43,7 @@ from pgolf.experiments.counted import (  # noqa: F401 (re-exported: bench, tests
     COUNTED_CODECS, COUNTED_COOKIE, compress_payload, latin1_literal, unwrap_counted, wrap_counted,
 )
 from pgolf.experiments.bootstrap import BOOTSTRAP, bootstrap_source  # noqa: F401 (re-exported: tests)
+from pgolf.experiments.modnames import from_module, module_name  # noqa: F401 (module_name: re-exported)
 from pgolf.experiments.minify import (  # noqa: F401
     annotation_names, compact_python, minify_file, minify_python, minify_tree,
 )
@@ -81,11 +82,6 @@ def package_files(package_root: str | Path | None = None) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def module_name(relpath: str) -> str:
-    """"pgolf/a/__init__.py" → "pgolf.a"; "pgolf/a/b.py" → "pgolf.a.b"."""
-    parts = relpath[:-3].split("/")
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
 
 def _imported_names(tree: ast.AST, current: str, is_pkg: bool) -> list[str]:
     """Every dotted name an import statement anywhere in the tree (function bodies included) may load."""
@@ -94,12 +90,7 @@ def _imported_names(tree: ast.AST, current: str, is_pkg: bool) -> list[str]:
         if isinstance(node, ast.Import):
             names += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = current.split(".") if is_pkg else current.split(".")[:-1]
-                base = base[: len(base) - (node.level - 1)]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
+            module = from_module(node, current, is_pkg)
             names.append(module)
             names += [f"{module}.{a.name}" for a in node.names if a.name != "*"]
     return names

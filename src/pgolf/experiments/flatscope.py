@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgolf.experiments.modnames import from_module, module_name  # noqa: F401 (module_name: used by flatten)
 
 PACKAGE = "pgolf"
 _REF = re.compile(r"^(pgolf(?:\.\w+)+):(\w+)$")
@@ -20,21 +21,11 @@ class FlattenError(ValueError):
     """A construct the one-namespace script cannot keep, with the file and line that uses it."""
 
 
-def module_name(relpath: str) -> str:
-    parts = relpath[:-3].split("/")
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
 def _pgolf_module(node: ast.Import | ast.ImportFrom, current: str, is_pkg: bool) -> list[tuple[str, ast.alias]]:
     """(absolute module, alias) of each pgolf name an import statement loads ([] for other packages)."""
     if isinstance(node, ast.Import):
         return [(a.name, a) for a in node.names if a.name.split(".")[0] == PACKAGE]
-    if node.level:
-        base = current.split(".") if is_pkg else current.split(".")[:-1]
-        base = base[: len(base) - (node.level - 1)]
-        mod = ".".join(base + ([node.module] if node.module else []))
-    else:
-        mod = node.module or ""
+    mod = from_module(node, current, is_pkg)
     return [(mod, a) for a in node.names] if mod.split(".")[0] == PACKAGE else []
 
 
