@@ -19,10 +19,6 @@ On CPU the pgolf subprocess applies what pgolf's training loop applies to its pr
 activations for reuse (train/malloc.py, ≈5 % of the step). `--plain-malloc` adds the plain loop with that same
 setting (variant "plain-malloc"), to show how much of the ratio is that process setting and how much the kernels.
 
-On CPU the pgolf subprocess applies what pgolf's training loop applies to its process: glibc malloc keeps freed
-activations for reuse (train/malloc.py, ≈5 % of the step). `--plain-malloc` adds the plain loop with that same
-setting (variant "plain-malloc"), to show how much of the ratio is that process setting and how much the kernels.
-
 Every measurement runs in its own subprocess (same interpreter, same thread count, random tokens, fixed seed):
 per repeat the variants run one after another in a rotating order, so a loaded machine slows them alike. A
 subprocess reports the median wall time and the median process CPU time of its timed steps; the table gives the
