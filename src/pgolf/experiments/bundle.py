@@ -82,7 +82,6 @@ def package_files(package_root: str | Path | None = None) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-
 def _imported_names(tree: ast.AST, current: str, is_pkg: bool) -> list[str]:
     """Every dotted name an import statement anywhere in the tree (function bodies included) may load."""
     names: list[str] = []
@@ -127,7 +126,6 @@ def bundle_files(files: Mapping[str, str], entries: tuple[str, ...] = (ENTRY_MOD
     """The files a bundle embeds: the import closure of `entries` plus every resource file."""
     keep = set(import_closure(files, entries)) | {k for k in files if not k.endswith(".py")}
     return {k: files[k] for k in sorted(keep)}
-
 
 
 # ------------------------------------------------------------------------------------------------ the script

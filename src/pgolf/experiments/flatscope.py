@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgolf.experiments.modnames import from_module, module_name  # noqa: F401 (module_name: used by flatten)
+from pgolf.experiments.modnames import from_module
 
 PACKAGE = "pgolf"
 _REF = re.compile(r"^(pgolf(?:\.\w+)+):(\w+)$")

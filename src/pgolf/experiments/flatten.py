@@ -30,9 +30,10 @@ import sys
 from dataclasses import dataclass
 from typing import Mapping
 
-from pgolf.experiments.flatscope import (  # noqa: F401 (FlattenError, module_name: the API)
-    FlattenError, _alias_of, _bindings, _body, _Context, _pgolf_module, _REF, _Rewrite, module_name,
+from pgolf.experiments.flatscope import (  # noqa: F401 (FlattenError: the API)
+    FlattenError, _alias_of, _bindings, _body, _Context, _pgolf_module, _REF, _Rewrite,
 )
+from pgolf.experiments.modnames import module_name
 
 
 @dataclass
