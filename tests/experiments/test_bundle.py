@@ -41,7 +41,7 @@ json.dump({"rc": rc, "hidden": hidden, "blocked": "pgolf" in sys.modules and sys
 
 def run_bundle_hidden(script: Path, argv: list[str], cwd: Path, out: Path, *, hide: bool = True) -> dict:
     """Run `script` as `python script ARGV` with the pgolf package unreachable (`hide=False`: reachable); → the
-    driver's JSON (rc, hidden, blocked: `import pgolf` halted, the pgolf modules imported: none for the
+    driver's JSON (rc, hidden, blocked: sys.modules['pgolf'] is None, the pgolf modules imported: none for the
     one-namespace script, the meta-path finders)."""
     import json
 

@@ -190,9 +190,10 @@ def flat_tree(files: Mapping[str, str], cfg: Any = None) -> Any:
 
 
 BLOCK_INSTALLED = "__import__('sys').modules['pgolf'] = None"
-"""The counted script's first statement (after `from __future__`): every pgolf module it runs is in it, so an import that reaches for one it
-left out (a `module:function` eval-mode string of a mode it was not built with) fails with "import of pgolf
-halted" instead of loading an installed pgolf of another version."""
+"""The counted script's first statement (after `from __future__`). Every pgolf module it runs is in it, so an
+import that reaches for one it left out (the `module:function` string of an eval mode it was not built with) fails
+("No module named 'pgolf.eval'; 'pgolf' is not a package", or "import of pgolf halted" for a bare `import pgolf`)
+instead of loading an installed pgolf of another version."""
 
 FLAT_PRESERVED = ("main",)
 """Module-level names the counted script keeps (a driver calls `main(argv)`); python-minifier renames the rest."""
