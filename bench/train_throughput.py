@@ -25,6 +25,8 @@ subprocess reports the median wall time and the median process CPU time of its t
 median over repeats and the ratio pgolf ÷ plain of those medians. CPU time is the steadier figure when other
 processes compete for the cores; wall time is what a wallclock budget sees. For pgolf (and the baseline) the
 progress lines on stderr also split the CPU time by phase: forward+backward, clip, muon, adamw, ema.
+`minflt_per_step` is the median number of minor page faults of a timed step: memory the allocator gave back to the
+kernel and the step faulted in (zero-filled) again.
 """
 
 from __future__ import annotations
@@ -183,15 +185,17 @@ def measure(variant: str, preset: str, steps: int, warmup: int, batch_tokens: in
     B = cfg.train.train_batch_tokens // T
     gen = torch.Generator().manual_seed(1)
     x = torch.randint(0, cfg.model.vocab_size, (B, T + 1), generator=gen).to(dev)
-    wall, cpu = [], []
+    wall, cpu, faults = [], [], []
     for i in range(warmup + steps):
         t0, c0 = time.perf_counter(), time.process_time()
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         step(x[:, :-1], x[:, 1:])
         if dev.type == "cuda":
             torch.cuda.synchronize()
         if i >= warmup:
             wall.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)  # pages the step faulted in
     peak = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     phases = {k: round(statistics.median(v[warmup:]), 4) for k, v in getattr(step, "phases", {}).items()
@@ -200,7 +204,8 @@ def measure(variant: str, preset: str, steps: int, warmup: int, batch_tokens: in
             "threads": torch.get_num_threads(),
             "cpu_phases_s": phases,
             "params": sum(p.numel() for p in model.parameters()), "seq_len": T, "batch_tokens": B * T,
-            "step_s": statistics.median(wall), "cpu_s": statistics.median(cpu), "peak_mem_mb": round(peak / 1e6, 1)}
+            "step_s": statistics.median(wall), "cpu_s": statistics.median(cpu), "peak_mem_mb": round(peak / 1e6, 1),
+            "minflt_per_step": int(statistics.median(faults))}
 
 
 def _run_one(variant: str, preset: str, args: argparse.Namespace, src: str | None, autocast: str) -> dict:
@@ -270,13 +275,14 @@ def main() -> None:
             cpu = statistics.median(x["cpu_s"] for x in runs[v])
             row = {**runs[v][0], "variant": v, "step_s": step, "cpu_s": cpu,
                    "tokens_per_s": runs[v][0]["batch_tokens"] / step,
-                   "peak_mem_mb": max(x["peak_mem_mb"] for x in runs[v])}
+                   "peak_mem_mb": max(x["peak_mem_mb"] for x in runs[v]),
+                   "minflt_per_step": int(statistics.median(x["minflt_per_step"] for x in runs[v]))}
             if ref is not None:
                 row["wall_ratio"] = step / statistics.median(x["step_s"] for x in ref)
                 row["cpu_ratio"] = cpu / statistics.median(x["cpu_s"] for x in ref)
             rows.append(row)
     cols = ["preset", "autocast", "variant", "device", "threads", "params", "seq_len", "batch_tokens", "step_s", "cpu_s",
-            "tokens_per_s", "peak_mem_mb"] + (["wall_ratio", "cpu_ratio"] if not args.no_plain else [])
+            "tokens_per_s", "peak_mem_mb", "minflt_per_step"] + (["wall_ratio", "cpu_ratio"] if not args.no_plain else [])
     print(f"medians of {args.repeats} alternating subprocesses × {args.steps} timed steps "
           f"(ratios: ÷ plain PyTorch + torch.optim.Muon)")
     print("| " + " | ".join(cols) + " |")

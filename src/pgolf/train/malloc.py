@@ -3,10 +3,10 @@
 A training step allocates and frees the same large activations every step. glibc serves a block above its mmap
 threshold (dynamic, at most 32 MiB by default) with its own mmap and unmaps it on free, and trims the heap top once
 more than the trim threshold is free there, so every step faults those pages in again, each zero-filled by the
-kernel: record-11l at 8,192 tokens on one thread takes 100,000–600,000 minor page faults per step (0.4–2.3 GB of
-fresh pages). With the mmap threshold at 1 GiB and trimming off, the pages are reused (a few faults per step) and
-the step is ≈5 % faster in bf16 and in fp32 (BENCHMARKS.md, "The malloc setting"). The process keeps its high-water
-heap, which a training run reaches anyway (peak RSS unchanged within noise).
+kernel: a plain record-11l loop at 8,192 tokens on one thread takes 316,357 (bf16) to 705,479 (fp32) minor page
+faults per step. With the mmap threshold at 1 GiB and trimming off, the pages are reused (1 and 16,385) and that
+loop's step is 7–8 % faster (BENCHMARKS.md, "The CPU training path's folds and the malloc setting": plain against
+plain-malloc). The process keeps its high-water heap, which a training run reaches anyway (peak RSS +1–4 %).
 
 `pgolf run` (the training loop) applies it once per process. A user's own malloc tuning (MALLOC_*_ variables or
 glibc.malloc tunables in GLIBC_TUNABLES) is kept, and other C libraries are left alone.

@@ -100,7 +100,7 @@ def zeropower_via_newtonschulz(G: Tensor, steps: int = 5, coeffs: str = "classic
         if X.dtype == torch.bfloat16 and not X.is_cuda:
             X = X.contiguous()  # CPU bf16 GEMMs on the transposed view: 1.5× slower (1,536 × 512: 60 → 39 ms)
     # CPU bf16: the affine terms in the GEMM epilogues (addmm/baddbmm, torch.optim.Muon's form), two fewer passes
-    # per product (1,536 × 512, 5 steps: 52 → 46 ms). Elsewhere the records' expressions, op for op.
+    # per product. Elsewhere the records' expressions, op for op.
     epilogue = X.dtype == torch.bfloat16 and not X.is_cuda and X.ndim <= 3
     for a, b, c in _coeff_schedule(coeffs, steps):
         A = X @ X.mT  # (..., m, m)
