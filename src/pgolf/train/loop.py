@@ -190,8 +190,10 @@ def train(
 
     amp = autocast_dtype(cfg.autocast, device)
     logger.event("precision", autocast="bf16" if amp is not None else "fp32", rule=cfg.autocast)
-    if device.type == "cpu":
-        retain_freed_memory()  # glibc: the step's freed activations are reused, not re-faulted (train/malloc.py)
+    if device.type == "cpu" and world()[1] == 1:
+        # glibc: the step's freed activations are reused, not re-faulted (train/malloc.py). Single-process only: a
+        # 2-process gloo run once aborted at interpreter exit with it in force (not reproduced; kept out until known)
+        retain_freed_memory()
     forward = torch.compile(model) if cfg.compile else model
     budget = cfg.max_wallclock_seconds - cfg.calib_reserve_seconds if cfg.max_wallclock_seconds else 0.0
     logger.start_bar(budget if budget else cfg.iterations, "train", unit="s" if budget else "it")

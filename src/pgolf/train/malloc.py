@@ -8,7 +8,8 @@ faults per step. With the mmap threshold at 1 GiB and trimming off, the pages ar
 loop's step is 7–8 % faster (BENCHMARKS.md, "The CPU training path's folds and the malloc setting": plain against
 plain-malloc). The process keeps its high-water heap, which a training run reaches anyway (peak RSS +1–4 %).
 
-`pgolf run` (the training loop) applies it once per process. A user's own malloc tuning (MALLOC_*_ variables or
+`pgolf run` (the training loop) applies it once per process, in single-process CPU runs (a 2-process gloo run
+once aborted at interpreter exit with it in force; not reproduced, so it stays off there until understood). A user's own malloc tuning (MALLOC_*_ variables or
 glibc.malloc tunables in GLIBC_TUNABLES) is kept, and other C libraries are left alone.
 """
 
