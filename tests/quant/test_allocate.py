@@ -161,7 +161,8 @@ def test_mixed_precision_by_tensor_count_is_pr1962s_split():
 def test_recipe_switch_selects_the_split():
     import dataclasses
 
-    from pgolf.quant.plan import cross_tensor_overrides, route_tensors
+    from pgolf.quant.cross_tensor import cross_tensor_overrides
+    from pgolf.quant.plan import route_tensors
     from pgolf.quant.recipes import RECIPES
 
     g = torch.Generator().manual_seed(0)

@@ -8,7 +8,8 @@ says whether it is kept (non-float as is; small floats fp16, BASE control tensor
 (quant/methods.py) quantizes it at which bits. `hessians` (name → (cols, cols) input second moment) are handed to
 the methods; those whose spec `needs_hessian` get a clear error naming the recipe and the tensor without one.
 Cross-tensor steps of the recipe, in order: gates (in the routing), adaptive σ / mixed precision
-(`plan.cross_tensor_overrides`), per-tensor methods, LQER (`lqer_step`).
+(quant/cross_tensor.py), per-tensor methods, LQER (`lqer_step`, quant/lqer.py). The optional steps' modules are
+imported only when the recipe has the step, so the single-file script of a recipe without them leaves them out.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ import torch
 from torch import Tensor
 
 from pgolf.quant.gptq import collector_damping, output_error
-from pgolf.quant.lqer import apply_lqer, select_lqer_tensors
-from pgolf.quant.methods import METHODS, get_method
-from pgolf.quant.plan import TensorPlan, cross_tensor_overrides, resolve_plan, route_tensors
+from pgolf.quant.methods import get_method
+from pgolf.quant.plan import TensorPlan, route_tensors
 from pgolf.quant.primitives import QuantizedTensor
 from pgolf.quant.recipes import PASSTHROUGH, QuantRecipe, get_recipe
 
@@ -79,39 +79,37 @@ def quantize_state_dict(
             raise ValueError(f"recipe {recipe.name!r}: method {p.method!r} needs a Hessian for tensor {name!r} "
                              f"but none was collected (have {len(hessians)}); run the calibration pass "
                              "(quant.calib_source) or pick a data-free recipe")
-    plan = resolve_plan(plan, cross_tensor_overrides(tensors, plan, recipe, hessians))
+    if recipe.adaptive_clip or recipe.mixed_precision:
+        from pgolf.quant.cross_tensor import cross_tensor_plan
+
+        plan = cross_tensor_plan(tensors, plan, recipe, hessians)
 
     items = list(tensors.items())
     if progress:
         from pgolf.progress import track
 
         items = track(items, f"quantize {recipe.name}", enabled=progress, unit="tensor")
+    qts, infos = {}, {}
     for name, t in items:
         qs.dtypes[name] = dtype_name(t.dtype)
         p = plan[name]
         if p.storage == "asis":
             qs.passthrough[name] = t
             rows[name] = _row(name, p.role, PASSTHROUGH, t.element_size() * 8, t.numel(), 0.0)
-            continue
-        if not p.quantized:
+        elif not p.quantized:
             kept = (t.float() if p.storage == "fp32" else t.to(torch.float16)).contiguous()
             qs.passthrough[name] = kept
             rows[name] = _row(name, p.role, PASSTHROUGH, kept.element_size() * 8, t.numel(),
                               _mse(t, kept.to(t.dtype)))
-            continue
-        H = hessians.get(name)
-        qt, info = quantize_tensor(t, p, H)
-        qs.tensors[name] = qt
-        rows[name] = _row(name, p.role, qt.method, qt.bits, t.numel(), _mse(t, qt.dequantize(t.dtype)),
-                          info=info, hessian_err=_herr(t, qt, H))
+        else:
+            qts[name], infos[name] = quantize_tensor(t, p, hessians.get(name))
 
-    # LQER (R0427): top-k tensors by ‖W − Ŵ‖_F get a packed rank-r correction
-    qs.tensors, lqer = lqer_step(qs.tensors, tensors, recipe)
-    for n, label in lqer.items():
-        t, qt2 = tensors[n], qs.tensors[n]
-        rows[n].update(lqer=label, mse=_mse(t, qt2.dequantize(t.dtype)), hessian_err=_herr(t, qt2, hessians.get(n)))
-    for n, qt in qs.tensors.items():
-        rows[n]["zlib_bytes"] = len(zlib.compress(qt.q.numpy().tobytes(), 9))
+    qs.tensors, lqer = lqer_step(qts, tensors, recipe)  # R0427: top-k tensors by ‖W − Ŵ‖_F get a rank-r correction
+    for n, qt in qs.tensors.items():  # the report of the final tensors (LQER included)
+        t = tensors[n]
+        rows[n] = _row(n, plan[n].role, qt.method, qt.bits, t.numel(), _mse(t, qt.dequantize(t.dtype)),
+                       info=infos[n], hessian_err=_herr(t, qt, hessians.get(n)), lqer=lqer.get(n),
+                       zlib_bytes=len(zlib.compress(qt.q.numpy().tobytes(), 9)))
     return qs, [rows[n] for n in tensors]
 
 
@@ -126,22 +124,16 @@ def quantize_tensor(t: Tensor, p: TensorPlan, H: Tensor | None) -> tuple[Quantiz
 
 def lqer_step(qts: Mapping[str, QuantizedTensor], weights: Mapping[str, Tensor],
               recipe: QuantRecipe) -> tuple[dict[str, QuantizedTensor], dict[str, str]]:
-    """The recipe's LQER step (R0427): the top-k tensors by ‖W − Ŵ‖_F get a packed rank-r correction.
+    """The recipe's LQER step (R0427, quant/lqer.py `correct_top_k`; none when `recipe.lqer_top_k` is 0).
 
     Returns (the tensors with the corrections applied, name → "asym r4"-style label of each corrected tensor).
     Shared by `quantize_state_dict` and the budget fit (quant/fit.py), which re-applies it to every allocation.
     """
-    out, applied = dict(qts), {}
     if not recipe.lqer_top_k:
-        return out, applied
-    cands = {n: weights[n].float() - qt.dequantize() for n, qt in qts.items()
-             if getattr(METHODS.get(qt.method), "lqer", True) and qt.q.dim() == 2}
-    for n in select_lqer_tensors(cands, k=recipe.lqer_top_k):
-        qt2, info = apply_lqer(qts[n], weights[n], rank=recipe.lqer_rank, mode=recipe.lqer_mode)
-        if info["applied"]:
-            out[n] = qt2
-            applied[n] = f"{info['mode']} r{info['rank']}"
-    return out, applied
+        return dict(qts), {}
+    from pgolf.quant.lqer import correct_top_k
+
+    return correct_top_k(qts, weights, recipe)
 
 
 def _herr(t: Tensor, qt: QuantizedTensor, H: Tensor | None) -> float | None:
@@ -151,11 +143,11 @@ def _herr(t: Tensor, qt: QuantizedTensor, H: Tensor | None) -> float | None:
 
 
 def _row(name: str, role: str, method: str, bits: int, numel: int, mse: float, *, info: dict | None = None,
-         hessian_err: float | None = None) -> dict:
+         hessian_err: float | None = None, zlib_bytes: int | None = None, lqer: str | None = None) -> dict:
     info = info or {}
     return {"name": name, "role": role, "method": method, "bits": bits, "numel": numel, "mse": mse,
             "sigma": info.get("sigma"), "damp": info.get("damp"), "escalations": info.get("escalations"),
-            "fallback": info.get("fallback"), "hessian_err": hessian_err, "zlib_bytes": None, "lqer": None}
+            "fallback": info.get("fallback"), "hessian_err": hessian_err, "zlib_bytes": zlib_bytes, "lqer": lqer}
 
 
 def dequantize_state(qs: QuantizedState) -> dict[str, Tensor]:

@@ -49,6 +49,29 @@ class QuantConfig:
                            temperature=self.calib_temperature or recipe.calib_temperature,
                            batch_size=min(self.calib_batch_size, n), seed=self.calib_seed)
 
+    def modules_not_run(self, qat: bool = False) -> tuple[str, ...]:
+        """The optional quant/ modules a run of this config (late QAT on or off) never imports: each optional
+        step's module when the recipe lacks the step. Each is imported only inside its step's branch, so the
+        single-file script of the configuration leaves them out (pgolf.experiments.closure).
+
+        lqer (no `lqer_top_k`), cross_tensor (neither `adaptive_clip` nor `mixed_precision`), amend (a registered
+        recipe without `--quant.ROLE.KNOB` overrides), fake_quant (no QAT). tests/quant/test_optional_modules.py
+        runs every registered recipe with these modules unimportable.
+        """
+        from pgolf.quant.recipes import RECIPES, recipe_for
+
+        recipe = recipe_for(self)
+        out = []
+        if not recipe.lqer_top_k:
+            out.append("pgolf.quant.lqer")
+        if not (recipe.adaptive_clip or recipe.mixed_precision):
+            out.append("pgolf.quant.cross_tensor")
+        if self.recipe in RECIPES and not self.rule_overrides:
+            out.append("pgolf.quant.amend")
+        if not qat:
+            out.append("pgolf.quant.fake_quant")
+        return tuple(out)
+
     @staticmethod
     def nested_override(values: dict, key: str, raw: object, where: str) -> None:
         """`quant.ROLE.KNOB` (a dotted key, or a [quant.ROLE] table) → one entry of `rule_overrides`."""

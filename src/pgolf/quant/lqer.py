@@ -7,7 +7,8 @@ docs/techniques.md#lqer).
 
     names = select_lqer_tensors({n: W[n] - qt[n].dequantize() for n in qt}, k=3)          # R0427: top-3 by ‖E‖_F
     qt2, info = apply_lqer(qt[name], W[name], rank=4)                                     # A INT2, B INT4 g64
-    w_hat = qt2.dequantize() + unpack_lqer(qt2.extras)   # until QuantizedTensor.dequantize adds it itself
+    w_hat = qt2.dequantize()                             # q·s + A·B (QuantizedTensor.dequantize adds the factors)
+    qt, labels = correct_top_k(qt, W, recipe)            # a recipe's LQER step (quant/apply.py `lqer_step`)
 
 Storage (in `QuantizedTensor.extras`, the records' key names):
     asym: lqA_a int8 (rows, r) in [−2, 1], lqAs_a fp16 () ; lqB_a int8 (r, cols) in [−8, 7], lqBs_a fp16 (numel/g,)
@@ -27,6 +28,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from pgolf.quant.methods import METHODS
 from pgolf.quant.primitives import ASYM_KEYS, SYM_KEYS, QuantizedTensor, has_lqer, qmax_for_bits, unpack_lqer
 
 LQER_RANK = 4  # R0427 LQER_RANK (PR #1935 sweep: top-4 rank-6 was −0.0009 bpb better, +45 KB)
@@ -149,3 +151,21 @@ def apply_lqer(qt: QuantizedTensor, W: Tensor, rank: int = LQER_RANK, mode: str 
     if not info["applied"]:
         return qt, info
     return dataclasses.replace(qt, extras={**qt.extras, **packed}), info
+
+
+def correct_top_k(qts: Mapping[str, QuantizedTensor], weights: Mapping[str, Tensor],
+                  recipe: Any) -> tuple[dict[str, QuantizedTensor], dict[str, str]]:
+    """A recipe's LQER step (R0427): its `lqer_top_k` 2-D tensors with the largest ‖W − Ŵ‖_F get a packed rank
+    `lqer_rank` correction (`lqer_mode`); methods whose spec says `lqer=False` (the int8 gates) are left out.
+
+    Returns (the tensors with the corrections applied, name → "asym r4"-style label of each corrected tensor).
+    """
+    out, applied = dict(qts), {}
+    cands = {n: weights[n].float() - qt.dequantize() for n, qt in qts.items()
+             if getattr(METHODS.get(qt.method), "lqer", True) and qt.q.dim() == 2}
+    for n in select_lqer_tensors(cands, k=recipe.lqer_top_k):
+        qt2, info = apply_lqer(qts[n], weights[n], rank=recipe.lqer_rank, mode=recipe.lqer_mode)
+        if info["applied"]:
+            out[n] = qt2
+            applied[n] = f"{info['mode']} r{info['rank']}"
+    return out, applied

@@ -26,7 +26,6 @@ import torch
 from torch import Tensor
 
 from pgolf.quant.clip import DEFAULT_CLIP_SIGMA, hessian_sdclip_scale, sdclip_scale
-from pgolf.quant.fake_quant import SDClipRule, absmax_fake, int8_percentile_fake
 from pgolf.quant.gptq import GPTQ_BLOCK_SIZE, GPTQ_DAMP, gptq_quantize, gptq_with_clip_search
 from pgolf.quant.gptq_lite import gptq_lite
 from pgolf.quant.primitives import (INT8_CLIP_PERCENTILE, QuantizedTensor, qmax_for_bits,
@@ -198,16 +197,23 @@ def _gate_int8_row(w: Tensor, *, bits: int = 8, hessian: Tensor | None = None):
 
 
 # ------------------------------------------------------------------------------------------------ fake-quant rules
+# Only QAT calls these, so each imports quant/fake_quant.py itself: a run without QAT never loads it.
 
 def _fq_sdclip(bits: int, params: Mapping[str, Any], device: torch.device) -> Callable[[Tensor], Tensor]:
+    from pgolf.quant.fake_quant import SDClipRule
+
     return SDClipRule(float(params.get("clip_sigma", DEFAULT_CLIP_SIGMA)), bits, device)
 
 
 def _fq_absmax(bits: int, params: Mapping[str, Any], device: torch.device) -> Callable[[Tensor], Tensor]:
+    from pgolf.quant.fake_quant import absmax_fake
+
     return lambda w: absmax_fake(w, bits)
 
 
 def _fq_int8_percentile(bits: int, params: Mapping[str, Any], device: torch.device) -> Callable[[Tensor], Tensor]:
+    from pgolf.quant.fake_quant import int8_percentile_fake
+
     pct = float(params.get("percentile", INT8_CLIP_PERCENTILE))
     return lambda w: int8_percentile_fake(w, pct)
 

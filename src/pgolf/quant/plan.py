@@ -1,9 +1,9 @@
-"""The per-tensor plan: which method quantizes each tensor at which bits and parameters (pure; no tensor math
-beyond the Hessian sensitivities). Shared by the exporter (quant/apply.py), QAT (quant/qat.py) and the budget fit
+"""The per-tensor plan: which method quantizes each tensor at which bits and parameters (pure; only names,
+dtypes and sizes are read). Shared by the exporter (quant/apply.py), QAT (quant/qat.py) and the budget fit
 (quant/fit.py), so all three treat every tensor the same way.
 
     plan = route_tensors(state_dict, recipe)                            # name → TensorPlan
-    plan = resolve_plan(plan, cross_tensor_overrides(state_dict, plan, recipe, hessians))
+    plan = cross_tensor_plan(state_dict, plan, recipe, hessians)        # quant/cross_tensor.py: adaptive σ / bits
 
 Routing order (BASE `quantize_state_dict_int8`, R0427 gates): non-float → kept as is; `recipe.gate_pattern` match
 with numel in GATE_NUMEL_RANGE → `gate_int8_row`; numel ≤ passthrough_max_numel → kept (fp16, or fp32 for the
@@ -19,8 +19,7 @@ from typing import Any, Mapping
 
 from torch import Tensor
 
-from pgolf.quant.allocate import mixed_precision_bits, mixed_precision_bits_by_count
-from pgolf.quant.clip import DEFAULT_CLIP_SIGMA, adaptive_sigmas, hessian_sensitivity
+from pgolf.quant.clip import DEFAULT_CLIP_SIGMA
 from pgolf.quant.methods import get_method
 from pgolf.quant.recipes import PASSTHROUGH, QuantRecipe, TensorRule
 
@@ -83,37 +82,6 @@ def route_tensors(tensors: Mapping[str, Tensor], recipe: QuantRecipe) -> Plan:
 
 
 def cross_tensor_group(plan: Plan) -> list[str]:
-    """Tensors the recipe's adaptive σ / mixed precision act on: cross-tensor methods outside the embedding."""
+    """Tensors the recipe's adaptive σ / mixed precision act on (quant/cross_tensor.py): cross-tensor methods
+    outside the embedding."""
     return [n for n, p in plan.items() if p.quantized and get_method(p.method).cross_tensor and p.role != "embed"]
-
-
-def cross_tensor_overrides(tensors: Mapping[str, Tensor], plan: Plan, recipe: QuantRecipe,
-                           hessians: Mapping[str, Tensor]) -> dict[str, dict[str, Any]]:
-    """Per-tensor {"clip_sigma": σ, "bits": b} of the recipe's cross-tensor steps (pure).
-
-    Adaptive σ (PR #1962, clip.adaptive_sigmas) and mixed precision (allocate.mixed_precision_bits) over
-    `cross_tensor_group(plan)`, both from hessian_sensitivity(W, H). Empty when the recipe uses neither or no
-    tensor qualifies. QAT calls this at switch-on so its grid follows the choices the exporter makes.
-    """
-    overrides: dict[str, dict[str, Any]] = {}
-    group = cross_tensor_group(plan)
-    if group and (recipe.adaptive_clip or recipe.mixed_precision):
-        sens = {n: hessian_sensitivity(tensors[n].float(), hessians[n]) for n in group}
-        numels = {n: tensors[n].numel() for n in group}
-        if recipe.adaptive_clip:
-            base = {n: float(plan[n].params.get("clip_sigma", DEFAULT_CLIP_SIGMA)) for n in group}
-            sigmas, _ = adaptive_sigmas(sens, numels, base)
-            for n in group:
-                overrides.setdefault(n, {})["clip_sigma"] = sigmas[n]
-        if recipe.mixed_precision:
-            split = (mixed_precision_bits(sens, numels) if recipe.mixed_precision_split == "params"
-                     else mixed_precision_bits_by_count(sens))
-            for n, b in split.items():
-                overrides.setdefault(n, {})["bits"] = b
-    return overrides
-
-
-def resolve_plan(plan: Plan, overrides: Mapping[str, Mapping[str, Any]]) -> Plan:
-    """The plan with the cross-tensor σ / bits applied."""
-    return {n: (p.with_(bits=overrides[n].get("bits"), clip_sigma=overrides[n].get("clip_sigma"))
-                if n in overrides else p) for n, p in plan.items()}

@@ -28,6 +28,7 @@ _FP16_MIN_SUBNORMAL = 2.0 ** -24  # smallest positive fp16: a scale below it wou
 # LQER factor keys in `QuantizedTensor.extras` (the records' names; quant/lqer.py packs them)
 ASYM_KEYS = ("lqA_a", "lqAs_a", "lqB_a", "lqBs_a")
 SYM_KEYS = ("lqA", "lqAs", "lqB", "lqBs")
+LQER_KEYS = (ASYM_KEYS, SYM_KEYS)  # the order `unpack_lqer` tries them in
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,7 +61,7 @@ class QuantizedTensor:
         if self.per_row:
             s = s.view(self.q.shape[0], *([1] * (self.q.dim() - 1)))
         w = self.q.float() * s
-        if self.extras and has_lqer(self.extras):  # LQER: W = q·s + A·B (R0427 dequantize_mixed)
+        if has_lqer(self.extras):  # LQER: W = q·s + A·B (R0427 dequantize_mixed)
             w = w + unpack_lqer(self.extras)
         return w.to(dtype).contiguous()
 
@@ -144,18 +145,19 @@ def quantize_int8_percentile(w: Tensor, percentile: float = INT8_CLIP_PERCENTILE
 
 def has_lqer(extras: Mapping[str, Tensor]) -> bool:
     """True when `extras` hold a packed LQER correction (asym or sym)."""
-    return all(k in extras for k in ASYM_KEYS) or all(k in extras for k in SYM_KEYS)
+    return any(all(k in extras for k in keys) for keys in LQER_KEYS)
 
 
 def unpack_lqer(extras: Mapping[str, Tensor]) -> Tensor:
     """The fp32 correction A·B (rows, cols) from packed factors, asym or sym."""
-    if all(k in extras for k in ASYM_KEYS):
-        qA, sA, qB, sB = (extras[k] for k in ASYM_KEYS)
-        group = qB.numel() // sB.numel()
-        A = qA.float() * sA.float()
-        B = (qB.reshape(-1, group).float() * sB.float()[:, None]).reshape(qB.shape)
-        return A @ B
-    if all(k in extras for k in SYM_KEYS):
-        qA, sA, qB, sB = (extras[k] for k in SYM_KEYS)
-        return (qA.float() * sA.float()[:, None]) @ (qB.float() * sB.float()[:, None])
+    for keys in LQER_KEYS:
+        if all(k in extras for k in keys):
+            qA, sA, qB, sB = (extras[k] for k in keys)
+            return _times_scale(qA, sA) @ _times_scale(qB, sB)
     raise KeyError(f"no LQER factors in extras (keys {sorted(extras)}); expected {ASYM_KEYS} or {SYM_KEYS}")
+
+
+def _times_scale(q: Tensor, s: Tensor) -> Tensor:
+    """q · s in fp32 with one scale per equal block of q's elements in order: per tensor (s 0-d, asym A), per row
+    (sym A and B) or per group of numel(q)/numel(s) (asym B)."""
+    return (q.reshape(s.numel(), -1).float() * s.float().reshape(-1, 1)).reshape(q.shape)

@@ -32,7 +32,7 @@ Alignment (`qat.tensors[name]` is True when the fake-quantized forward equals th
 
 Per-tensor choices (recipes with `adaptive_clip` / `mixed_precision`): at switch-on `switch_on` runs a short
 calibration (`calib_batches`, training tokens; `collect_hessians` on the plain model, flag still 0) and calls the
-exporter's own `plan.cross_tensor_overrides` on the current weights, then fake-quantizes with those σ / bits.
+exporter's own `cross_tensor.cross_tensor_overrides` on the current weights, then fake-quantizes with those σ / bits.
 The exporter recomputes Hessians and sensitivities on the *final* weights after training, so its choices can
 differ from the QAT-time ones (σ is continuous in the sensitivity; a bit width can flip near a rank boundary).
 `qat.summary()` (run.json train.qat) records the σ / bits QAT used so the two can be compared with the quantize
@@ -58,7 +58,7 @@ from pgolf.model.layers import CastedLinear
 from pgolf.quant.fake_quant import SDClipRule, absmax_fake, fp16_round, int8_percentile_fake, sdclip_fake  # noqa: F401
 from pgolf.quant.hessian import collect_hessians
 from pgolf.quant.methods import METHODS, fake_quant_rule
-from pgolf.quant.plan import TensorPlan, cross_tensor_group, cross_tensor_overrides, route_tensors
+from pgolf.quant.plan import TensorPlan, cross_tensor_group, route_tensors
 from pgolf.quant.recipes import QuantRecipe, get_recipe
 
 EXACT_METHODS = frozenset(n for n, s in METHODS.items() if s.qat_exact)
@@ -144,7 +144,7 @@ class QAT:
     calibration: dict[str, Any] | None = None
     """Switch-on calibration record: source, tokens, batches, seconds."""
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """The per-tensor {"clip_sigma", "bits"} QAT uses (plan.cross_tensor_overrides at switch-on)."""
+    """The per-tensor {"clip_sigma", "bits"} QAT uses (cross_tensor.cross_tensor_overrides at switch-on)."""
     hooked: list[nn.Module] = field(default_factory=list)
     """Modules whose class was swapped (property hook)."""
 
@@ -171,6 +171,8 @@ class QAT:
             hs = collect_hessians(model, batches)
         finally:
             self.enable(was_on)
+        from pgolf.quant.cross_tensor import cross_tensor_overrides  # only recipes with a cross-tensor step
+
         t0 = time.perf_counter()
         tensors = {n: t.detach() for n, t in model.state_dict().items()}
         overrides = cross_tensor_overrides(tensors, self.plan, self.recipe, hs.h)

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from pgolf.quant.amend import amend_rules, apply_role_overrides, parse_role_overrides
 from pgolf.quant.methods import METHODS, get_method
 
 if sys.version_info >= (3, 11):
@@ -331,6 +330,8 @@ def get_recipe(name_or_path: str | Path) -> QuantRecipe:
         return RECIPES[key]
     path = Path(key)
     if path.suffix == ".toml":
+        from pgolf.quant.amend import amend_rules  # a file's [[amend]] tables
+
         if not path.is_file():
             raise ValueError(f"recipe file {path} does not exist")
         d = tomllib.loads(path.read_text())
@@ -366,6 +367,8 @@ def recipe_for(quant: Any) -> QuantRecipe:
     spec = getattr(quant, "rule_overrides", "")
     if not spec:
         return recipe
+    from pgolf.quant.amend import apply_role_overrides, parse_role_overrides
+
     rules = apply_role_overrides(recipe.rules, parse_role_overrides(spec, ROLES))
     return dataclasses.replace(recipe, name=f"{recipe.name}[{spec}]", rules=rules,
                                description=f"{recipe.description}; overridden: {spec}").validate()
