@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pgolf.experiments.bundle import (
-    bundle_source, counted_source, import_closure, latin1_literal, minify_file, minify_python, module_name,
+    bundle_source, counted_codec, counted_source, import_closure, latin1_literal, minify_file, minify_python, module_name,
     package_files, script_files, unwrap_counted, wrap_counted,
 )
 
@@ -189,17 +189,22 @@ def test_counted_script_is_the_compressed_minified_bundle_and_measure_code_bytes
     from pgolf.experiments.bundle import measure_code_bytes
 
     files = package_files()
-    counted = counted_source(files)
+    counted = counted_source(files, codec="lzma")
     assert counted.startswith(b"# -*- coding: latin-1 -*-\nimport lzma as L\nexec(L.decompress('''")
     lit = ast.literal_eval(counted.decode("latin-1").split("decompress(", 1)[1].split(".encode(", 1)[0])
     payload = lzma.decompress(lit.encode("latin-1"), format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
     assert payload == unwrap_counted(counted)
     assert payload.decode() == bundle_source(files, minify=True)
-    assert measure_code_bytes() == len(counted)
+    assert measure_code_bytes(codec="lzma") == len(counted)
+    brotli_form = counted_source(files, codec="brotli")
+    assert brotli_form.startswith(b"# -*- coding: latin-1 -*-\nimport brotli as R\nexec(R.decompress('''")
+    assert unwrap_counted(brotli_form) == payload and counted_codec(brotli_form) == "brotli"
+    # the default ("auto") is the shorter of the two forms
+    assert counted_source(files) == min(counted, brotli_form, key=len) and measure_code_bytes() == min(
+        len(counted), len(brotli_form))
     raw = lzma.compress(payload, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 9}])
     assert len(counted) < len(raw) * 1.03  # the literal costs ~1 % over the compressed bytes (base85: 25 %)
     assert measure_code_bytes() < len(bundle_source(files)) / 3  # minified + compressed vs the readable bundle
-    assert 0 < measure_code_bytes(codec="brotli") != measure_code_bytes()
     sota = _cfg("sota-sp8192", *SOTA)
     assert measure_code_bytes(cfg=sota) > measure_code_bytes()  # Hessians, LQER, TTT: more code
     ast.parse(bundle_source(files))  # the readable bundle is valid Python
@@ -237,7 +242,7 @@ def test_bundle_verb_writes_both_scripts_and_reports_their_sizes(tmp_path, capsy
     out = capsys.readouterr().out
     counted, readable = tmp_path / "train_gpt.py", tmp_path / "train_gpt_readable.py"
     assert counted.stat().st_size == measure_code_bytes()
-    assert f"counted (lzma, latin-1 literal) {counted.stat().st_size:,} bytes" in out
+    assert f"counted ({counted_codec(counted.read_bytes())}, latin-1 literal) {counted.stat().st_size:,} bytes" in out
     assert f"readable {readable.stat().st_size:,}" in out
     overrides = [f"--{k}={v}" for k, v in SOTA]
     assert main(["bundle", "--out", str(tmp_path / "s"), "--preset", "sota-sp8192", *overrides]) == 0

@@ -228,3 +228,26 @@ def test_a_local_of_the_same_name_does_not_block_folding_but_an_imported_call_co
     assert fold_constant_parameters(trees) == 1  # user's `run` is its own local
     trees = {"m.py": ast.parse(base), "n.py": ast.parse("def other():\n    from m import run\n    return run(0, True)\n")}
     assert fold_constant_parameters(trees) == 0  # a call through a function-level import is a call site
+
+
+def test_statements_after_a_return_raise_continue_or_break_go_and_nothing_that_runs_does():
+    from pgolf.experiments.strip import drop_unreachable
+
+    src = ("def f(h=None):\n    if h is None:\n        return 1\n    return helper(h)\n\n"
+           "def g(xs):\n    out = []\n    for x in xs:\n        if x < 0:\n            continue\n            out.append(-x)\n"
+           "        if x > 9:\n            break\n            out.append(9)\n        out.append(x)\n"
+           "    else:\n        out.append('done')\n    try:\n        return out\n        out.append('never')\n"
+           "    finally:\n        out.append('fin')\n\n"
+           "def cut():\n    raise ImportError('pgolf.quant.calibration')\n    return helper(0)\n")
+    tree = ast.parse(src)
+    # f as folding leaves it with h constant None: `return 1` then the Hessian path
+    tree.body[0].body = [ast.Return(ast.Constant(1)), *tree.body[0].body[1:]]
+    assert drop_unreachable(tree) == 5
+    out = ast.unparse(tree)
+    assert "helper" not in out and "never" not in out and "out.append(9)" not in out and "out.append(-x)" not in out
+    assert drop_unreachable(tree) == 0  # idempotent
+    ns: dict = {}
+    exec(compile(out, "<dropped>", "exec"), ns)
+    assert ns["f"]() == 1 and ns["g"]([1, -2, 3]) == [1, 3, "done", "fin"] and ns["g"]([1, 10, 2]) == [1, "fin"]
+    with pytest.raises(ImportError):
+        ns["cut"]()

@@ -121,3 +121,16 @@ def test_one_namespace_shaking_drops_what_only_an_attribute_of_its_name_kept():
     assert "def step():" not in src and "def named" in src and "def used" in src  # `.step` is O's method
     assert _run(src) == (0, 3, [1], "named")
     assert "import json" not in src and "import torch" in src  # an unused stdlib import goes, a package's stays
+
+
+def test_a_version_choice_between_imports_goes_when_nothing_uses_its_name():
+    choice = ("import sys\nif sys.version_info >= (3, 11):\n    import tomllib\nelse:\n    import tomli as tomllib\n"
+              "try:\n    import zoneinfo as Z\nexcept ImportError:\n    Z = None\n")
+    toy = {"pgolf/__init__.py": "",
+           "pgolf/a.py": choice + "if sys.version_info >= (3, 8):\n    import json\nelse:\n    import simplejson as json\n"
+                         "\ndef dumps(x):\n    return json.dumps(x)\n",
+           "pgolf/submission.py": "from pgolf.a import Z, dumps\n\ndef main():\n    return dumps([Z is None])\n"}
+    src = ast.unparse(shake_flat(flatten(toy)).module())
+    assert "tomllib" not in src and "tomli" not in src  # unused: the choice goes
+    assert "import json" in src and "zoneinfo" in src  # used; a try whose handler assigns is not an import choice
+    assert _run(src) == "[false]"

@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pgolf.experiments.counted import (  # noqa: F401 (re-exported: bench, tests, submit)
-    COUNTED_CODECS, COUNTED_COOKIE, compress_payload, latin1_literal, unwrap_counted, wrap_counted,
+    COUNTED_CODECS, COUNTED_COOKIE, compress_payload, counted_codec, counted_script, latin1_literal, unwrap_counted,
+    wrap_counted,
 )
 from pgolf.experiments.bootstrap import BOOTSTRAP, bootstrap_source  # noqa: F401 (re-exported: tests)
 from pgolf.experiments.modnames import from_module, module_name  # noqa: F401 (module_name: re-exported)
@@ -178,6 +179,7 @@ script's import hook for the size; the flat script is `__file__` itself."""
 def flat_tree(files: Mapping[str, str], cfg: Any = None) -> Any:
     """The counted script of `cfg` as one module (`pgolf.experiments.flatten.Flat`), before python-minifier."""
     from pgolf.experiments.flatten import flatten, shake_flat
+    from pgolf.experiments.strip import drop_unreachable
 
     shaken = shaken_files(files, cfg, minify=True)
     for (rel, name), src in FLAT_REPLACEMENTS.items():
@@ -186,7 +188,10 @@ def flat_tree(files: Mapping[str, str], cfg: Any = None) -> Any:
             tree.body = [ast.parse(src).body[0] if isinstance(n, ast.FunctionDef) and n.name == name else n
                          for n in tree.body]
             shaken[rel] = ast.unparse(tree) + "\n"
-    return shake_flat(flatten(shaken))
+    flat = flatten(shaken)
+    for stmts in flat.parts.values():  # an import of a module left out became `raise ImportError`: what follows goes
+        drop_unreachable(ast.Module(body=stmts, type_ignores=[]))
+    return shake_flat(flat)
 
 
 BLOCK_INSTALLED = "__import__('sys').modules['pgolf'] = None"
@@ -279,10 +284,14 @@ def strip_script_checks(shaken: Mapping[str, str], plan: Any) -> dict[str, str]:
     what only a check used (a message helper, a validator's imports) leaves the script."""
     from pgolf.experiments.closure import shake
     from pgolf.experiments.fold import fold_constant_parameters
-    from pgolf.experiments.strip import empty_functions, protected_functions, pure_functions, strip_checks
+    from pgolf.experiments.strip import (
+        drop_unreachable, empty_functions, protected_functions, pure_functions, strip_checks, strip_messages,
+    )
 
     trees = {k: ast.parse(v, filename=k) for k, v in shaken.items() if k.endswith(".py")}
     fold_constant_parameters(trees, ENTRY_FUNCTIONS)
+    for t in trees.values():
+        drop_unreachable(t)
     protected, empty = protected_functions(trees, ERROR_REPORTERS), frozenset()
     for _ in range(4):  # until no function becomes empty (a validator's callers may empty in turn)
         pure = pure_functions(trees)
@@ -290,6 +299,8 @@ def strip_script_checks(shaken: Mapping[str, str], plan: Any) -> dict[str, str]:
         if empty_functions(trees) == empty:
             break
         empty = empty_functions(trees)
+    for t in trees.values():
+        strip_messages(t)
     stripped = {k: ast.unparse(trees[k]) + "\n" if k in trees else v for k, v in shaken.items()}
     return shake(stripped, plan)
 
@@ -335,7 +346,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
 _COUNTED_CACHE: dict[tuple[str, str, str, str | None], bytes] = {}
 
 
-def counted_source(files: Mapping[str, str], cfg: Any = None, codec: str = "lzma",
+def counted_source(files: Mapping[str, str], cfg: Any = None, codec: str = "auto",
                    preset: str | None = None) -> bytes:
     """Minified script of `cfg`, compressed with `codec`, wrapped (`wrap_counted`): the file whose length is the code
     bytes (bytes: the literal is latin-1).
@@ -350,11 +361,11 @@ def counted_source(files: Mapping[str, str], cfg: Any = None, codec: str = "lzma
     key = (h.hexdigest(), closure_plan(cfg).key() + repr(baked_dict(cfg)), codec, preset)
     if key not in _COUNTED_CACHE:
         minified = bundle_source(files, cfg, minify=True, preset=preset).encode("utf-8")
-        _COUNTED_CACHE[key] = wrap_counted(compress_payload(minified, codec), codec)
+        _COUNTED_CACHE[key] = counted_script(minified, codec)
     return _COUNTED_CACHE[key]
 
 
-def measure_code_bytes(cfg: Any = None, package_root: str | Path | None = None, codec: str = "lzma") -> int:
+def measure_code_bytes(cfg: Any = None, package_root: str | Path | None = None, codec: str = "auto") -> int:
     """Bytes of the counted script of `cfg` (default: the cpu-demo preset). Inside a running script: its own size."""
     if package_root is None:
         import pgolf
@@ -365,7 +376,7 @@ def measure_code_bytes(cfg: Any = None, package_root: str | Path | None = None, 
     return len(counted_source(package_files(package_root), cfg, codec))
 
 
-def bundle_sizes(files: Mapping[str, str] | None = None, cfg: Any = None, codec: str = "lzma",
+def bundle_sizes(files: Mapping[str, str] | None = None, cfg: Any = None, codec: str = "auto",
                  preset: str | None = None) -> dict[str, int]:
     """Byte sizes: package sources of the embedded modules, the readable script, its minified form, the counted one."""
     files = package_files() if files is None else files
@@ -378,7 +389,7 @@ def bundle_sizes(files: Mapping[str, str] | None = None, cfg: Any = None, codec:
             "bundle_bytes": len(readable), "minified_bytes": len(minified), "counted_bytes": counted}
 
 
-def write_bundle(out_dir: str | Path, files: Mapping[str, str] | None = None, cfg: Any = None, codec: str = "lzma",
+def write_bundle(out_dir: str | Path, files: Mapping[str, str] | None = None, cfg: Any = None, codec: str = "auto",
                  counted_name: str = "train_gpt.py", readable_name: str = "train_gpt_readable.py",
                  preset: str | None = None) -> dict[str, Path]:
     """Write the counted script and the readable bundle into `out_dir` (atomically); → {"counted": p,

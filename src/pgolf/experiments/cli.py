@@ -5,7 +5,7 @@
     pgolf report RUN_DIR [RUN_DIR ...] [--out DIR]
     pgolf seeds 42,1337,2024|N [--preset P] [--nproc-per-node K] [--dry-run] [--section.field VALUE ...]
     pgolf submit RUNS --name NAME [--out DIR] [--baseline RUNS | --baseline-values V,V,V]
-    pgolf bundle [--out DIR] [--codec lzma|brotli] [--preset P] [--section.field VALUE ...]   (single-file script)
+    pgolf bundle [--out DIR] [--codec auto|lzma|brotli] [--preset P] [--section.field VALUE ...]   (single-file script)
 
 `compare` prints both means ± std in nats (round-trip val_loss) and bpb, Welch's t-test, the 0.005-nat margin test
 and whether the record criteria (≥ 0.005 nats at p < 0.01) are met. A is the candidate, B the baseline.
@@ -44,7 +44,8 @@ def add_experiment_parsers(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("bundle", help="write the single-file train_gpt.py (counted) and train_gpt_readable.py "
                        "of one configuration; print their sizes")
     b.add_argument("--out", default=".", help="output folder (default: the current folder)")
-    b.add_argument("--codec", default="lzma", choices=("lzma", "brotli"), help="compressor of the counted script")
+    b.add_argument("--codec", default="auto", choices=("auto", "lzma", "brotli"),
+                   help="compressor of the counted script (auto: the shorter of lzma and brotli)")
     b.add_argument("--preset", default="cpu-demo", help="the configuration's preset (default cpu-demo); dotted "
                    "overrides (--quant.recipe sota-lqer --eval.mode ttt-phased ...) complete it")
     b.add_argument("--config", help="TOML file with [data]/[model]/[train]/... tables")
@@ -87,7 +88,8 @@ def _add_submit_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--blurb", default="", help="one-paragraph description")
     s.add_argument("--date", help="submission date (default today, UTC)")
     s.add_argument("--track", default="non-record", help="submission.json track (records use 10min_16mb)")
-    s.add_argument("--codec", default="lzma", choices=("lzma", "brotli"), help="compressor of the counted script")
+    s.add_argument("--codec", default="auto", choices=("auto", "lzma", "brotli"),
+                   help="compressor of the counted script (auto: the shorter of lzma and brotli)")
     s.add_argument("--force", action="store_true", help="write into a non-empty output folder")
     s.set_defaults(experiment_verb="submit")
 
@@ -135,7 +137,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
-    from pgolf.experiments.bundle import bundle_sizes, package_files, write_bundle
+    from pgolf.experiments.bundle import bundle_sizes, counted_codec, package_files, write_bundle
     from pgolf.overrides import resolve_config
 
     cfg, _ = resolve_config(args.preset, extra, config_file=args.config)
@@ -145,7 +147,7 @@ def cmd_bundle(args: argparse.Namespace, extra: Sequence[str] = ()) -> int:
     print(f"bundle for --preset {args.preset} {' '.join(extra)}".rstrip() + f" (recipe {cfg.quant.recipe}, codec "
           f"{cfg.pack.codec}, eval {cfg.eval.mode}): {sizes['files']} files, {sizes['source_bytes']:,} bytes of "
           f"source → readable {sizes['bundle_bytes']:,} → minified {sizes['minified_bytes']:,} → counted "
-          f"({args.codec}, latin-1 literal) {sizes['counted_bytes']:,} bytes")
+          f"({counted_codec(paths['counted'].read_bytes())}, latin-1 literal) {sizes['counted_bytes']:,} bytes")
     print(f"wrote {paths['counted']}  (counted: python {paths['counted'].name} --preset {args.preset} ...)")
     print(f"wrote {paths['readable']}")
     return 0

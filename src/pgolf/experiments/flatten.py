@@ -237,5 +237,23 @@ def shake_flat(flat: Flat) -> Flat:
                 std = {a.name: (a.name if isinstance(s, ast.Import) else s.module or "").split(".")[0]
                        in sys.stdlib_module_names for a in s.names}
                 s.names = [a for a in s.names if (a.asname or a.name.split(".")[0]) in used or not std[a.name]]
-        parts[r] = [s for s in parts[r] if not isinstance(s, (ast.Import, ast.ImportFrom)) or s.names]
+        parts[r] = [s for s in parts[r] if not (isinstance(s, (ast.Import, ast.ImportFrom)) and not s.names
+                                                or _unused_import_choice(s, used))]
     return Flat(flat.order, parts, flat.head, flat.tail, flat.names)
+
+
+def _unused_import_choice(stmt: ast.stmt, used: set[str]) -> bool:
+    """A module-level `if`/`try` that only chooses between imports (`if sys.version_info >= (3, 11): import tomllib
+    else: import tomli as tomllib`) whose names nothing uses: it can go (its condition is a version check, a
+    failed import its handler's alternative)."""
+    if not isinstance(stmt, (ast.If, ast.Try)):
+        return False
+    blocks = [stmt.body, stmt.orelse] + ([h.body for h in stmt.handlers] + [stmt.finalbody]
+                                         if isinstance(stmt, ast.Try) else [])
+    leaves = [s for b in blocks for s in b]
+    if not leaves or not all(isinstance(s, (ast.Import, ast.ImportFrom)) for s in leaves):
+        return False
+    if isinstance(stmt, ast.If) and not all(isinstance(n, (ast.Compare, ast.Attribute, ast.Name, ast.Constant,
+                                                           ast.Tuple, ast.Load, ast.cmpop)) for n in ast.walk(stmt.test)):
+        return False
+    return not {a.asname or a.name.split(".")[0] for s in leaves for a in s.names} & used

@@ -250,6 +250,40 @@ class _StripChecks(ast.NodeTransformer):
         return out
 
 
+def strip_messages(tree: ast.AST) -> int:
+    """Every raise of a class outside `KEPT_RAISES` loses its message and cause, also where `strip_checks` keeps the
+    raise (try bodies, handlers, protected functions): a handler that catches it acts on its type (pgolf reads no
+    exception's message but to print it). Returns how many raises changed."""
+    n = 0
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Raise) and _strippable_raise(node)):
+            continue
+        if isinstance(node.exc, ast.Call) and not node.exc.keywords and (_raise_name(node) or "")[:1].isupper():
+            node.exc, n = node.exc.func, n + 1
+        if node.cause is not None:
+            node.cause, n = None, n + 1
+    return n
+
+
+_TERMINATORS = (ast.Return, ast.Raise, ast.Continue, ast.Break)
+
+
+def drop_unreachable(tree: ast.AST) -> int:
+    """Statements after a `return`, `raise`, `continue` or `break` of the same block removed (they never run), in
+    every block of `tree`; returns how many went. Folding leaves them: `if H is None: return A` with `H` folded to
+    None is `return A` followed by the code for a Hessian, whose helpers then leave the script."""
+    dropped = 0
+    for node in ast.walk(tree):
+        for name in ("body", "orelse", "finalbody"):
+            block = getattr(node, name, None)
+            if not (isinstance(block, list) and block and isinstance(block[0], ast.stmt)):
+                continue
+            end = next((i for i, s in enumerate(block) if isinstance(s, _TERMINATORS)), len(block) - 1) + 1
+            dropped += len(block) - end
+            del block[end:]
+    return dropped
+
+
 def empty_functions(trees: Mapping[str, ast.Module]) -> frozenset[str]:
     """Names of the module-level functions whose body is `pass` (every definition of the name, undecorated): a
     statement calling one with pure arguments does nothing."""

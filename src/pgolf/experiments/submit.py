@@ -294,9 +294,9 @@ def readme_text(runs: Sequence[dict], sub: dict[str, Any], sizes: dict[str, int]
     lines += ["", f"Code: {sizes['files']} files ({_fmt_bytes(sizes['source_bytes'])} bytes of source: what this "
               "configuration's run executes, from pgolf.submission, and the presets) → "
               f"`{READABLE_NAME}` {_fmt_bytes(sizes['bundle_bytes'])} bytes "
-              f"→ minified {_fmt_bytes(sizes['minified_bytes'])} → lzma, latin-1 self-extracting `{SCRIPT_NAME}` "
-              f"**{_fmt_bytes(sizes['counted_bytes'])} bytes** (counted; brotli would be "
-              f"{_fmt_bytes(sizes['counted_bytes_brotli'])}). Limit {_fmt_bytes(runs[0]['bytes'].get('limit', 0))} "
+              f"→ minified {_fmt_bytes(sizes['minified_bytes'])} → {sizes['counted_codec']}, latin-1 self-extracting "
+              f"`{SCRIPT_NAME}` **{_fmt_bytes(sizes['counted_bytes'])} bytes** (counted; {sizes['other_codec']} would "
+              f"be {_fmt_bytes(sizes['counted_bytes_other'])}). Limit {_fmt_bytes(runs[0]['bytes'].get('limit', 0))} "
               "bytes, decimal.", ""]
     at_run = {v["code_bytes_at_run"] for v in sub["seed_results"].values()}
     if at_run != {sub["bytes_code"]}:
@@ -329,9 +329,9 @@ def slug(name: str) -> str:
 
 def write_submission(runs: Sequence[dict], out: Path, *, name: str, author: str = "", github_id: str = "",
                      blurb: str = "", date: str | None = None, track: str = "non-record",
-                     sig: dict[str, Any] | None = None, codec: str = "lzma", force: bool = False) -> dict[str, Any]:
+                     sig: dict[str, Any] | None = None, codec: str = "auto", force: bool = False) -> dict[str, Any]:
     """Write the records folder; → the submission.json dict."""
-    from pgolf.experiments.bundle import bundle_sizes, counted_source, package_files, write_bundle, \
+    from pgolf.experiments.bundle import bundle_sizes, counted_codec, counted_source, package_files, write_bundle, \
         write_text_atomic
     from pgolf.run import write_json_atomic
 
@@ -347,7 +347,9 @@ def write_submission(runs: Sequence[dict], out: Path, *, name: str, author: str 
                          preset=preset)
     code_bytes = paths["counted"].stat().st_size
     sizes = bundle_sizes(files, cfg, codec, preset=preset)
-    sizes["counted_bytes_brotli"] = len(counted_source(files, cfg, "brotli", preset))
+    sizes["counted_codec"] = counted_codec(paths["counted"].read_bytes())
+    sizes["other_codec"] = {"lzma": "brotli", "brotli": "lzma"}[sizes["counted_codec"]]
+    sizes["counted_bytes_other"] = len(counted_source(files, cfg, sizes["other_codec"], preset))
     if sizes["counted_bytes"] != code_bytes:
         raise RuntimeError(f"{paths['counted']}: {code_bytes} bytes on disk, {sizes['counted_bytes']} measured")
     commands = [run_command(r) for r in runs]
