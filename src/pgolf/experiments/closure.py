@@ -92,6 +92,7 @@ def excluded_modules(cfg: Any) -> tuple[str, ...]:
         out += ["pgolf.pack.fit", "pgolf.quant.fit"]
     if not qat:
         out.append("pgolf.quant.qat")
+    out += cfg.quant.modules_not_run(qat)  # the recipe's optional steps it lacks (LQER, cross-tensor σ, amends)
     if not (recipe.needs_hessians or qat):
         out += ["pgolf.quant.calibration", "pgolf.quant.hessian"]
     if not (recipe.needs_hessians or qat):
