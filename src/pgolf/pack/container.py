@@ -48,7 +48,7 @@ from typing import Any
 
 from pgolf.io import atomic_write
 from pgolf.pack.body import assemble, decompress_bounded, dtype_table, layout_rows, pack_body, split_body
-from pgolf.pack.codecs import CODECS, byte_shuffle, byte_unshuffle, compress
+from pgolf.pack.codecs import CODECS, byte_shuffle, compress
 from pgolf.pack.format import (  # noqa: F401  (re-exported: the format's names have always lived here)
     DTYPES, EXPANSION_FLOOR, FORMAT_ID, KINDS, MAGIC, MAX_BODY_BYTES, MAX_EXPANSION, MAX_HEADER_BYTES, MAX_NDIM,
     PREFIX, ArtifactError, is_uint, itemsize,
@@ -64,6 +64,7 @@ CODEC_IDS: dict[str, int] = {
     "zlib+shuffle": 5, "zstd+shuffle": 6, "lzma+shuffle": 7, "brotli+shuffle": 8,
     "rans": 16, "rans-ctx": 17,
 }
+"""Codec → id (ids 1-4: version-1 artifacts; the others version 2)."""
 ENTROPY_CODECS: dict[str, str] = {"rans": "order0", "rans-ctx": "best"}
 """Codecs that entropy-code each q row alone, and the pgolf.pack.entropy.encode_codes model each uses."""
 CODEC_VERSION = {name: (1 if cid <= 4 else 2) for name, cid in CODEC_IDS.items()}
@@ -73,17 +74,37 @@ lrzip-groups = R0427's per-group lrzip (pgolf.pack.lrzip_artifact; `lrzip` on PA
 RANS_INNER = "brotli+shuffle"
 """General codec of everything but the code blobs in a rans artifact (brotli-11 + shuffle: smallest on the fp16
 scales/passthrough of real artifacts, bench/pack.py)."""
-_PREFIX = PREFIX  # the old name (bench/fuzz_artifact.py)
+_PREFIX = PREFIX  # the old name
 
 assert set(CODECS) <= set(CODEC_IDS)
 
 
+def codec_tables(codec: str) -> tuple[tuple[str, str, frozenset[str]], ...]:
+    """The registry tables (module, table, kept keys) a run with artifact codec `codec` needs: its single-file
+    script (pgolf.experiments.closure) keeps those entries of CODEC_IDS, CODERS, ENTROPY_CODECS and
+    pgolf.pack.codecs.COMPRESSORS and drops the other codecs' code."""
+    if codec in ENTROPY_CODECS:
+        ids, compressors = {codec, RANS_INNER}, {RANS_INNER.split("+")[0]}
+    elif codec in EXTERNAL_CODECS:
+        ids, compressors = set(), {"brotli"}  # pgolf.pack.lrzip_artifact: brotli-11 around the ungrouped rows
+    else:
+        ids, compressors = {codec}, {codec.split("+")[0]}
+    return (("pgolf.pack.container", "CODEC_IDS", frozenset(ids)),
+            ("pgolf.pack.container", "CODERS", frozenset({codec})),
+            ("pgolf.pack.container", "ENTROPY_CODECS", frozenset({codec})),
+            ("pgolf.pack.codecs", "COMPRESSORS", frozenset(compressors)))
+
+
 # ------------------------------------------------------------------------------------------------ encode
 
-def _runs(rows: list[dict]) -> list[tuple[int, int]]:
-    """(byte length, element size) of each maximal run of consecutive rows with equal element size."""
+def _runs(rows: list) -> list[tuple[int, int]]:
+    """(byte length, element size) of each maximal run of consecutive rows with equal element size. The rows may
+    be untrusted (a decoder's): only dtype/nbytes are used, and a bad row is an ArtifactError."""
     runs: list[tuple[int, int]] = []
-    for row in rows:
+    for i, row in enumerate(rows):
+        if not (isinstance(row, dict) and isinstance(row.get("dtype"), str) and row["dtype"] in DTYPES
+                and is_uint(row.get("nbytes"))):
+            raise ArtifactError(f"tensor row {i}: dtype/nbytes missing or invalid")
         k = itemsize(row["dtype"])
         if runs and runs[-1][1] == k:
             runs[-1] = (runs[-1][0] + row["nbytes"], k)
@@ -92,27 +113,13 @@ def _runs(rows: list[dict]) -> list[tuple[int, int]]:
     return runs
 
 
-def _shuffle(payload: bytes, rows: list[dict]) -> bytes:
-    out, pos = [], 0
-    for n, k in _runs(rows):
-        out.append(byte_shuffle(payload[pos : pos + n], k))
-        pos += n
-    return b"".join(out)
-
-
-def _unshuffle(payload: bytes | memoryview, rows: Any) -> bytes:
-    """Inverse of `_shuffle` for untrusted rows: only dtype/nbytes are used here, and any inconsistency (bad row,
-    lengths not tiling the payload, a run not a multiple of its element size) is an ArtifactError; the full row checks
-    and the CRC run afterwards on the restored payload."""
+def _shuffle(payload: bytes | memoryview, rows: Any, inverse: bool = False) -> bytes:
+    """Each run of equal element size as byte planes (`inverse`: back). On decode the rows are untrusted: any
+    inconsistency (bad row, lengths not tiling the payload, a run not a multiple of its element size) is an
+    ArtifactError; the full row checks and the CRC run afterwards on the restored payload."""
     if not isinstance(rows, list):
         raise ArtifactError("artifact header field 'tensors' is missing or not a list")
-    clean = []
-    for i, row in enumerate(rows):
-        if not (isinstance(row, dict) and isinstance(row.get("dtype"), str) and row["dtype"] in DTYPES
-                and is_uint(row.get("nbytes"))):
-            raise ArtifactError(f"tensor row {i}: dtype/nbytes missing or invalid")
-        clean.append({"dtype": row["dtype"], "nbytes": row["nbytes"]})
-    runs = _runs(clean)
+    runs = _runs(rows)
     if sum(n for n, _ in runs) != len(payload):
         raise ArtifactError(f"tensor rows describe {sum(n for n, _ in runs):,} bytes but the shuffled payload has "
                             f"{len(payload):,}")
@@ -120,44 +127,68 @@ def _unshuffle(payload: bytes | memoryview, rows: Any) -> bytes:
     for n, k in runs:
         if n % k:
             raise ArtifactError(f"a run of {k}-byte elements is {n:,} bytes long")
-        out.append(byte_unshuffle(bytes(payload[pos : pos + n]), k))
+        out.append(byte_shuffle(bytes(payload[pos : pos + n]), k, inverse))
         pos += n
     return b"".join(out)
+
+
+def _unshuffle(payload: bytes | memoryview, rows: Any) -> bytes:
+    """Inverse of `_shuffle` for untrusted rows."""
+    return _shuffle(payload, rows, inverse=True)
+
+
+def _table(qs: QuantizedState, manifest: dict) -> tuple[dict, list[dict], list[bytes]]:
+    """(JSON header, tensor rows, their raw bytes) every codec stores."""
+    dtypes = dtype_table(qs)
+    rows, chunks = layout_rows(qs)
+    payload = b"".join(chunks)
+    return ({"format": FORMAT_ID, "manifest": manifest, "dtypes": dtypes, "payload_bytes": len(payload),
+             "payload_crc32": zlib.crc32(payload), "tensors": rows}, rows, chunks)
+
+
+def _prefix(codec: str) -> bytes:
+    cid = CODEC_IDS[codec]
+    return MAGIC + bytes([1 if cid <= 4 else 2, cid])
+
+
+def _encode_plain(qs: QuantizedState, manifest: dict, codec: str, progress: object) -> bytes:
+    header, _, chunks = _table(qs, manifest)
+    return _prefix(codec) + compress(pack_body(header, b"".join(chunks)), codec)
+
+
+def _encode_shuffled(qs: QuantizedState, manifest: dict, codec: str, progress: object) -> bytes:
+    header, rows, chunks = _table(qs, manifest)
+    header["layout"] = "shuffle"
+    return _prefix(codec) + compress(pack_body(header, _shuffle(b"".join(chunks), rows)), codec.split("+")[0])
+
+
+def _encode_rans(qs: QuantizedState, manifest: dict, codec: str, progress: object) -> bytes:
+    from pgolf.pack.entropy import encode_codes  # here: a script for a plain codec carries no entropy coder
+    from pgolf.progress import track
+
+    header, rows, chunks = _table(qs, manifest)
+    nq = len(qs.tensors)  # the q rows come first, one per quantized tensor (body.layout_rows)
+    streams = [encode_codes(qt.q.detach().cpu().numpy(), model=ENTROPY_CODECS[codec])
+               for qt in track(list(qs.tensors.values()), f"encode {codec}", enabled=progress, unit="tensor")]
+    header["layout"] = codec
+    header["code_streams"] = [len(s) for s in streams]
+    rest = _shuffle(b"".join(chunks[nq:]), rows[nq:])  # RANS_INNER is brotli+shuffle
+    inner = compress(pack_body(header, rest), "brotli")
+    return _prefix(codec) + bytes([CODEC_IDS[RANS_INNER]]) + struct.pack("<I", len(inner)) + inner + b"".join(streams)
+
+
+def _encode_groups(qs: QuantizedState, manifest: dict, codec: str, progress: object) -> bytes:
+    from pgolf.pack.lrzip_artifact import encode_artifact_groups
+
+    return encode_artifact_groups(qs, manifest)
 
 
 def encode_artifact(qs: QuantizedState, manifest: dict, codec: str, *, progress: object = False) -> bytes:
     """Serialize a QuantizedState plus a JSON-able manifest; deterministic for equal inputs. `progress`: a bar or
     lines over the entropy-coded tensors (pgolf.progress)."""
-    if codec in EXTERNAL_CODECS:
-        from pgolf.pack.lrzip_artifact import encode_artifact_groups
-
-        return encode_artifact_groups(qs, manifest)
-    if codec not in CODEC_IDS:
+    if codec not in CODERS:
         raise ValueError(f"unknown codec {codec!r}; valid codecs: {', '.join([*CODEC_IDS, *EXTERNAL_CODECS])}")
-    dtypes = dtype_table(qs)
-    rows, chunks = layout_rows(qs)
-    payload = b"".join(chunks)
-    header = {"format": FORMAT_ID, "manifest": manifest, "dtypes": dtypes, "payload_bytes": len(payload),
-              "payload_crc32": zlib.crc32(payload), "tensors": rows}
-    prefix = MAGIC + bytes([CODEC_VERSION[codec], CODEC_IDS[codec]])
-    if codec in CODECS:
-        return prefix + compress(pack_body(header, payload), codec)
-    if codec not in ENTROPY_CODECS:
-        header["layout"] = "shuffle"
-        return prefix + compress(pack_body(header, _shuffle(payload, rows)), codec.split("+")[0])
-    nq = sum(1 for r in rows if r["kind"] == "q")
-    from pgolf.pack.entropy import encode_codes  # here: a script for a plain codec carries no entropy coder
-    from pgolf.progress import track
-
-    streams = [encode_codes(qt.q.detach().cpu().numpy(), model=ENTROPY_CODECS[codec])
-               for qt in track(list(qs.tensors.values()), f"encode {codec}", enabled=progress, unit="tensor")]
-    header["layout"] = codec
-    header["code_streams"] = [len(s) for s in streams]
-    rest = b"".join(chunks[nq:])
-    if RANS_INNER.endswith("+shuffle"):
-        rest = _shuffle(rest, rows[nq:])
-    inner = compress(pack_body(header, rest), RANS_INNER.split("+")[0])
-    return prefix + bytes([CODEC_IDS[RANS_INNER]]) + struct.pack("<I", len(inner)) + inner + b"".join(streams)
+    return CODERS[codec][0](qs, manifest, codec, progress)
 
 
 def write_artifact(path: str | os.PathLike, data: bytes) -> None:
@@ -169,43 +200,46 @@ def write_artifact(path: str | os.PathLike, data: bytes) -> None:
 
 def artifact_codec(data: bytes) -> str:
     """The codec named by an artifact's prefix (validates magic, version and the version/codec pairing)."""
-    if len(data) < _PREFIX or data[: len(MAGIC)] != MAGIC:
+    if len(data) < PREFIX or data[: len(MAGIC)] != MAGIC:
         raise ArtifactError("not a pgolf artifact (missing the PGOLF magic bytes)")
     version, codec_id = data[len(MAGIC)], data[len(MAGIC) + 1]
     if version not in READABLE_VERSIONS:
         raise ArtifactError(f"unsupported artifact format version {version}; this pgolf reads versions "
                             f"{', '.join(map(str, READABLE_VERSIONS))} ({FORMAT_ID} headers)")
-    for name, cid in CODEC_IDS.items():
+    for name, cid in [*CODEC_IDS.items(), *EXTERNAL_CODECS.items()]:
         if cid == codec_id:
-            if CODEC_VERSION[name] != version:
+            if version != (1 if cid <= 4 else 2):
                 raise ArtifactError(f"codec {name} is not valid in a version-{version} artifact")
-            return name
-    for name, cid in EXTERNAL_CODECS.items():
-        if cid == codec_id and version == 2:
             return name
     raise ArtifactError(f"unknown codec id {codec_id} in artifact; known: "
                         + ", ".join(f"{cid}={n}" for n, cid in CODEC_IDS.items()))
+
+
+def _decode_plain(data: bytes, codec: str) -> tuple[dict[str, Any], memoryview]:
+    header, payload = split_body(decompress_bounded(data[PREFIX:], codec, MAX_BODY_BYTES))
+    if "layout" in header:
+        raise ArtifactError(f"a {codec} artifact must not declare a layout")
+    return header, payload
+
+
+def _decode_shuffled(data: bytes, codec: str) -> tuple[dict[str, Any], memoryview]:
+    header, shuffled = split_body(decompress_bounded(data[PREFIX:], codec.split("+")[0], MAX_BODY_BYTES))
+    if header.get("layout") != "shuffle":
+        raise ArtifactError(f"a {codec} artifact must declare layout 'shuffle'")
+    return header, memoryview(_unshuffle(shuffled, header["tensors"]))
+
+
+def _decode_groups(data: bytes, codec: str) -> tuple[dict[str, Any], memoryview]:
+    from pgolf.pack.lrzip_artifact import decode_artifact_groups
+
+    return decode_artifact_groups(data)
 
 
 def decode_artifact(data: bytes) -> tuple[QuantizedState, dict]:
     """Inverse of `encode_artifact` → (QuantizedState, manifest). Raises ArtifactError on any malformed input."""
     data = bytes(data)
     codec = artifact_codec(data)
-    if codec in CODECS:
-        header, payload = split_body(decompress_bounded(data[_PREFIX:], codec, MAX_BODY_BYTES))
-        if "layout" in header:
-            raise ArtifactError(f"a {codec} artifact must not declare a layout")
-    elif codec in EXTERNAL_CODECS:
-        from pgolf.pack.lrzip_artifact import decode_artifact_groups
-
-        header, payload = decode_artifact_groups(data)
-    elif codec not in ENTROPY_CODECS:
-        header, shuffled = split_body(decompress_bounded(data[_PREFIX:], codec.split("+")[0], MAX_BODY_BYTES))
-        if header.get("layout") != "shuffle":
-            raise ArtifactError(f"a {codec} artifact must declare layout 'shuffle'")
-        payload = memoryview(_unshuffle(shuffled, header["tensors"]))
-    else:
-        header, payload = _decode_rans(data, codec)
+    header, payload = CODERS[codec][1](data, codec)
     if header["payload_bytes"] != len(payload):
         raise ArtifactError(f"payload is {len(payload):,} bytes but the header declares {header['payload_bytes']:,}")
     if zlib.crc32(payload) != header["payload_crc32"]:
@@ -216,7 +250,7 @@ def decode_artifact(data: bytes) -> tuple[QuantizedState, dict]:
 def _decode_rans(data: bytes, codec: str) -> tuple[dict[str, Any], memoryview]:
     from pgolf.pack.entropy import EntropyDecodeError, decode_codes
 
-    pos = _PREFIX
+    pos = PREFIX
     if len(data) < pos + 5:
         raise ArtifactError("rans artifact is truncated before its inner stream")
     inner_id = data[pos]
@@ -268,3 +302,15 @@ def _decode_rans(data: bytes, codec: str) -> tuple[dict[str, Any], memoryview]:
         rest = memoryview(_unshuffle(rest, rows[nq:]))
     payload = b"".join(codes) + bytes(rest)
     return header, memoryview(payload)
+
+
+CODERS = {
+    "zlib": (_encode_plain, _decode_plain), "zstd": (_encode_plain, _decode_plain),
+    "lzma": (_encode_plain, _decode_plain), "brotli": (_encode_plain, _decode_plain),
+    "zlib+shuffle": (_encode_shuffled, _decode_shuffled), "zstd+shuffle": (_encode_shuffled, _decode_shuffled),
+    "lzma+shuffle": (_encode_shuffled, _decode_shuffled), "brotli+shuffle": (_encode_shuffled, _decode_shuffled),
+    "rans": (_encode_rans, _decode_rans), "rans-ctx": (_encode_rans, _decode_rans),
+    "lrzip-groups": (_encode_groups, _decode_groups),
+}
+"""codec → (encode(qs, manifest, codec, progress) → artifact, decode(artifact, codec) → (header, raw payload)): a
+registry table, cut to the run's codec in its single-file script (`codec_tables`)."""

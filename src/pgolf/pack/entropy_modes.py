@@ -21,6 +21,7 @@ from pgolf.pack.rans_core import (
     EntropyDecodeError,
     _header,
     _min_bits,
+    _xent_bits,
     _model,
     _put_uvarint,
     _read_table,
@@ -109,8 +110,7 @@ def _context_plan(sym: np.ndarray, k: int):
             if table.size > 1:
                 c = row[off : off + table.size]
                 present = c > 0
-                w = table[present].astype(np.float64)
-                bits += float(np.sum(c[present] * (math.log2(w.sum()) - np.log2(w))))
+                bits += _xent_bits(c[present], table[present])
         est = len(side) + sum(len(t[2]) for t in tables if t) + bits / 8 + 4
         if best is None or est < best[0]:
             best = (est, rows, cols, bytes(side), tables)
@@ -212,7 +212,7 @@ def _decode_context(r: _Reader, data: bytes, shape: tuple[int, ...], dt: np.dtyp
     rows = _read_ids(r, data, nr, br, "row")
     cols = _read_ids(r, data, nc, bc, "column")
     sizes = np.bincount(rows, minlength=br)[:, None] * np.bincount(cols, minlength=bc)[None, :]
-    models, need = [], 0.0
+    models = []
     for n_ctx in sizes.reshape(-1).tolist():
         if n_ctx == 0:
             models.append(None)
@@ -224,15 +224,15 @@ def _decode_context(r: _Reader, data: bytes, shape: tuple[int, ...], dt: np.dtyp
             continue
         table = _read_table(r, sub + 1, _MAX_WEIGHT)
         present = table > 0
-        need += _min_bits(table[present], n_ctx)
-        models.append((off, np.flatnonzero(present), table[present]))
+        models.append((off, np.flatnonzero(present), table[present], n_ctx))
     payload = data[r.pos :]
     coded = any(m is not None and m[1] is not None for m in models)
     if coded and (not payload or payload[-1] == 0):
         raise EntropyDecodeError("missing or non-canonical payload")
     if not coded and payload:
         raise EntropyDecodeError("trailing bytes after a payload-free context stream")
-    if need > 8 * len(payload) + _SLACK_BITS:
+    if sum(_min_bits(m[2], m[3]) for m in models if m is not None and m[1] is not None) > (
+            8 * len(payload) + _SLACK_BITS):
         raise EntropyDecodeError(f"payload of {len(payload)} bytes is too short for {nr * nc} symbols")
     words = np.frombuffer(payload + b"\x00" * (-len(payload) % 4), dtype="<u4").astype(np.uint32)
     coder = constriction.stream.stack.AnsCoder(words)
@@ -240,7 +240,7 @@ def _decode_context(r: _Reader, data: bytes, shape: tuple[int, ...], dt: np.dtyp
     for (ra, cb), m in zip(cx.context_order(rows, cols), models):
         if m is None:
             continue
-        off, slots, weights = m
+        off, slots, weights = m[:3]
         if slots is None:
             out[np.ix_(ra, cb)] = lo + off
             continue

@@ -47,7 +47,7 @@ def is_uint(v: Any) -> bool:
 
 
 def itemsize(dtype: str) -> int:
-    return torch.empty((), dtype=DTYPES[dtype]).element_size()
+    return DTYPES[dtype].itemsize
 
 
 def short(v: Any, n: int = 60) -> str:

@@ -34,6 +34,7 @@ from pgolf.pack.rans_core import (
     _header,
     _histogram,
     _min_bits,
+    _xent_bits,
     _model,
     _put_table,
     _put_uvarint,
@@ -58,7 +59,7 @@ def order0_entropy_bytes(codes: np.ndarray) -> float:
         counts = _histogram(flat.astype(flat.dtype.newbyteorder("=")))[1]
         counts = counts[counts > 0].astype(np.float64)
     n = float(flat.size)
-    return float(np.sum(counts * (math.log2(n) - np.log2(counts)))) / 8.0
+    return _xent_bits(counts, counts) / 8.0
 
 
 def encode_order0(arr: np.ndarray) -> bytes:
@@ -150,21 +151,15 @@ def decode_order0_body(r: _Reader, data: bytes, shape: tuple[int, ...], dt: np.d
     table = _read_table(r, span + 1, n if mode == _COUNTS else _MAX_WEIGHT)
     present = table > 0
     weights = table[present]
-    total = int(weights.sum())
-    if mode == _COUNTS and total != n:
-        raise EntropyDecodeError(f"histogram counts sum to {total}, but the shape has {n} elements")
+    if mode == _COUNTS and int(weights.sum()) != n:
+        raise EntropyDecodeError(f"histogram counts sum to {int(weights.sum())}, but the shape has {n} elements")
 
     payload = data[r.pos :]
     if not payload or payload[-1] == 0:
         raise EntropyDecodeError("missing or non-canonical payload")
-    payload_bits = 8 * len(payload)
-    # Lower bound on the bits n symbols need. Every symbol costs at least -log2 of the largest model probability
-    # (after constriction's 2^-24 fixed-point rounding); with exact counts, the empirical entropy is a tighter bound.
-    need = _min_bits(weights, n)
-    if mode == _COUNTS:
-        w = weights.astype(np.float64)
-        need = max(need, float(np.sum(w * (math.log2(total) - np.log2(w)))))
-    if need > payload_bits + _SLACK_BITS:
+    # Lower bound on the bits n symbols need (_min_bits); with exact counts, the empirical entropy is a tighter one.
+    if max(_min_bits(weights, n), _xent_bits(weights, weights) if mode == _COUNTS else 0.0) > (
+            8 * len(payload) + _SLACK_BITS):
         raise EntropyDecodeError(f"payload of {len(payload)} bytes is too short for {n} symbols")
 
     import constriction

