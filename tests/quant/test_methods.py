@@ -12,7 +12,8 @@ import torch
 from pgolf.quant.apply import dequantize_state, quantize_state_dict
 from pgolf.quant.methods import METHODS, MethodSpec, fake_quant_rule, get_method, register_method
 from pgolf.quant.primitives import QuantizedTensor, qmax_for_bits, quantize_rtn
-from pgolf.quant.recipes import QuantRecipe, TensorRule, recipe_from_dict
+from pgolf.quant.recipe_file import recipe_from_dict
+from pgolf.quant.recipes import QuantRecipe, TensorRule
 
 
 def _w(rows: int = 16, cols: int = 64) -> torch.Tensor:
@@ -57,9 +58,9 @@ def test_inexact_rules_are_the_same_grid_not_the_same_codes():
 
 
 def test_candidate_grids_follow_the_knobs():
-    assert get_method("int8_percentile").candidates(8, None, (0.9, 1.1), 1) == [(8, None)]
-    assert get_method("rtn").candidates(6, None, (0.9, 1.1), 1) == [(5, None), (6, None), (7, None)]
-    assert get_method("sdclip_rtn").candidates(8, 10.0, (0.5, 1.0), 1) == [(7, 5.0), (7, 10.0), (8, 5.0),
+    assert get_method("int8_percentile").fit_grid(8, None, (0.9, 1.1), 1) == [(8, None)]
+    assert get_method("rtn").fit_grid(6, None, (0.9, 1.1), 1) == [(5, None), (6, None), (7, None)]
+    assert get_method("sdclip_rtn").fit_grid(8, 10.0, (0.5, 1.0), 1) == [(7, 5.0), (7, 10.0), (8, 5.0),
                                                                             (8, 10.0)]
     assert get_method("sdclip_gptq").needs_hessian and not get_method("sdclip_rtn").needs_hessian
     with pytest.raises(ValueError, match="unknown quantization method 'nope'"):
@@ -91,7 +92,7 @@ def test_a_registered_method_is_usable_by_a_recipe(monkeypatch, tmp_path):
     assert torch.equal(qs.tensors["blocks.0.mlp.fc.weight"].q, ref.q) and rows[0]["method"] == "fracmax_rtn"
     assert rows[1]["method"] == "gptq_lite"
     assert dequantize_state(qs)["blocks.0.mlp.fc.weight"].shape == w.shape
-    assert get_method("fracmax_rtn").candidates(6, None, (1.0,), 1) == [(5, None), (6, None), (7, None)]
+    assert get_method("fracmax_rtn").fit_grid(6, None, (1.0,), 1) == [(5, None), (6, None), (7, None)]
     with pytest.raises(ValueError, match="no QAT fake-quant rule for method 'fracmax_rtn'"):
         fake_quant_rule("fracmax_rtn", 4, {})
     with pytest.raises(ValueError, match="takes no parameter 'fraq'"):

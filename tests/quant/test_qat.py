@@ -20,7 +20,8 @@ from pgolf.quant.apply import dequantize_state, quantize_state_dict
 from pgolf.quant.methods import METHODS
 from pgolf.quant.hessian import collect_hessians
 from pgolf.quant.qat import FakeQuantWeight, fake_quant_rule, fp16_round, install_qat, sdclip_fake
-from pgolf.quant.recipes import RECIPES, recipe_from_dict
+from pgolf.quant.recipe_file import recipe_from_dict
+from pgolf.quant.recipes import RECIPES
 from pgolf.train.config import TrainConfig
 from pgolf.train.loop import train
 from tests.model.conftest import randomize, tiny_config

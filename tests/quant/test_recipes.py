@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pgolf.quant.recipes import RECIPES, QuantRecipe, TensorRule, get_recipe, recipe_from_dict, tensor_role
+from pgolf.quant.recipe_file import recipe_from_dict
+from pgolf.quant.recipes import RECIPES, QuantRecipe, TensorRule, get_recipe, tensor_role
 
 
 @pytest.mark.parametrize("name, role", [

@@ -54,8 +54,8 @@ class QuantConfig:
         step's module when the recipe lacks the step. Each is imported only inside its step's branch, so the
         single-file script of the configuration leaves them out (pgolf.experiments.closure).
 
-        lqer (no `lqer_top_k`), cross_tensor (neither `adaptive_clip` nor `mixed_precision`), amend (a registered
-        recipe without `--quant.ROLE.KNOB` overrides), fake_quant (no QAT). tests/quant/test_optional_modules.py
+        lqer (no `lqer_top_k`), cross_tensor (neither `adaptive_clip` nor `mixed_precision`), recipe_file (a
+        registered recipe, not a .toml file), amend (that and no `--quant.ROLE.KNOB` overrides), fake_quant (no QAT). tests/quant/test_optional_modules.py
         runs every registered recipe with these modules unimportable.
         """
         from pgolf.quant.recipes import RECIPES, recipe_for
@@ -66,8 +66,10 @@ class QuantConfig:
             out.append("pgolf.quant.lqer")
         if not (recipe.adaptive_clip or recipe.mixed_precision):
             out.append("pgolf.quant.cross_tensor")
-        if self.recipe in RECIPES and not self.rule_overrides:
-            out.append("pgolf.quant.amend")
+        if self.recipe in RECIPES:
+            out.append("pgolf.quant.recipe_file")
+            if not self.rule_overrides:
+                out.append("pgolf.quant.amend")
         if not qat:
             out.append("pgolf.quant.fake_quant")
         return tuple(out)

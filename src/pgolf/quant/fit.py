@@ -232,7 +232,7 @@ def fit_to_budget(state_dict: Mapping[str, Tensor], recipe: QuantRecipe | str, *
         qt0 = qs0.tensors[n]
         rule = recipe.rule_for(n)
         sigma = rows[n].get("sigma")
-        grid = get_method(qt0.method).candidates(qt0.bits, sigma, sigma_multipliers, bits_delta)
+        grid = get_method(qt0.method).fit_grid(qt0.bits, sigma, sigma_multipliers, bits_delta)
         fronts[n] = tensor_options(weights[n], qt0.method, rule.params, grid, hessians.get(n) if use_h else None,
                                    rate)
     t_cand = time.perf_counter() - t0

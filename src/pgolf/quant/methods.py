@@ -7,7 +7,7 @@ over which grid, the fake-quant rule QAT trains with, and whether that rule is e
     spec = get_method("sdclip_gptq")
     qt, info = spec(w, bits=6, hessian=H, clip_sigma=12.85)     # quant/apply.py
     spec.needs_hessian                                          # recipes: does the recipe need calibration?
-    spec.candidates(bits=6, sigma=12.85, sigma_multipliers=(0.9, 1.0, 1.1), bits_delta=1)   # quant/fit.py
+    spec.fit_grid(bits=6, sigma=12.85, sigma_multipliers=(0.9, 1.0, 1.1), bits_delta=1)   # quant/fit.py
     rule, exact = fake_quant_rule("sdclip_gptq", 6, {"clip_sigma": 12.85})                  # quant/qat.py
 
 Function signature: fn(w, *, bits, hessian=None, **params) -> (QuantizedTensor, info); `info` may carry "sigma",
@@ -74,8 +74,8 @@ class MethodSpec:
             return []
         return [k for k in params if k not in self.param_names()]
 
-    def candidates(self, bits: int, sigma: float | None, sigma_multipliers: Sequence[float],
-                   bits_delta: int) -> list[tuple[int, float | None]]:
+    def fit_grid(self, bits: int, sigma: float | None, sigma_multipliers: Sequence[float],
+                 bits_delta: int) -> list[tuple[int, float | None]]:
         """(bits, σ) pairs the budget fit tries around the recipe's choice (bits b−d … b+d within 2..8, σ × m)."""
         if not self.fit_bits:
             return [(bits, sigma)]

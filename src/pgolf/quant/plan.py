@@ -46,7 +46,7 @@ class TensorPlan:
         return self.storage == "quant"
 
     @property
-    def sigma(self) -> float | None:
+    def sdclip_sigma(self) -> float | None:
         """The SDClip k of SDClip methods (their default when the rule names none), else None."""
         if not self.quantized or not get_method(self.method).fit_sigma:
             return None

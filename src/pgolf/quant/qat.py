@@ -283,5 +283,5 @@ def install_qat(model: nn.Module, recipe: QuantRecipe | str, enabled: bool = Fal
         qat.rules[name] = fn
         qat.tensors[name] = exact
         qat.specs[name] = TensorQAT(method=method, bits=bits, hook=hook, exact=exact,
-                                    sigma=p.sigma)
+                                    sigma=p.sdclip_sigma)
     return qat
