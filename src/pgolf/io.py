@@ -14,6 +14,7 @@ naming the path, with the previous file left intact.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -62,11 +63,9 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
     tmp = temp_path(path)
     guard: _Guard | None = None
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0666 & ~umask
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:  # 0666 & ~umask
             if callable(data):
-                guard = _Guard(f)
-                data(guard)
+                data(guard := _Guard(f))
             else:
                 f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
@@ -74,8 +73,8 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
-        cause = e if isinstance(e, OSError) else (guard.error if guard is not None else None)
-        if cause is not None and cause.errno in _NO_SPACE:
+        cause = e if isinstance(e, OSError) else getattr(guard, "error", None)
+        if getattr(cause, "errno", None) in _NO_SPACE:
             err = DiskFullError(f"cannot write {path}: {os.strerror(cause.errno)} (disk full, quota or file-size "
                                 f"limit); the previous {path.name}, if any, is unchanged")
             err.errno = cause.errno
@@ -122,13 +121,9 @@ def _alive(pid: int) -> bool:
 
 
 def _fsync_dir(folder: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # platforms without directory fds; filesystems refusing fsync on a folder
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on a directory
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

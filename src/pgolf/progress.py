@@ -98,7 +98,7 @@ class Progress:
         tail = " ".join(f"{k}:{v:.4g}" if isinstance(v, float) else f"{k}:{v}" for k, v in self._postfix.items())
         print(head + (f" | {tail}" if tail else "") + (" done" if done else ""), file=self.stream, flush=True)
 
-    def write(self, text: str) -> None:
+    def print_line(self, text: str) -> None:
         """A line that does not break the bar (printed in both modes)."""
         if self._bar is not None:
             self._bar.write(text, file=self.stream)

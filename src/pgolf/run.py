@@ -30,7 +30,7 @@ from pgolf.data.loader import DistributedTokenLoader, load_validation_tokens
 from pgolf.data.shards import check_token_ids
 from pgolf.data.tokenizer import load_tokenizer
 from pgolf.eval.modes import evaluate
-from pgolf.eval.score import EvalResult, lut_target_bytes
+from pgolf.eval.score import EvalResult
 from pgolf.eval.roundtrip import check_score, load_model_from_artifact
 from pgolf.io import atomic_write_json
 from pgolf.log import RunLogger
@@ -50,30 +50,27 @@ RUN_RECORD = "run.json"
 # ------------------------------------------------------------------------------------------------ run record
 
 def _git_sha() -> dict[str, Any]:
-    root = Path(pgolf.__file__).resolve().parents[2]
+    """{"sha", "dirty"} of the checkout pgolf runs from (None, None outside a git checkout)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(Path(pgolf.__file__).resolve().parents[2]), *args],
+                              capture_output=True, text=True, timeout=5).stdout.strip()
+
     try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5).stdout.strip()
-        dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                    capture_output=True, text=True, timeout=5).stdout.strip())
-        return {"sha": sha or None, "dirty": dirty if sha else None}
+        sha = git("rev-parse", "HEAD") or None
+        return {"sha": sha, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if sha else None}
     except (OSError, subprocess.SubprocessError):
         return {"sha": None, "dirty": None}
 
 
 def environment_info() -> dict[str, Any]:
-    info = {
-        "pgolf": pgolf.__version__, "python": platform.python_version(), "torch": torch.__version__,
-        "numpy": np.__version__, "platform": platform.platform(), "cpu_count": os.cpu_count(),
-        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "git": _git_sha(),
-    }
-    return info
+    cuda = torch.cuda.is_available()
+    return {"pgolf": pgolf.__version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "cuda": torch.version.cuda if cuda else None, "gpu": torch.cuda.get_device_name(0) if cuda else None,
+            "git": _git_sha()}
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    atomic_write_json(path, obj)  # the one atomic write (pgolf.io)
+write_json_atomic = atomic_write_json  # the one atomic write is pgolf.io's; this name for older callers
 
 
 def sha256_file(path: Path) -> str:
@@ -88,10 +85,17 @@ class DataBundle:
     lut: ByteLUT
     val_tokens: torch.Tensor
     tokenizer_sha256: str
-    target_bytes: torch.Tensor | None = None
-    """Bytes credited per val token (data/bytes.py validation_bytes); None = from the LUT."""
+    target_bytes: torch.Tensor
+    """Bytes credited per val token (entry i: token i as a target; eval/score.py): the dataset's val byte sidecar
+    or the tokenizer LUT (data/bytes.py validation_bytes)."""
     byte_accounting: str = BYTES_LUT
     """"sidecar" (the dataset's val byte sidecar, CaseOps) or "lut" (the tokenizer's piece table)."""
+
+    def record(self) -> dict[str, Any]:
+        """run.json "data"."""
+        return {"dir": str(self.dataset.data_dir), "train_tokens": self.dataset.num_train_tokens,
+                "val_tokens": self.val_tokens.numel() - 1, "tokenizer_sha256": self.tokenizer_sha256,
+                "bytes": self.byte_accounting}
 
 
 def data_stage(cfg: RunConfig, dist_info: DistInfo, logger: RunLogger, *, require_train: bool = True) -> DataBundle:
@@ -106,11 +110,12 @@ def data_stage(cfg: RunConfig, dist_info: DistInfo, logger: RunLogger, *, requir
     lut = build_byte_lut(sp, cfg.model.vocab_size, name=str(dataset.tokenizer_path))
     check_token_ids([*dataset.train_files, *dataset.val_files], cfg.model.vocab_size)  # shard, offset, vocab
     val_tokens = load_validation_tokens(dataset.val_files, cfg.eval_seq_len, cfg.data.val_max_tokens)
-    target_bytes, accounting = validation_bytes(dataset, sp, val_tokens, lut)
-    logger.event("data", dir=str(dataset.data_dir), train_tokens=dataset.num_train_tokens,
-                 val_tokens=int(val_tokens.numel() - 1), vocab=cfg.model.vocab_size,
-                 bytes="LUT" if accounting == BYTES_LUT else accounting)
-    return DataBundle(dataset, lut, val_tokens, sha256_file(dataset.tokenizer_path), target_bytes, accounting)
+    data = DataBundle(dataset, lut, val_tokens, sha256_file(dataset.tokenizer_path),
+                      *validation_bytes(dataset, sp, val_tokens, lut))
+    info = data.record()
+    logger.event("data", dir=info["dir"], train_tokens=info["train_tokens"], val_tokens=info["val_tokens"],
+                 vocab=cfg.model.vocab_size, bytes="LUT" if data.byte_accounting == BYTES_LUT else info["bytes"])
+    return data
 
 
 def build_model(cfg: RunConfig, device: torch.device) -> GPT:
@@ -118,27 +123,22 @@ def build_model(cfg: RunConfig, device: torch.device) -> GPT:
     return GPT(cfg.model).to(device)
 
 
-def val_target_bytes(data: DataBundle) -> torch.Tensor:
-    """Bytes credited per val token (entry i: token i as a target; eval/score.py): the sidecar or LUT bytes
-    data_stage chose, else (a bundle built by hand) from the tokenizer LUT."""
-    if data.target_bytes is not None:
-        return data.target_bytes
-    return lut_target_bytes(data.lut, data.val_tokens)
-
-
 def score(model: torch.nn.Module, data: DataBundle, cfg: RunConfig, device: torch.device, *,
-          stride: int | None = None, progress: bool = False) -> EvalResult:
-    """The "standard" mode with eval.stride (or `stride`): the plain windowed val_bpb, never capped in time."""
-    ecfg = replace(cfg.eval, mode="standard", stride=cfg.eval.stride if stride is None else stride)
-    return evaluate(model, data.val_tokens, val_target_bytes(data), ecfg, seq_len=cfg.eval_seq_len, device=device,
-                    bos_id=cfg.model.bos_id, progress=progress, max_seconds=0)
+          stride: int | None = None, progress: bool = False, ecfg: Any = None) -> EvalResult:
+    """val_bpb of `model` on data's val tokens with the EvalConfig `ecfg` (e.g. cfg.eval: the configured mode,
+    capped at its max_seconds); by default the "standard" mode with eval.stride (or `stride`), never capped."""
+    ecfg = ecfg or replace(cfg.eval, mode="standard", stride=cfg.eval.stride if stride is None else stride,
+                           max_seconds=0)
+    return evaluate(model, data.val_tokens, data.target_bytes, ecfg, seq_len=cfg.eval_seq_len, device=device,
+                    bos_id=cfg.model.bos_id, progress=progress)
 
 
 def train_stage(cfg: RunConfig, data: DataBundle, run_dir: Path, dist_info: DistInfo, logger: RunLogger,
                 *, resume: bool = False) -> tuple[GPT, TrainResult]:
     model = build_model(cfg, dist_info.device)
-    logger.event("model", **model.parameter_counts())
-    for line in format_parameter_counts(model.parameter_counts()).splitlines():
+    counts = model.parameter_counts()
+    logger.event("model", **counts)
+    for line in format_parameter_counts(counts).splitlines():
         logger.line(line)
     loader = DistributedTokenLoader(data.dataset.train_files, dist_info.rank, dist_info.world_size)
     val_fn = (lambda m: score(m, data, cfg, dist_info.device, stride=0)) if cfg.train.val_every else None
@@ -320,8 +320,7 @@ def roundtrip_stage(artifact_path: Path, cfg: RunConfig, data: DataBundle, devic
                          f"{manifest['byte_accounting']!r} but {data.dataset.data_dir} gives {data.byte_accounting!r} "
                          "(a CaseOps model needs its val byte sidecar; a plain model the tokenizer's LUT): "
                          "point --data-dir at the data the model was trained on")
-    res = evaluate(model, data.val_tokens, val_target_bytes(data), cfg.eval, seq_len=cfg.eval_seq_len,
-                   device=device, bos_id=cfg.model.bos_id, progress=progress, max_seconds=cfg.eval.max_seconds)
+    res = score(model, data, cfg, device, progress=progress, ecfg=cfg.eval)
     check_score(res.val_loss, res.val_bpb)  # a NaN score is an error (rc 2), never a result
     return res
 
@@ -335,20 +334,15 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, dist_info: DistInfo, logger: Run
     record: dict[str, Any] = {"format": "pgolf-run-v1", "preset": preset, "config": cfg.to_dict(),
                               "env": environment_info(), "world_size": dist_info.world_size}
     data = data_stage(cfg, dist_info, logger)
-    record["data"] = {"dir": str(data.dataset.data_dir), "train_tokens": data.dataset.num_train_tokens,
-                      "val_tokens": int(data.val_tokens.numel() - 1), "tokenizer_sha256": data.tokenizer_sha256,
-                      "bytes": data.byte_accounting}
+    record["data"] = data.record()
     model, result = train_stage(cfg, data, run_dir, dist_info, logger, resume=resume)
-    record["params"] = model.parameter_counts()
-    record["train"] = result.to_dict()
-    record["weights"] = result.weights  # raw vs EMA val scores and the choice (train.ema_select)
-    t0 = time.perf_counter()
-    chosen = (result.weights or {}).get((result.weights or {}).get("chosen", ""))
+    weights = result.weights or {}  # raw vs EMA val scores and the choice (train.ema_select)
+    record.update(params=model.parameter_counts(), train=result.to_dict(), weights=result.weights)
+    chosen = weights.get(weights.get("chosen", ""))
     # The weight selection already scored the chosen weights with this same scorer: reuse it.
     pre = EvalResult(**chosen) if chosen else score(model, data, cfg, dist_info.device, progress=logger.progress_mode)
     logger.event("prequant", val_loss=round(pre.val_loss, 6), val_bpb=round(pre.val_bpb, 6),
-                 eval_s=round(time.perf_counter() - t0 if not chosen else pre.seconds, 2),
-                 weights=(result.weights or {}).get("chosen", "raw"))
+                 eval_s=round(pre.seconds, 2), weights=weights.get("chosen", "raw"))
     record["prequant"] = asdict(pre)
     if dist_info.is_main:
         packed = quantize_stage(cfg, model.state_dict(), run_dir, logger, tokenizer_sha256=data.tokenizer_sha256,
@@ -362,10 +356,8 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, dist_info: DistInfo, logger: Run
     barrier()
     artifact = run_dir / ARTIFACT_NAME
     rt = roundtrip_stage(artifact, cfg, data, dist_info.device, logger, progress=logger.progress_mode)
-    record["roundtrip"] = asdict(rt)
-    record["quant_gap_bpb"] = rt.val_bpb - pre.val_bpb
-    record["artifact"] = str(artifact)
-    record["wall_seconds"] = time.time() - t_start
+    record.update(roundtrip=asdict(rt), quant_gap_bpb=rt.val_bpb - pre.val_bpb, artifact=str(artifact),
+                  wall_seconds=time.time() - t_start)
     logger.event("final_roundtrip", val_loss=f"{rt.val_loss:.8f}", val_bpb=f"{rt.val_bpb:.8f}",
                  mode=rt.mode, tokens=rt.num_tokens, bytes=rt.num_bytes)
     if dist_info.is_main:
@@ -373,7 +365,7 @@ def run_pipeline(cfg: RunConfig, run_dir: Path, dist_info: DistInfo, logger: Run
                     f"quantization gap {rt.val_bpb - pre.val_bpb:+.6f}")
         logger.line(packed.bytes_report.format())
         logger.line(f"run directory: {run_dir}  (artifact {ARTIFACT_NAME}, {RUN_RECORD}, train.log)")
-        write_json_atomic(run_dir / RUN_RECORD, record)
+        atomic_write_json(run_dir / RUN_RECORD, record)
     return record
 
 

@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.eval.config import EvalConfig
-from pgolf.eval.score import Tally, autocast, document_spans
+from pgolf.eval.score import Tally, autocast, document_spans, window_batch
 from pgolf.eval.ttt import cosine_lr, sgd_on_rows, trainable_parameters, training_rows
 from pgolf.model.gpt import virtual_layers
 from pgolf.train.distributed import world
@@ -204,20 +204,15 @@ def adapt_documents(model: nn.Module, lora: DocumentLoRA, tokens: Tensor, spans:
     n_chunks = [math.ceil((e - s) / K) for s, e in spans]
     for ci in range(max(n_chunks)):
         active = [j for j, n in enumerate(n_chunks) if ci < n]
-        wins = []  # (window start, chunk start, chunk end) in target indices
+        wins = []  # windows (start, chunk end, chunk start) in target indices, as eval/score.py window_table's
         for j in active:
             s, e = spans[j]
             cs, ce = s + ci * K, min(s + (ci + 1) * K, e)
             # context: the last ≤ seq_len tokens before the *nominal* chunk end cs + K, so a BOS inside the chunk
             # (the document's end) cannot change the context of the chunk's earlier targets
-            wins.append((max(s, cs + K - seq_len), cs, ce))
+            wins.append((max(s, cs + K - seq_len), ce, cs))
         w = torch.tensor(wins, device=dev)  # (b, 3)
-        L = int((w[:, 2] - w[:, 0]).max())
-        pos = w[:, :1] + torch.arange(L, device=dev)  # (b, L)
-        valid = pos < w[:, 2:3]
-        mask = valid & (pos >= w[:, 1:2])
-        pos = torch.where(valid, pos, 0)
-        x, y = torch.where(valid, tokens[pos], 0), torch.where(valid, tokens[pos + 1], 0)
+        x, y, mask, pos = window_batch(tokens, w, int((w[:, 1] - w[:, 0]).max()))
         rows = torch.tensor(active, device=dev)
         train = torch.tensor([ci < n_chunks[j] - 1 for j in active], device=dev)  # doc has a next chunk
         with torch.set_grad_enabled(bool(train.any()) and cfg.ttt_lora_lr > 0):
@@ -229,7 +224,7 @@ def adapt_documents(model: nn.Module, lora: DocumentLoRA, tokens: Tensor, spans:
         tmask = mask & train[:, None]
         loss = ((nll * tmask).sum(1) / tmask.sum(1).clamp(min=1)).sum()  # Σ_docs mean over the chunk
         if tally.recorder is not None:  # the step reads each training doc's tokens s+1..ce (targets s..ce−1)
-            tally.record_update(torch.cat([torch.arange(spans[j][0], int(c)) for j, (_, _, c), t
+            tally.record_update(torch.cat([torch.arange(spans[j][0], int(c)) for j, (_, c, _), t
                                                     in zip(active, wins, train.tolist()) if t]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -339,8 +334,8 @@ def _lora_modes(model: nn.Module, ctx: ModeContext, *, phased: bool) -> str:
             if phased:  # R0427 logs each phase's end; here each phase's LoRA + global SGD seconds
                 clock.add(f"phase{seg + 1}", time.perf_counter() - t0)
                 if bar is not None:
-                    bar.write(f"ttt-phased: phase {seg + 1}/{len(segments)} done in {time.perf_counter() - t0:.1f} s "
-                              f"({done}/{total} document batches)")
+                    bar.print_line(f"ttt-phased: phase {seg + 1}/{len(segments)} done in "
+                                   f"{time.perf_counter() - t0:.1f} s ({done}/{total} document batches)")
     finally:
         lora.detach_hooks()
         if bar is not None:

@@ -52,7 +52,7 @@ from torch import Tensor, nn
 
 from pgolf.eval.config import EvalConfig, register_mode_name
 from pgolf.eval.score import (
-    DEFAULT_STRIDE, Clock, EvalResult, EvalTimeout, Tally, check_target_bytes, document_spans,
+    DEFAULT_STRIDE, Clock, EvalResult, EvalTimeout, RecordingTally, Tally, check_target_bytes, document_spans,
     document_window_table, rank_share, score_windows, window_table,
 )
 
@@ -194,8 +194,8 @@ def evaluate(
     device = torch.device(device)
     name = spec if isinstance(spec, str) else getattr(spec, "__name__", "custom")
     clock = Clock(name, cfg.max_seconds if max_seconds is None else max_seconds, device=device)
-    ctx = ModeContext(tokens=val_tokens.to(device=device, dtype=torch.int64),
-                      tally=Tally(target_bytes, device, recorder), cfg=cfg, seq_len=seq_len, bos_id=bos_id,
-                      clock=clock, progress=progress, amp=amp)
+    tally = Tally(target_bytes, device) if recorder is None else RecordingTally(target_bytes, device, recorder)
+    ctx = ModeContext(tokens=val_tokens.to(device=device, dtype=torch.int64), tally=tally, cfg=cfg, seq_len=seq_len,
+                      bos_id=bos_id, clock=clock, progress=progress, amp=amp)
     label = fn(model, ctx)
     return ctx.tally.result(str(label or name), clock)

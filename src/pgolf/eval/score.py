@@ -192,14 +192,16 @@ class Clock:
 
 
 class Tally:
-    """float64 sums of NLL, scored tokens and bytes; forwards every scored distribution to an optional recorder.
+    """float64 sums of NLL, scored tokens and bytes (`RecordingTally` also forwards what it scores to a recorder).
 
     `add` is the only way a score counts: a mode that scores anything else (or rescales the sums) returns a
     val_bpb that `check_legal` finds different from the one it recomputes from the recorded distributions."""
 
-    def __init__(self, target_bytes: Tensor, device: torch.device, recorder: ScoreRecorder | None = None) -> None:
+    recorder: ScoreRecorder | None = None
+    """The recorder a `RecordingTally` forwards to; None here."""
+
+    def __init__(self, target_bytes: Tensor, device: torch.device) -> None:
         self.target_bytes = target_bytes.to(device=device, dtype=torch.int64)
-        self.recorder = recorder
         self.nll = torch.zeros((), dtype=torch.float64, device=device)
         self.tokens = torch.zeros((), dtype=torch.float64, device=device)
         self.bytes = torch.zeros((), dtype=torch.float64, device=device)
@@ -213,14 +215,11 @@ class Tally:
         self.nll += nll.detach().double().sum()  # where, not [mask]: no host sync per batch
         self.tokens += mask.sum()
         self.bytes += torch.where(mask, self.target_bytes[pos + 1], 0).sum()
-        if self.recorder is not None:
-            self.recorder.record_scores(pos[mask].detach().cpu(), logp[mask].detach().cpu())
         return nll
 
     def record_update(self, positions: Tensor) -> None:
-        """Tell the recorder (if any) that a parameter update reads the tokens of these target positions."""
-        if self.recorder is not None:
-            self.recorder.record_update(positions)
+        """Tell the recorder (`RecordingTally`) that a parameter update reads the tokens of these target positions;
+        a plain Tally has none."""
 
     def result(self, mode: str, clock: Clock) -> EvalResult:
         if dist.is_available() and dist.is_initialized():
@@ -233,6 +232,24 @@ class Tally:
         return EvalResult(val_loss=nll / max(n_tok, 1),
                           val_bpb=nll / (math.log(2.0) * n_bytes) if n_bytes else float("nan"),
                           num_tokens=n_tok, num_bytes=n_bytes, seconds=seconds, mode=mode, timing=timing)
+
+
+class RecordingTally(Tally):
+    """A Tally that gives its recorder (eval/recorder.py) every distribution it scores and every update it is told
+    of: what `pgolf check-legal` checks."""
+
+    def __init__(self, target_bytes: Tensor, device: torch.device, recorder: ScoreRecorder) -> None:
+        super().__init__(target_bytes, device)
+        self.recorder = recorder
+
+    def add(self, logits: Tensor, y: Tensor, mask: Tensor, pos: Tensor) -> Tensor:
+        nll = super().add(logits, y, mask, pos)
+        logp = F.log_softmax(logits.float(), dim=-1)  # the distribution Tally.add scored (same op, same values)
+        self.recorder.record_scores(pos[mask].detach().cpu(), logp[mask].detach().cpu())
+        return nll
+
+    def record_update(self, positions: Tensor) -> None:
+        self.recorder.record_update(positions)
 
 
 @torch.no_grad()

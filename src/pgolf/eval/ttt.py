@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from pgolf.eval.score import DEFAULT_STRIDE, autocast, rank_share, score_windows, window_table
+from pgolf.eval.score import DEFAULT_STRIDE, autocast, rank_share, score_windows, window_batch, window_table
 from pgolf.train.distributed import world
 
 if TYPE_CHECKING:
@@ -57,18 +57,14 @@ def sgd_on_rows(model: nn.Module, tokens: Tensor, rows: Tensor, opt: torch.optim
     for group in opt.param_groups:
         group["lr"] = lr
     model.train()
-    offsets = torch.arange(seq_len, device=tokens.device)
     distributed = world()[1] > 1
     for s in range(0, len(rows), batch_seqs):
         batch = rows[s : s + batch_seqs]
         count = int((batch[:, 1] - batch[:, 0]).sum())  # real targets in the global batch
         r = rank_share(batch).to(tokens.device)  # (B_rank, 2)
         opt.zero_grad(set_to_none=False)
-        if len(r):
-            pos = r[:, :1] + offsets  # (B, L)
-            valid = pos < r[:, 1:2]
-            pos = torch.where(valid, pos, 0)
-            x, y = torch.where(valid, tokens[pos], 0), torch.where(valid, tokens[pos + 1], 0)
+        if len(r):  # every target of a row is trained on: windows (a, b, score from a)
+            x, y, valid, _ = window_batch(tokens, torch.cat([r, r[:, :1]], 1), seq_len)
             if recorder is not None:
                 used = torch.cat([torch.arange(max(int(a) - 1, 0), int(b)) for a, b in r.tolist()])
                 recorder.record_update(used)
@@ -89,16 +85,11 @@ def sgd_on_rows(model: nn.Module, tokens: Tensor, rows: Tensor, opt: torch.optim
 
 def trainable_parameters(model: nn.Module, freeze_blocks: int) -> list[nn.Parameter]:
     """All parameters except those of the first `freeze_blocks` blocks (TTT_FREEZE_BLOCKS)."""
-    frozen = set()
-    if freeze_blocks:
-        for block in list(model.blocks)[:freeze_blocks]:
-            frozen.update(id(p) for p in block.parameters())
-    params = []
+    blocks = list(model.blocks)[:freeze_blocks] if freeze_blocks else []  # a model without blocks freezes none
+    frozen = {id(p) for block in blocks for p in block.parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) not in frozen)
-        if id(p) not in frozen:
-            params.append(p)
-    return params
+    return [p for p in model.parameters() if id(p) not in frozen]
 
 
 def run_ttt_sgd(model: nn.Module, ctx: ModeContext) -> str:

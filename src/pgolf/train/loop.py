@@ -207,14 +207,14 @@ def train(
         if cfg.max_wallclock_seconds and progress >= 1.0:
             stopped_by = "wallclock"
             break
-        if (getattr(model, "cfg", None) is not None and getattr(model.cfg, "num_loops", 0)
-                and not model.looping_active and progress >= cfg.enable_looping_at):
+        if (getattr(getattr(model, "cfg", None), "num_loops", 0) and not model.looping_active
+                and progress >= cfg.enable_looping_at):
             model.set_looping(True)
             logger.event("looping", step=step, progress=round(progress, 4), active=True)
         mult = lr_multiplier(progress, cfg.warmdown_frac, cfg.min_lr)
         momentum = muon_momentum_at(step, cfg.muon_momentum_warmup_start, cfg.muon_momentum,
                                     cfg.muon_momentum_warmup_steps)
-        if qat is not None and cfg.qat_threshold > 0 and mult < cfg.qat_threshold and not qat.enabled:
+        if qat is not None and mult < cfg.qat_threshold and not qat.enabled:  # mult ≥ 0: never at threshold 0
             t_qat = time.perf_counter()
             info = qat.switch_on(model)  # a tensor flag: torch.compile reads it at run time (the records' was folded)
             if device.type == "cuda":
@@ -308,9 +308,8 @@ def _choose_weights(cfg: TrainConfig, model: torch.nn.Module, ema: EMA, select_f
     chosen = "ema"
     if cfg.ema_select == "best" and raw_res is not None and raw_res.val_bpb < ema_res.val_bpb:
         chosen = "raw"
-    info = {"chosen": chosen, "rule": cfg.ema_select, "decay": cfg.ema_decay, "warmup": cfg.ema_warmup,
-            "updates": ema.num_updates, "raw": _score_dict(raw_res), "ema": _score_dict(ema_res)}
     fields = {"chosen": chosen, "rule": cfg.ema_select, "decay": cfg.ema_decay, "warmup": cfg.ema_warmup}
+    info = {**fields, "updates": ema.num_updates, "raw": _score_dict(raw_res), "ema": _score_dict(ema_res)}
     if raw_res is not None:
         fields.update(raw_val_bpb=round(raw_res.val_bpb, 6), ema_val_bpb=round(ema_res.val_bpb, 6))
     else:
