@@ -215,9 +215,11 @@ def _typed(tp: str, raw: str):
     return int(raw) if tp == "int" else float(raw) if tp == "float" else raw
 
 
-def baked_config(baked: Mapping[str, Mapping[str, Any]], args: Sequence[str]) -> RunConfig:
+def baked_config(baked: Mapping[str, Mapping[str, Any]], args: Sequence[str],
+                 live: Sequence[tuple[str, str]] | None = None) -> RunConfig:
     """The single-file script's configuration (`pgolf.submission.BAKED`, {section: {field: value}}) with
-    `--section.field VALUE` / `--section.field=VALUE` overrides applied (`_typed`), as a RunConfig. Here, not in
+    `--section.field VALUE` / `--section.field=VALUE` overrides applied (`_typed`), as a RunConfig; with `live`,
+    only those (section, field) pairs may be overridden (the script's code has the others folded in). Here, not in
     submission.py, so the bundler can check a baked configuration without importing the script's entry."""
     d = {s: dict(v) for s, v in baked.items()}
     i = 0
@@ -229,5 +231,10 @@ def baked_config(baked: Mapping[str, Mapping[str, Any]], args: Sequence[str]) ->
         i += 1
         section, name = key.split(".", 1)
         tp = {f.name: f.type for f in dataclasses.fields(SECTIONS[section])}[name]
-        d[section][name] = _typed(tp if isinstance(tp, str) else getattr(tp, "__name__", str(tp)), value)
+        typed = _typed(tp if isinstance(tp, str) else getattr(tp, "__name__", str(tp)), value)
+        if live is not None and (section, name) not in live and typed != d[section].get(
+                name, getattr(SECTIONS[section](), name)):
+            raise NotImplementedError(f"--{key} {value}: this script has {section}.{name} baked in (its code is "
+                                      f"folded for that value); rebuild it with `pgolf bundle ... --{key} {value}`")
+        d[section][name] = typed
     return RunConfig(**{s: SECTIONS[s](**v) for s, v in d.items()})

@@ -79,8 +79,11 @@ def main(argv: Sequence[str] | None = None, default_preset: str = DEFAULT_PRESET
 
 
 BAKED: dict | None = None
-"""The single-file script's configuration, {section: {field: value}} (`pgolf.experiments.bundle.baked_submission`
+"""The single-file script's configuration, {section: {field: value}} (`pgolf.experiments.cfgfold.baked_submission`
 sets it and makes `baked_main` the script's `main`); None in the package."""
+LIVE_FIELDS: tuple | None = None
+"""The (section, field) pairs the script's command line may override (`pgolf.experiments.cfgfold.LIVE_FIELDS`); the
+others are folded into its code. None in the package."""
 
 
 def baked_main(argv: Sequence[str] | None = None, default_preset: str = DEFAULT_PRESET) -> int:
@@ -97,8 +100,8 @@ def baked_main(argv: Sequence[str] | None = None, default_preset: str = DEFAULT_
         preset = args.pop(i + 1)
         args.pop(i)
     try:
-        cfg = baked_config(BAKED, args)
-    except (ValueError, KeyError, IndexError) as e:
+        cfg = baked_config(BAKED, args, LIVE_FIELDS)
+    except (ValueError, KeyError, IndexError, NotImplementedError) as e:
         print(f"train_gpt.py: error: bad override ({e!r})", file=sys.stderr)
         return 2
     return run_configured(cfg, preset)

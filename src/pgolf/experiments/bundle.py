@@ -2,13 +2,15 @@
 
     files = package_files()                  # {"pgolf/cli.py": "...", "pgolf/presets/cpu-smoke.toml": "...", ...}
     text = bundle_source(files, cfg)         # readable:  python train_gpt_readable.py [run] [--section.field VALUE ...]
-    counted = counted_source(files, cfg)     # one namespace, minified, lzma, latin-1 self-extracting: what is counted
+    counted = counted_source(files, cfg)     # one namespace, minified, lzma|brotli, latin-1 self-extracting: counted
     measure_code_bytes(cfg)                  # len(counted): what `pgolf run` charges against the 16 MB cap
 
 The challenge counts the code of `train_gpt.py` (the records' README rules). The script's entry is
 `pgolf.submission` (the `run` verb only); the modules and definitions it carries are those the configured run
 reaches (`pgolf.experiments.closure`: cut points per configuration, then tree shaking), with the configuration baked
-in, checks stripped and constant parameters folded (`shaken_files`).
+in and its fields folded into the code (`pgolf.experiments.cfgfold`: the script's command line changes only
+`LIVE_FIELDS`), constant parameters folded, the statements after a `return`/`raise` dropped, checks and every error
+message stripped (`shaken_files`).
 
 The counted form (`flat_source`, the file `pgolf bundle` / `pgolf submit` write as train_gpt.py and every
 standalone test runs) is ONE module (`pgolf.experiments.flatten`): the shaken modules concatenated in import order,
@@ -17,10 +19,10 @@ file table; `if __name__ == "__main__": raise SystemExit(main())` ends it. It st
 (R0405 lzma+b85; R0414 pyminify → lzma → b85 in an exec wrapper, 122,168 B of source counted as 27,610 B) and goes
 further: docstrings, other string-literal statements, comments and function annotations removed (`ast` parse →
 strip → `ast.unparse`), then `python-minifier` (`compact_python`: local and module-level renaming, no literal
-hoisting, `FLAT_MINIFIER`; `main` and the names in class-body annotations keep theirs), compressed (lzma preset 9
-raw LZMA2 as R0325, or brotli q11) and carried as a latin-1 str literal under a PEP 263 coding line
+hoisting, `FLAT_MINIFIER`; `main` and the names in class-body annotations keep theirs), compressed (by default the
+shorter of raw LZMA2 preset 9e, as R0325, and brotli q11, as R0427: brotli today, ≈2 % shorter) and carried as a latin-1 str literal under a PEP 263 coding line
 (`latin1_literal`: one source byte per compressed byte but ≈1 % of escapes, where base85 costs 25 %), decoded by
-`exec(lzma.decompress('...'.encode('latin-1'), ...))`. It is deterministic for a given source tree, configuration,
+`exec(R.decompress('...'.encode('latin-1')))`. It is deterministic for a given source tree, configuration,
 Python and python-minifier version. Run standalone, the script counts its own file (`FLAT_REPLACEMENTS`:
 `script_code_bytes` is the size of `__file__`), so a run from the script charges the same code bytes as a run from
 the package.
@@ -44,6 +46,9 @@ from pgolf.experiments.counted import (  # noqa: F401 (re-exported: bench, tests
     wrap_counted,
 )
 from pgolf.experiments.bootstrap import BOOTSTRAP, bootstrap_source  # noqa: F401 (re-exported: tests)
+from pgolf.experiments.cfgfold import (  # noqa: F401 (re-exported)
+    LIVE_FIELDS, SUBMISSION, VARYING_FIELDS, baked_dict, baked_submission,
+)
 from pgolf.experiments.modnames import from_module, module_name  # noqa: F401 (module_name: re-exported)
 from pgolf.experiments.minify import (  # noqa: F401
     annotation_names, compact_python, minify_file, minify_python, minify_tree,
@@ -165,7 +170,7 @@ def shaken_files(files: Mapping[str, str], cfg: Any = None, *, minify: bool = Fa
     plan = closure_plan(cfg)
     files = {k: v for k, v in files.items() if k.endswith(".py")}  # no presets: the configuration is baked
     files[SUBMISSION] = baked_submission(files[SUBMISSION], cfg)
-    return strip_script_checks(shake(files, plan, prepare=minify_tree if minify else None), plan)
+    return strip_script_checks(shake(files, plan, prepare=minify_tree if minify else None), plan, cfg)
 
 
 FLAT_REPLACEMENTS = {
@@ -224,53 +229,6 @@ FLAT_MINIFIER = {"hoist_literals": False, "prefer_single_line": True}
 encodes a repeated literal as a short match), one statement per line ≈50 more."""
 
 
-SUBMISSION = "pgolf/submission.py"
-VARYING_FIELDS = (("train", "seed"), ("run", "name"))
-"""Baked at their dataclass defaults, so every seed of a submission counts the same script; the commands `pgolf
-submit` writes always pass them (pgolf.experiments.submit)."""
-
-
-def baked_dict(cfg: Any) -> dict[str, dict[str, Any]]:
-    """The configuration the script carries: the fields of `cfg.to_dict()` that differ from the dataclass
-    defaults, VARYING_FIELDS left at theirs; checked to rebuild `cfg` through `pgolf.config.baked_config` (given
-    those fields as overrides)."""
-    import dataclasses
-
-    from pgolf.config import SECTIONS, baked_config
-
-    full, defaults = cfg.to_dict(), {s: dataclasses.asdict(c()) for s, c in SECTIONS.items()}
-    for section, name in VARYING_FIELDS:
-        full[section][name] = defaults[section][name]
-    d = {s: {k: v for k, v in full[s].items() if v != defaults[s][k]} for s in full}  # what differs from defaults
-    if ast.literal_eval(repr(d)) != d:
-        raise ValueError(f"configuration {d!r} is not a Python literal: it cannot be baked into the script")
-    again = baked_config(d, [a for s, n in VARYING_FIELDS
-                             for a in (f"--{s}.{n}", str(getattr(getattr(cfg, s), n)))]).to_dict()
-    if again != cfg.to_dict():
-        raise ValueError("internal error: the baked configuration does not rebuild the run's configuration")
-    return d
-
-
-def baked_submission(source: str, cfg: Any) -> str:
-    """pgolf/submission.py of the script: `BAKED = <cfg as a literal>` and `baked_main` as `main` (the package's
-    `main`, with presets, override parsing and validation, is dropped, and the shaking drops what only it used)."""
-    tree = ast.parse(source)
-    if not any(isinstance(n, ast.FunctionDef) and n.name == "baked_main" for n in tree.body):
-        return source  # an entry without a baked main (a package other than pgolf's) runs its own main
-    body = []
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name == "main":
-            continue
-        if isinstance(node, ast.FunctionDef) and node.name == "baked_main":
-            node.name = "main"
-        if isinstance(node, (ast.Assign, ast.AnnAssign)) and getattr(
-                node.targets[0] if isinstance(node, ast.Assign) else node.target, "id", None) == "BAKED":
-            node = ast.Assign(targets=[ast.Name("BAKED", ast.Store())], value=ast.parse(
-                repr(baked_dict(cfg)), mode="eval").body)
-        body.append(node)
-    return ast.unparse(ast.fix_missing_locations(ast.Module(body=body, type_ignores=[]))) + "\n"
-
-
 ENTRY_FUNCTIONS = frozenset({"main"})
 """Functions the world outside the script's sources calls (the bootstrap, a driver: `pgolf.submission.main(argv)`):
 `fold_constant_parameters` leaves their parameters alone."""
@@ -279,7 +237,7 @@ ERROR_REPORTERS = frozenset({"main"})
 they catch is not control flow, so `strip_checks` may strip it."""
 
 
-def strip_script_checks(shaken: Mapping[str, str], plan: Any) -> dict[str, str]:
+def strip_script_checks(shaken: Mapping[str, str], plan: Any, cfg: Any = None) -> dict[str, str]:
     """`strip_checks` on every shaken module (the protected functions computed over all of them), then shaken again:
     what only a check used (a message helper, a validator's imports) leaves the script."""
     from pgolf.experiments.closure import shake
@@ -289,6 +247,10 @@ def strip_script_checks(shaken: Mapping[str, str], plan: Any) -> dict[str, str]:
     )
 
     trees = {k: ast.parse(v, filename=k) for k, v in shaken.items() if k.endswith(".py")}
+    if cfg is not None and any(k.endswith("submission.py") and "LIVE_FIELDS" in v for k, v in shaken.items()):
+        from pgolf.experiments.cfgfold import fold_config_fields
+
+        fold_config_fields(trees, cfg, LIVE_FIELDS)
     fold_constant_parameters(trees, ENTRY_FUNCTIONS)
     for t in trees.values():
         drop_unreachable(t)

@@ -25,20 +25,20 @@ tooling, data preparation and the CLI verbs stay out. Two rules pick it:
 Shaking is idempotent: shaking shaken sources keeps everything, so the script, run standalone, counts the same
 bytes as the package. Two more transforms shape what the shaking keeps (pgolf.experiments.bundle.script_files):
 
-- **The baked configuration** (`bundle.baked_submission`): pgolf/submission.py carries the run's RunConfig as a
+- **The baked configuration** (`cfgfold.baked_submission`): pgolf/submission.py carries the run's RunConfig as a
   literal (`BAKED`: the fields that differ from the dataclass defaults; train.seed and run.name at their defaults,
   the commands pass them) and its `main` is `baked_main`, which applies `--section.field VALUE` by the field's
   annotation (bool/int/float/str/tuple) with no ranges, choices or did-you-mean. So presets, TOML, override
   parsing and `validate` are unreferenced and leave the script, with the preset .toml files.
 - **Check stripping** (`strip.strip_checks`, then shaken again): the script does not check what the package
-  checks, as `python -O` drops asserts. Asserts go; `if <pure condition>: raise ...` goes; other raises lose their
-  message; the dead code and empty validators that leaves go with their calls. Kept: raises of
-  `strip.KEPT_RAISES` (iteration, signals, the eval time limit, divergence, a non-finite checkpoint, a full disk,
-  cut functions), raises inside try bodies and handlers, protocol dunders, and every function reachable by name
-  from the try body of a handler that does not re-raise (`strip.protected_functions`: its raise may be caught and
-  acted on). A valid configuration and valid inputs run identically (the standalone tests check the artifact and
-  score byte for byte); an invalid one is not refused with the package's message: it runs on, or fails later with a
-  bare exception type. Check it with `pgolf run`/`pgolf bundle` (which validate) before shipping the script.
+  checks, as `python -O` drops asserts. Asserts and `if <pure condition>: raise ...` go, every raise loses its
+  message (`strip.strip_messages`), and the dead code and empty validators that leaves go with their calls. Kept:
+  raises of `strip.KEPT_RAISES` (iteration, signals, the eval time limit, divergence, a non-finite checkpoint, a
+  full disk, cut functions), raises in try bodies and handlers, protocol dunders, and the functions a non-re-raising
+  handler's try body reaches (`strip.protected_functions`). A valid configuration runs identically (the standalone
+  tests check artifact and score byte for byte); an invalid one runs on or fails later, with a bare exception.
+- **Configuration fields** (`cfgfold`, first): the command line changes only `cfgfold.LIVE_FIELDS`, so another
+  field's reads are its baked value and fold; then what follows a `return`/`raise` goes (`strip.drop_unreachable`).
 - **Constant parameters** (`fold.fold_constant_parameters`, before the stripping): a parameter every call of its
   function leaves at its constant default (the function only ever called directly, by a name no other def, alias,
   value or string uses; a function's own local of that name does not count) becomes that constant and the branches

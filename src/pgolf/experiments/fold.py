@@ -10,6 +10,12 @@ import ast
 import re
 from typing import Mapping
 
+_COMPARE = {ast.Is: lambda a, b: a is b, ast.IsNot: lambda a, b: a is not b, ast.Eq: lambda a, b: a == b,
+            ast.NotEq: lambda a, b: a != b, ast.Lt: lambda a, b: a < b, ast.LtE: lambda a, b: a <= b,
+            ast.Gt: lambda a, b: a > b, ast.GtE: lambda a, b: a >= b, ast.In: lambda a, b: a in b,
+            ast.NotIn: lambda a, b: a not in b}
+
+
 def _const(node: ast.expr) -> tuple[bool, object]:
     """(known, value) of an expression built from constants with `not`, `and`, `or` (short-circuit)."""
     if isinstance(node, ast.Constant):
@@ -17,14 +23,25 @@ def _const(node: ast.expr) -> tuple[bool, object]:
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
         known, v = _const(node.operand)
         return known, (not v) if known else None
-    if (isinstance(node, ast.Compare) and len(node.ops) == 1
-            and isinstance(node.ops[0], (ast.Is, ast.IsNot, ast.Eq, ast.NotEq))):
-        (lk, lv), (rk, rv) = _const(node.left), _const(node.comparators[0])
-        if lk and rk:
-            op = node.ops[0]
-            return True, (lv is rv if isinstance(op, ast.Is) else lv is not rv if isinstance(op, ast.IsNot)
-                          else lv == rv if isinstance(op, ast.Eq) else lv != rv)
-        return False, None
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        known, v = _const(node.operand)
+        return (True, -v) if known and isinstance(v, (int, float)) and not isinstance(v, bool) else (False, None)
+    if isinstance(node, ast.Tuple) and isinstance(node.ctx, ast.Load):
+        parts = [_const(e) for e in node.elts]
+        return (True, tuple(v for _, v in parts)) if all(k for k, _ in parts) else (False, None)
+    if isinstance(node, ast.Compare) and all(type(op) in _COMPARE for op in node.ops):
+        left = node.left  # a chain compares left to right and stops at the first false pair
+        for op, right in zip(node.ops, node.comparators):
+            (lk, lv), (rk, rv) = _const(left), _const(right)
+            if not (lk and rk):
+                return False, None
+            try:
+                if not _COMPARE[type(op)](lv, rv):
+                    return True, False
+            except TypeError:  # e.g. None < 1: left for run time
+                return False, None
+            left = right
+        return True, True
     if isinstance(node, ast.BoolOp):
         for i, part in enumerate(node.values):
             known, v = _const(part)
@@ -35,6 +52,31 @@ def _const(node: ast.expr) -> tuple[bool, object]:
             if i == len(node.values) - 1:
                 return True, v
     return False, None
+
+
+_SIMPLE = (ast.Name, ast.Attribute, ast.Constant, ast.Compare, ast.UnaryOp, ast.BoolOp, ast.Load, ast.cmpop,
+           ast.unaryop, ast.boolop)
+
+
+def _test(expr: ast.expr) -> ast.expr:
+    """`expr` as an `if`/conditional test (only its truth counts): in `a and b`, a constant true operand goes, and
+    a constant false one after side-effect-free operands makes it False (`or` alike)."""
+    if not isinstance(expr, ast.BoolOp):
+        return expr
+    conj = isinstance(expr.op, ast.And)
+    parts = []
+    for p in (_test(v) for v in expr.values):
+        known, v = _const(p)
+        if known and bool(v) == conj:
+            continue  # `x and True` tests as `x`
+        if known and all(isinstance(n, _SIMPLE) for q in parts for n in ast.walk(q)):
+            return ast.copy_location(ast.Constant(not conj), expr)
+        parts.append(p)
+        if known:
+            break  # the operands after a constant false (and) / true (or) never run
+    if not parts:
+        return ast.copy_location(ast.Constant(conj), expr)
+    return parts[0] if len(parts) == 1 else ast.copy_location(ast.BoolOp(op=expr.op, values=parts), expr)
 
 
 class _Substitute(ast.NodeTransformer):
@@ -51,6 +93,7 @@ class _Substitute(ast.NodeTransformer):
         for s in body:
             s = self.visit(s)
             if isinstance(s, ast.If):
+                s.test = _test(s.test)
                 known, v = _const(s.test)
                 if known:
                     out += self._fold(s.body if v else s.orelse)
@@ -67,8 +110,16 @@ class _Substitute(ast.NodeTransformer):
 
     def visit_IfExp(self, node):  # noqa: N802
         self.generic_visit(node)
+        node.test = _test(node.test)
         known, v = _const(node.test)
         return (node.body if v else node.orelse) if known else node
+
+
+def fold_constant_branches(tree: ast.Module) -> ast.Module:
+    """Every `if` and conditional expression of `tree` (any depth) whose test is a constant (`_const`) replaced by
+    the branch it takes, in place."""
+    tree.body = _Substitute({})._fold(tree.body) or [ast.Pass()]
+    return tree
 
 
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp, ast.DictComp,
@@ -196,3 +247,59 @@ def fold_constant_parameters(trees: Mapping[str, ast.Module], entries: frozenset
                     changed = True
         if not changed:
             return folded
+
+
+class _Locals(ast.NodeTransformer):
+    """Loads of `values`' names in one function scope (nested scopes not entered) → the constants."""
+
+    def __init__(self, values: dict[str, object]):
+        self.values = values
+
+    def visit_Name(self, node):  # noqa: N802
+        if isinstance(node.ctx, ast.Load) and node.id in self.values:
+            return ast.copy_location(ast.Constant(self.values[node.id]), node)
+        return node
+
+    def generic_visit(self, node):
+        if isinstance(node, _SCOPES):
+            return node
+        return super().generic_visit(node)
+
+
+def fold_constant_locals(tree: ast.Module) -> int:
+    """A function's local bound once, by `name = <constant expression>` (`_const`, e.g. `0 <= -1 <= i` after
+    configuration folding), and nowhere else (no other assignment, loop target, `del`, import, def, handler name,
+    global/nonlocal, parameter, and no nested scope declaring it nonlocal): its loads in that scope become the constant
+    (a load before the assignment raised UnboundLocalError); then the branches they decide fold. In place; → how
+    many names."""
+    n = 0
+    for fn in [f for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+        a = fn.args
+        blocked = {x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if x is not None}
+        nodes = list(_scope_nodes(fn.body))
+        stores: dict[str, int] = {}
+        for x in nodes:
+            if isinstance(x, ast.Name) and not isinstance(x.ctx, ast.Load):
+                stores[x.id] = stores.get(x.id, 0) + 1
+            elif isinstance(x, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                blocked.add(x.name)
+                blocked |= {v for y in ast.walk(x) if isinstance(y, ast.Nonlocal) for v in y.names}
+            elif isinstance(x, (ast.Import, ast.ImportFrom)):
+                blocked |= {(al.asname or al.name).split(".")[0] for al in x.names}
+            elif isinstance(x, ast.ExceptHandler) and x.name:
+                blocked.add(x.name)
+            elif isinstance(x, (ast.Global, ast.Nonlocal)):
+                blocked |= set(x.names)
+        values: dict[str, object] = {}
+        for x in nodes:
+            if (isinstance(x, ast.Assign) and len(x.targets) == 1 and isinstance(x.targets[0], ast.Name)
+                    and stores.get(x.targets[0].id) == 1 and x.targets[0].id not in blocked):
+                known, v = _const(x.value)
+                if known:
+                    values[x.targets[0].id] = v
+        if values:
+            fn.body = [_Locals(values).visit(s) for s in fn.body]
+            n += len(values)
+    if n:
+        fold_constant_branches(tree)
+    return n
