@@ -124,21 +124,41 @@ def _centre(lo: int, span: int) -> int:
     return min(max(-lo, 0), span)
 
 
-def encode_rows(sym: np.ndarray, lo: int, span: int) -> bytes:
-    """Range-coder payload of a symbol matrix (values 0..span): row order by L1 similarity, then the rows."""
+def _code_rows(coder, rows: int, cols: int, lo: int, span: int, sym: np.ndarray | None = None) -> np.ndarray:
+    """The walk encoder and decoder share: the Lehmer code of the row order, then each row in that order under the
+    adaptive model. sym given: `coder` is a RangeEncoder and sym (values 0..span) is coded; None: a RangeDecoder
+    and the decoded symbol matrix is returned."""
     import constriction
 
-    r, c = sym.shape
-    perm = chain_order(sym) if r > 1 else np.zeros(r, dtype=np.int64)
-    enc = constriction.stream.queue.RangeEncoder()
-    if r > 1:
-        enc.encode(lehmer(perm), constriction.stream.model.Uniform(), np.arange(r, 1, -1, dtype=np.int32))
-    fam = constriction.stream.model.Categorical(perfect=False)
-    model = _Model(c, span + 1, _centre(lo, span))
+    m = constriction.stream.model
+    sizes = np.arange(rows, 1, -1, dtype=np.int32)
+    if rows < 2:
+        perm = np.zeros(rows, dtype=np.int64)
+    elif sym is None:
+        perm = unlehmer(np.asarray(coder.decode(m.Uniform(), sizes)), rows)
+    else:
+        perm = chain_order(sym)
+        coder.encode(lehmer(perm), m.Uniform(), sizes)
+    fam = m.Categorical(perfect=False)
+    model = _Model(cols, span + 1, _centre(lo, span))
+    out = np.empty((rows, cols), dtype=np.int64)
     for i in perm.tolist():
-        x = sym[i].astype(np.int64)
-        enc.encode(x.astype(np.int32), fam, model.weights())
+        if sym is None:
+            x = np.asarray(coder.decode(fam, model.weights()), dtype=np.int64)
+        else:
+            x = sym[i].astype(np.int64)
+            coder.encode(x.astype(np.int32), fam, model.weights())
+        out[i] = x
         model.update(x)
+    return out
+
+
+def encode_rows(sym: np.ndarray, lo: int, span: int) -> bytes:
+    """Range-coder payload of a symbol matrix (values 0..span): row order by L2 similarity, then the rows."""
+    import constriction
+
+    enc = constriction.stream.queue.RangeEncoder()
+    _code_rows(enc, *sym.shape, lo, span, sym)
     return enc.get_compressed().astype("<u4").tobytes()
 
 
@@ -150,18 +170,7 @@ def decode_rows(payload: bytes, rows: int, cols: int, lo: int, span: int) -> np.
     if not payload:
         raise EntropyDecodeError("missing adaptive payload")
     dec = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
-    if rows > 1:
-        digits = dec.decode(constriction.stream.model.Uniform(), np.arange(rows, 1, -1, dtype=np.int32))
-        perm = unlehmer(np.asarray(digits), rows)
-    else:
-        perm = np.zeros(rows, dtype=np.int64)
-    fam = constriction.stream.model.Categorical(perfect=False)
-    model = _Model(cols, span + 1, _centre(lo, span))
-    out = np.empty((rows, cols), dtype=np.int64)
-    for i in perm.tolist():
-        x = np.asarray(dec.decode(fam, model.weights()), dtype=np.int64)
-        out[i] = x
-        model.update(x)
+    out = _code_rows(dec, rows, cols, lo, span)
     if not dec.maybe_exhausted():
         raise EntropyDecodeError("adaptive payload not fully consumed (corrupt stream)")
     return out

@@ -73,9 +73,7 @@ from pgolf.pack.rans_core import (
     MAX_SYMBOLS,
     EntropyDecodeError,
     _header,
-    _put_uvarint,
     _Reader,
-    _zigzag,
 )
 
 MODELS = ("order0", "context", "best")
@@ -145,10 +143,7 @@ def _encode_adaptive(arr: np.ndarray, model: str, order0: bytes, v1: bytes) -> b
     lo, span = int(mat.min()), int(mat.max() - mat.min())
     if span + 1 > ad.MAX_ALPHABET or span == 0:
         return None
-    out = _header(arr, 0, version=2)
-    _put_uvarint(out, _zigzag(lo))
-    _put_uvarint(out, span)
-    return bytes(out) + ad.encode_body(mat, lo, span, lambda a: _encode_v1(a.astype(arr.dtype), model))
+    return bytes(_header(arr, 0, lo, span, version=2)) + ad.encode_body(mat, lo, span, lambda a: _encode_v1(a.astype(arr.dtype), model))
 
 
 def decode_codes(data: bytes, *, max_symbols: int = MAX_SYMBOLS) -> np.ndarray:
@@ -175,10 +170,7 @@ def _decode_adaptive(r: _Reader, data: bytes, shape: tuple[int, ...], dt: np.dty
 
     if len(shape) < 2 or shape[0] < 1:
         raise EntropyDecodeError(f"adaptive mode needs a non-empty matrix, got shape {shape}")
-    info = np.iinfo(dt)
-    lo = r.svarint("alphabet start", int(info.min), int(info.max))
-    span = r.uvarint("alphabet span", int(info.max) - lo)
-    return ad.decode_body(r, data, shape, dt, lo, span, _decode)
+    return ad.decode_body(r, data, shape, dt, *r.alphabet(dt), _decode)
 
 
 def _decode(data: bytes, max_symbols: int) -> np.ndarray:
@@ -188,5 +180,5 @@ def _decode(data: bytes, max_symbols: int) -> np.ndarray:
     if n and mode in (_BROTLI, _BROTLI_T):
         return _decode_brotli(data[r.pos :], shape, dt, transpose=mode == _BROTLI_T)
     if n and mode == _CONTEXT:
-        return _decode_context(r, data, shape, dt, max_symbols)
+        return _decode_context(r, data, shape, dt)
     return decode_order0_body(r, data, shape, dt, mode, n)

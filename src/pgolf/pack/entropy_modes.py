@@ -27,7 +27,6 @@ from pgolf.pack.rans_core import (
     _read_table,
     _Reader,
     _table_bytes,
-    _zigzag,
 )
 
 _CONTEXT_MAX_ALPHABET = 256  # int8-like codes; wider alphabets would need too many counts per context
@@ -133,11 +132,7 @@ def _encode_context(arr: np.ndarray) -> bytes | None:
     if plan is None:
         return None
     _, rows, cols, side, tables = plan
-    out = _header(arr, _CONTEXT)
-    _put_uvarint(out, _zigzag(lo))
-    _put_uvarint(out, k - 1)
-    _put_uvarint(out, int(rows.max()) + 1)
-    _put_uvarint(out, int(cols.max()) + 1)
+    out = _header(arr, _CONTEXT, lo, k - 1, int(rows.max()) + 1, int(cols.max()) + 1)
     out += side
     for t in tables:
         if t is not None:
@@ -193,7 +188,7 @@ def _read_ids(r: _Reader, data: bytes, length: int, clusters: int, what: str) ->
     return ids.astype(np.int64)
 
 
-def _decode_context(r: _Reader, data: bytes, shape: tuple[int, ...], dt: np.dtype, max_symbols: int) -> np.ndarray:
+def _decode_context(r: _Reader, data: bytes, shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
     import constriction
 
     from pgolf.pack import context as cx
@@ -202,9 +197,7 @@ def _decode_context(r: _Reader, data: bytes, shape: tuple[int, ...], dt: np.dtyp
         raise EntropyDecodeError(f"context mode needs a non-empty matrix, got shape {shape}")
     nr = shape[0]
     nc = math.prod(shape[1:])
-    info = np.iinfo(dt)
-    lo = r.svarint("alphabet start", int(info.min), int(info.max))
-    span = r.uvarint("alphabet span", int(info.max) - lo)
+    lo, span = r.alphabet(dt)
     br = r.uvarint("row clusters", min(cx.MAX_CLUSTERS, nr))
     bc = r.uvarint("column clusters", min(cx.MAX_CLUSTERS, nc))
     if br == 0 or bc == 0:

@@ -37,11 +37,9 @@ from pgolf.pack.rans_core import (
     _xent_bits,
     _model,
     _put_table,
-    _put_uvarint,
     _read_table,
     _Reader,
     _symbol_lut,
-    _zigzag,
 )
 
 CHUNK = 1 << 22  # symbols per constriction call: bounds the int32 temporaries to 16 MiB
@@ -71,14 +69,10 @@ def encode_order0(arr: np.ndarray) -> bytes:
         return bytes(_header(arr, _EMPTY))
     lo, counts = _histogram(flat)
     if counts.size == 1:
-        out = _header(arr, _CONSTANT)
-        _put_uvarint(out, _zigzag(lo))
-        return bytes(out)
+        return bytes(_header(arr, _CONSTANT, lo))
 
     mode, table = _choose_weights(counts)
-    out = _header(arr, mode)
-    _put_uvarint(out, _zigzag(lo))
-    _put_uvarint(out, counts.size - 1)
+    out = _header(arr, mode, lo, counts.size - 1)
     _put_table(out, table)
 
     import constriction
@@ -127,7 +121,6 @@ def decode_order0(data: bytes, max_symbols: int) -> np.ndarray:
 
 def decode_order0_body(r: _Reader, data: bytes, shape: tuple[int, ...], dt: np.dtype, mode: int, n: int) -> np.ndarray:
     """The array of a version-1 stream in an order-0 mode (empty, raw, constant, counts, weights) after its header."""
-    info = np.iinfo(dt)
     if mode == _EMPTY or n == 0:
         if mode != _EMPTY or n != 0:
             raise EntropyDecodeError(f"mode {mode} does not match the element count {n}")
@@ -139,13 +132,12 @@ def decode_order0_body(r: _Reader, data: bytes, shape: tuple[int, ...], dt: np.d
             raise EntropyDecodeError(f"raw payload of {len(data) - r.pos} bytes does not hold {n} {dt} elements")
         return np.frombuffer(data, dtype=dt.newbyteorder("<"), offset=r.pos).astype(dt).reshape(shape)
     if mode == _CONSTANT:
-        value = r.svarint("constant value", int(info.min), int(info.max))
+        value = r.svarint("constant value", int(np.iinfo(dt).min), int(np.iinfo(dt).max))
         if r.pos != len(data):
             raise EntropyDecodeError("trailing bytes after a constant array")
         return np.full(shape, value, dtype=dt)
 
-    lo = r.svarint("alphabet start", int(info.min), int(info.max))
-    span = r.uvarint("alphabet span", int(info.max) - lo)
+    lo, span = r.alphabet(dt)
     if span == 0:
         raise EntropyDecodeError("single-symbol alphabet in a coded stream")
     table = _read_table(r, span + 1, n if mode == _COUNTS else _MAX_WEIGHT)

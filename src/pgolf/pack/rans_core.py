@@ -63,6 +63,12 @@ class _Reader:
             raise EntropyDecodeError(f"{what} = {v} exceeds the limit {limit}")
         return v
 
+    def alphabet(self, dt: np.dtype) -> tuple[int, int]:
+        """(lo, span) of a coded stream's alphabet lo..lo+span, within dt's range."""
+        info = np.iinfo(dt)
+        lo = self.svarint("alphabet start", int(info.min), int(info.max))
+        return lo, self.uvarint("alphabet span", int(info.max) - lo)
+
     def svarint(self, what: str, lo: int, hi: int) -> int:
         z = self.uvarint(what, 2 * max(abs(lo), abs(hi)) + 1)
         v = (z >> 1) ^ -(z & 1)
@@ -150,11 +156,15 @@ def _model(weights: np.ndarray):
     return constriction.stream.model.Categorical(weights.astype(np.float64), perfect=False)
 
 
-def _header(arr: np.ndarray, mode: int, version: int = FORMAT_VERSION) -> bytearray:
+def _header(arr: np.ndarray, mode: int, *fields: int, version: int = FORMAT_VERSION) -> bytearray:
+    """Byte 0, ndim and the dimensions, then `fields`: the first (the alphabet start lo) zigzag-mapped, the others
+    (alphabet span, cluster counts) as they are."""
     out = bytearray([(version << 5) | (mode << 2) | _DTYPES.index(arr.dtype)])
-    _put_uvarint(out, arr.ndim)
-    for d in arr.shape:
-        _put_uvarint(out, int(d))
+    values = [arr.ndim, *arr.shape]
+    if fields:
+        values += [_zigzag(fields[0]), *fields[1:]]
+    for v in values:
+        _put_uvarint(out, int(v))
     return out
 
 
