@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from pgolf.quant.gptq import collector_damping, output_error
-from pgolf.quant.methods import get_method
+from pgolf.quant.methods import METHODS, get_method
 from pgolf.quant.plan import TensorPlan, route_tensors
 from pgolf.quant.primitives import QuantizedTensor
 from pgolf.quant.recipes import PASSTHROUGH, QuantRecipe, get_recipe
@@ -75,7 +75,7 @@ def quantize_state_dict(
 
     plan = route_tensors(tensors, recipe)
     for name, p in plan.items():
-        if p.quantized and get_method(p.method).needs_hessian and name not in hessians:
+        if p.quantized and METHODS[p.method].needs_hessian and name not in hessians:  # (side-effect free)
             raise ValueError(f"recipe {recipe.name!r}: method {p.method!r} needs a Hessian for tensor {name!r} "
                              f"but none was collected (have {len(hessians)}); run the calibration pass "
                              "(quant.calib_source) or pick a data-free recipe")

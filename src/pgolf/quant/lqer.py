@@ -10,7 +10,7 @@ docs/techniques.md#lqer).
     w_hat = qt2.dequantize()                             # q·s + A·B (QuantizedTensor.dequantize adds the factors)
     qt, labels = correct_top_k(qt, W, recipe)            # a recipe's LQER step (quant/apply.py `lqer_step`)
 
-Storage (in `QuantizedTensor.extras`, the records' key names):
+Storage (in `QuantizedTensor.extras`, the records' key names; quant/lqer_storage.py reads it back):
     asym: lqA_a int8 (rows, r) in [−2, 1], lqAs_a fp16 () ; lqB_a int8 (r, cols) in [−8, 7], lqBs_a fp16 (numel/g,)
     sym : lqA   int8 (rows, r) in ±cr,     lqAs   fp16 (rows,); lqB int8 (r, cols) in ±cr,  lqBs fp16 (r,)
 The group size of the asym B is numel(lqB_a)/numel(lqBs_a), so nothing else needs storing.
@@ -29,7 +29,8 @@ import torch
 from torch import Tensor
 
 from pgolf.quant.methods import METHODS
-from pgolf.quant.primitives import ASYM_KEYS, SYM_KEYS, QuantizedTensor, has_lqer, qmax_for_bits, unpack_lqer
+from pgolf.quant.lqer_storage import ASYM_KEYS, SYM_KEYS, has_lqer, unpack_lqer  # noqa: F401  (re-exported)
+from pgolf.quant.primitives import QuantizedTensor, qmax_for_bits
 
 LQER_RANK = 4  # R0427 LQER_RANK (PR #1935 sweep: top-4 rank-6 was −0.0009 bpb better, +45 KB)
 LQER_TOP_K = 3  # R0427 LQER_TOP_K

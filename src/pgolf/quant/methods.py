@@ -63,16 +63,17 @@ class MethodSpec:
     def __call__(self, w: Tensor, **kwargs: Any) -> tuple[QuantizedTensor, dict[str, Any]]:
         return self.fn(w, **kwargs)
 
-    def param_names(self) -> list[str]:
-        """Keyword parameters a recipe rule may give the method (beyond bits / hessian)."""
-        sig = inspect.signature(self.fn)
-        return [n for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY and n not in ("bits", "hessian")]
+    @property
+    def param_names(self) -> tuple[str, ...] | None:
+        """Keyword parameters a recipe rule may give the method (beyond bits / hessian); None: any (**kwargs)."""
+        ps = inspect.signature(self.fn).parameters.values()
+        if any(p.kind is p.VAR_KEYWORD for p in ps):
+            return None
+        return tuple(p.name for p in ps if p.kind is p.KEYWORD_ONLY and p.name not in ("bits", "hessian"))
 
     def unknown_params(self, params: Mapping[str, Any]) -> list[str]:
-        sig = inspect.signature(self.fn)
-        if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-            return []
-        return [k for k in params if k not in self.param_names()]
+        names = self.param_names
+        return [] if names is None else [k for k in params if k not in names]
 
     def fit_grid(self, bits: int, sigma: float | None, sigma_multipliers: Sequence[float],
                  bits_delta: int) -> list[tuple[int, float | None]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import torch
 from torch import Tensor
@@ -25,10 +24,6 @@ _QUANTILE_MAX_NUMEL = 1 << 24  # torch.quantile refuses larger inputs; rows are 
 _FP16_MIN_SUBNORMAL = 2.0 ** -24  # smallest positive fp16: a scale below it would round to 0
 
 
-# LQER factor keys in `QuantizedTensor.extras` (the records' names; quant/lqer.py packs them)
-ASYM_KEYS = ("lqA_a", "lqAs_a", "lqB_a", "lqBs_a")
-SYM_KEYS = ("lqA", "lqAs", "lqB", "lqBs")
-LQER_KEYS = (ASYM_KEYS, SYM_KEYS)  # the order `unpack_lqer` tries them in
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,8 +56,11 @@ class QuantizedTensor:
         if self.per_row:
             s = s.view(self.q.shape[0], *([1] * (self.q.dim() - 1)))
         w = self.q.float() * s
-        if has_lqer(self.extras):  # LQER: W = q·s + A·B (R0427 dequantize_mixed)
-            w = w + unpack_lqer(self.extras)
+        if self.extras:  # LQER: W = q·s + A·B (R0427 dequantize_mixed); a run without LQER never imports it
+            from pgolf.quant.lqer_storage import has_lqer, unpack_lqer
+
+            if has_lqer(self.extras):
+                w = w + unpack_lqer(self.extras)
         return w.to(dtype).contiguous()
 
 
@@ -139,25 +137,3 @@ def quantize_int8_percentile(w: Tensor, percentile: float = INT8_CLIP_PERCENTILE
     scale = torch.tensor(clip_abs / 127.0 if clip_abs > 0 else 1.0, dtype=torch.float32)
     q = torch.clamp(torch.round(torch.clamp(t32, -clip_abs, clip_abs) / scale), -127, 127).to(torch.int8)
     return QuantizedTensor(q=q.contiguous(), scale=scale, bits=8, method="int8_percentile")
-
-
-# ------------------------------------------------------------------------------------------------ LQER storage
-
-def has_lqer(extras: Mapping[str, Tensor]) -> bool:
-    """True when `extras` hold a packed LQER correction (asym or sym)."""
-    return any(all(k in extras for k in keys) for keys in LQER_KEYS)
-
-
-def unpack_lqer(extras: Mapping[str, Tensor]) -> Tensor:
-    """The fp32 correction A·B (rows, cols) from packed factors, asym or sym."""
-    for keys in LQER_KEYS:
-        if all(k in extras for k in keys):
-            qA, sA, qB, sB = (extras[k] for k in keys)
-            return _times_scale(qA, sA) @ _times_scale(qB, sB)
-    raise KeyError(f"no LQER factors in extras (keys {sorted(extras)}); expected {ASYM_KEYS} or {SYM_KEYS}")
-
-
-def _times_scale(q: Tensor, s: Tensor) -> Tensor:
-    """q · s in fp32 with one scale per equal block of q's elements in order: per tensor (s 0-d, asym A), per row
-    (sym A and B) or per group of numel(q)/numel(s) (asym B)."""
-    return (q.reshape(s.numel(), -1).float() * s.float().reshape(-1, 1)).reshape(q.shape)

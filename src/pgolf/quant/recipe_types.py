@@ -145,17 +145,15 @@ class QuantRecipe:
             if rule.method != PASSTHROUGH and rule.method not in METHODS:
                 raise ValueError(f"recipe {self.name!r}: unknown method {rule.method!r}; valid: "
                                  f"{', '.join([*METHODS, PASSTHROUGH])}")
-        if self.needs_hessians and not self.calib_source:
-            raise ValueError(f"recipe {self.name!r} uses Hessian methods but names no calib_source")
-        for rule in self.rules:
             if rule.role != "*" and rule.role not in ROLES:
                 raise ValueError(f"recipe {self.name!r}: unknown role {rule.role!r}; valid: *, {', '.join(ROLES)}")
             if not 2 <= rule.bits <= 8:
                 raise ValueError(f"recipe {self.name!r}: bits={rule.bits} must be in 2..8")
-            if rule.method != PASSTHROUGH:
-                bad = get_method(rule.method).unknown_params(rule.params)
-                if bad:
-                    raise ValueError(f"recipe {self.name!r}: method {rule.method!r} takes no parameter {bad[0]!r} "
-                                     f"(rule for role {rule.role!r}); it takes "
-                                     f"{', '.join(get_method(rule.method).param_names()) or 'none'}")
+            spec = METHODS.get(rule.method)  # (checks written side-effect free: the script's stripper drops them)
+            if spec is not None and spec.param_names is not None and not set(rule.params) <= set(spec.param_names):
+                raise ValueError(f"recipe {self.name!r}: method {rule.method!r} takes no parameter "
+                                 f"{spec.unknown_params(rule.params)[0]!r} (rule for role {rule.role!r}); it takes "
+                                 f"{', '.join(spec.param_names) or 'none'}")
+        if self.needs_hessians and not self.calib_source:
+            raise ValueError(f"recipe {self.name!r} uses Hessian methods but names no calib_source")
         return self
