@@ -28,14 +28,12 @@ from pgolf.model.generate import generate
 
 SOURCES = ("train", "val", "selfgen", "random")
 
-_NOTES = {
-    "train": "training-stream batches: legal only when collected inside the training wallclock reserve "
-             "(train.calib_reserve_seconds); train data touched after the 600 s budget was ruled illegal (PR #535)",
-    "val": "validation-data calibration is not record-legal: PR #728 used it and was withdrawn (recreated as #1019 "
-           "with AR self-generated calibration); use it for ablations only",
-    "selfgen": "autoregressive self-generated calibration (R0325/R0331; confirmed legal by the organizer on PR #1019), "
-               "generated from the trained model after the training timer",
-    "random": "uniform random tokens (PR #756 ablation: +0.002 BPB vs val-data calibration, ~0 s)",
+_NOTES = {  # run.json's quant.calibration.note; the reasons at length: docs/techniques.md#calibration
+    "train": "training stream: legal only inside the training wallclock reserve (train.calib_reserve_seconds; "
+             "PR #535)",
+    "val": "validation data: not record-legal (PR #728, withdrawn); ablations only",
+    "selfgen": "AR self-generated from the trained model: legal (R0325, PR #1019)",
+    "random": "uniform random tokens (PR #756 ablation: +0.002 BPB vs val data)",
 }
 
 
