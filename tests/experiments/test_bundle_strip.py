@@ -251,3 +251,14 @@ def test_statements_after_a_return_raise_continue_or_break_go_and_nothing_that_r
     assert ns["f"]() == 1 and ns["g"]([1, -2, 3]) == [1, 3, "done", "fin"] and ns["g"]([1, 10, 2]) == [1, "fin"]
     with pytest.raises(ImportError):
         ns["cut"]()
+
+
+
+def test_a_call_through_another_package_protects_no_pgolf_function_of_that_name():
+    src = ("import torch\nimport numpy as np\n\ndef load(p):\n    if p < 0:\n        raise ValueError('neg')\n    return p\n\n"
+           "def read_ckpt(p):\n    try:\n        return torch.load(p), np.linalg.norm(p)\n    except (OSError, RuntimeError):\n"
+           "        return None\n\ndef norm(v):\n    if v < 0:\n        raise ValueError\n    return v\n")
+    tree = ast.parse(src)
+    assert not {"load", "norm"} & protected_functions({"m.py": tree})
+    via_object = ast.parse(src.replace("torch.load(p)", "obj.load(p)"))
+    assert "load" in protected_functions({"m.py": via_object})  # obj may be a pgolf object: protected

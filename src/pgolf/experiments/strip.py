@@ -82,21 +82,24 @@ def pure_functions(trees: Mapping[str, ast.Module]) -> frozenset[str]:
 def protected_functions(trees: Mapping[str, ast.Module], allow: frozenset[str] = frozenset()) -> set[str]:
     """Names of the functions whose raises may be control flow: called (transitively, by name) from the `try` body
     of a handler that does not re-raise (its last statement is not a `raise`). `allow`: functions whose absorbing
-    handler only reports the error (pgolf.submission.main: message, exit status 2)."""
-    defs: dict[str, list[ast.AST]] = {}
+    handler only reports the error (pgolf.submission.main: message, exit status 2). A call through a module the
+    source imports from another package (`torch.load(...)`) names no pgolf function."""
+    defs: dict[str, list[tuple[ast.AST, frozenset[str]]]] = {}
     roots: set[str] = set()
     for tree in trees.values():
+        external = frozenset((a.asname or a.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                             for a in n.names if not a.name.startswith("pgolf"))
         for fn in ast.walk(tree):
             if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                defs.setdefault(fn.name, []).append(fn)
+                defs.setdefault(fn.name, []).append((fn, external))
                 if fn.name in allow:
                     continue
                 for t in ast.walk(fn):
                     if isinstance(t, ast.Try) and any(not isinstance(h.body[-1], ast.Raise) for h in t.handlers):
-                        roots |= _callees(t.body)
+                        roots |= _callees(t.body, external)
         for t in tree.body:  # module-level try (e.g. optional imports)
             if isinstance(t, ast.Try) and any(not isinstance(h.body[-1], ast.Raise) for h in t.handlers):
-                roots |= _callees(t.body)
+                roots |= _callees(t.body, external)
     seen: set[str] = set()
     stack = list(roots)
     while stack:
@@ -104,12 +107,12 @@ def protected_functions(trees: Mapping[str, ast.Module], allow: frozenset[str] =
         if name in seen:
             continue
         seen.add(name)
-        for fn in defs.get(name, ()):
-            stack += _callees(fn.body)
+        for fn, external in defs.get(name, ()):
+            stack += _callees(fn.body, external)
     return seen
 
 
-def _callees(body: list[ast.stmt]) -> set[str]:
+def _callees(body: list[ast.stmt], external: frozenset[str] = frozenset()) -> set[str]:
     out: set[str] = set()
     for s in body:
         for n in ast.walk(s):
@@ -118,7 +121,11 @@ def _callees(body: list[ast.stmt]) -> set[str]:
                 if isinstance(f, ast.Name):
                     out.add(f.id)
                 elif isinstance(f, ast.Attribute):
-                    out.add(f.attr)
+                    root = f.value
+                    while isinstance(root, ast.Attribute):
+                        root = root.value
+                    if not (isinstance(root, ast.Name) and root.id in external):
+                        out.add(f.attr)
             elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):  # a function passed as a callback
                 out.add(n.id)
     return out
