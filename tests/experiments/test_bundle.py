@@ -229,6 +229,10 @@ def test_bundle_runs_without_the_package_and_counts_itself(tmp_path):
     # with the package reachable, the script still never imports it: its first statement blocks `import pgolf`
     rep = run_bundle_hidden(counted, ["--model.num_layers", "x"], tmp_path, tmp_path / "out2.json", hide=False)
     assert rep["rc"] == 2 and not rep["hidden"] and rep["blocked"] and rep["pgolf_modules"] == []
+    # a field outside LIVE_FIELDS is folded into the code: the script refuses to change it, naming it
+    proc = subprocess.run([sys.executable, str(counted), "run", "--eval.mode", "ttt-lora"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--eval.mode ttt-lora: this script has eval.mode baked in" in proc.stderr
     # its own size: the code bytes a run from it charges (the standalone runs compare run.json's bytes)
     script = unwrap_counted(counted.read_bytes()).decode()
     assert re.search(r"^def \w+\(\):import os;return os.path.getsize\(__file__\)$", script, re.M)
