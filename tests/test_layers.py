@@ -200,3 +200,10 @@ def test_quant_and_pack_are_clean():
             assert all(layer_of(d) <= 1 for d in deps), (m, sorted(d for d in deps if layer_of(d) > 1))
         if m.startswith("pgolf.pack"):
             assert not any(d.startswith(("pgolf.experiments", "pgolf.eval", "pgolf.run", "pgolf.cli")) for d in deps), m
+
+
+def test_no_source_file_is_over_400_lines():
+    """Issue 14: small files with one job; a file past 400 lines is split, not grown."""
+    long = {str(p.relative_to(SRC)): n for p in PKG.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400}
+    assert not long, f"over 400 lines: {long}"
