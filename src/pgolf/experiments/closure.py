@@ -12,8 +12,8 @@ tooling, data preparation and the CLI verbs stay out. Two rules pick it:
   (the script expects the dataset to exist: `pgolf run` or `pgolf data prepare` makes it), the budget fit when
   `pack.budget` is 0, late QAT when `train.qat_threshold` is 0, every eval mode but the configured one. A cut
   function's imports are gone with its body, so the modules only it imported leave the script.
-- **Registry tables** (`registry_keeps`): `RECIPES` keeps the configured recipe, the `MethodSpec(...)`
-  registrations its methods, so the other quantizers' code is unreferenced and shaken out.
+- **Registry tables** (`registry_keeps`): the configured recipe, its methods' `MethodSpec(...)` registrations and
+  the artifact codec's coder and compressors stay, so the other quantizers' and codecs' code is shaken out.
 - **Tree shaking** (`shake`): from the entry, a fixpoint over names. A module is in when a kept statement imports
   it; a module-level function, class or simple assignment is kept when its name occurs anywhere in kept code (as a
   name, an attribute, an imported name or an identifier-like string constant); every other module-level statement
@@ -53,6 +53,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from pgolf.experiments.modnames import module_name
+
 ENTRY = "pgolf.submission"
 
 CUTS: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
@@ -66,13 +68,15 @@ CUTS: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
 
 
 def registry_keeps(cfg: Any) -> tuple[tuple[str, str, frozenset[str]], ...]:
-    """Registry tables the script cuts down to the configuration's entries: (module, table, kept keys). `RECIPES`
-    (a dict literal) keeps the configured recipe; the `MethodSpec(...)` registrations keep its methods. A recipe
-    given as a .toml file keeps every entry (its base may be any registered recipe)."""
+    """Registry tables the script cuts to the configuration's entries: (module, table, kept keys). `RECIPES` keeps
+    the configured recipe, the `MethodSpec(...)` registrations its methods (a .toml recipe keeps every entry), the
+    container's and compressors' tables the artifact codec (`pgolf.pack.container.codec_tables`)."""
+    from pgolf.pack.container import codec_tables
     from pgolf.quant.recipes import PASSTHROUGH, RECIPES, recipe_for
 
+    codecs = codec_tables(cfg.pack.codec)
     if cfg.quant.recipe not in RECIPES:
-        return ()
+        return codecs
     recipe = recipe_for(cfg.quant)
     methods = {r.method for r in recipe.rules} - {PASSTHROUGH}
     if recipe.gate_pattern:
@@ -80,7 +84,7 @@ def registry_keeps(cfg: Any) -> tuple[tuple[str, str, frozenset[str]], ...]:
 
         methods.add(GATE_METHOD)
     return (("pgolf.quant.recipes", "RECIPES", frozenset({cfg.quant.recipe})),
-            ("pgolf.quant.methods", "MethodSpec", frozenset(methods)))
+            ("pgolf.quant.methods", "MethodSpec", frozenset(methods))) + codecs
 
 
 def excluded_modules(cfg: Any) -> tuple[str, ...]:
@@ -155,11 +159,6 @@ def closure_plan(cfg: Any) -> Plan:
 
 
 # ------------------------------------------------------------------------------------------------ shaking
-
-def module_name(relpath: str) -> str:
-    parts = relpath[:-3].split("/")
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
 
 def _defined_name(stmt: ast.stmt) -> str | None:
     """The name a prunable module-level statement defines (None: always kept)."""
