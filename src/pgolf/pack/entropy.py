@@ -96,7 +96,7 @@ def encode_codes(codes: np.ndarray, *, model: str = "order0") -> bytes:
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; valid: {', '.join(MODELS)}")
     arr = np.asarray(codes)
-    dt = arr.dtype.newbyteorder("=") if arr.dtype.byteorder not in "=|" else arr.dtype
+    dt = arr.dtype.newbyteorder("=")  # native order (int8/uint8 are unchanged)
     if dt not in _DTYPES:
         raise TypeError(f"encode_codes takes int8/uint8/int16/uint16 codes, got {arr.dtype}")
     if arr.ndim > _MAX_NDIM:
@@ -143,7 +143,8 @@ def _encode_adaptive(arr: np.ndarray, model: str, order0: bytes, v1: bytes) -> b
     lo, span = int(mat.min()), int(mat.max() - mat.min())
     if span + 1 > ad.MAX_ALPHABET or span == 0:
         return None
-    return bytes(_header(arr, 0, lo, span, version=2)) + ad.encode_body(mat, lo, span, lambda a: _encode_v1(a.astype(arr.dtype), model))
+    body = ad.encode_body(mat, lo, span, lambda a: _encode_v1(a.astype(arr.dtype), model))
+    return bytes(_header(arr, 0, lo, span, version=2)) + body
 
 
 def decode_codes(data: bytes, *, max_symbols: int = MAX_SYMBOLS) -> np.ndarray:

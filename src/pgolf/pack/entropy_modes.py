@@ -153,13 +153,10 @@ def _encode_context(arr: np.ndarray) -> bytes | None:
 
 
 def _decode_brotli(blob: bytes, shape: tuple[int, ...], dt: np.dtype, transpose: bool) -> np.ndarray:
-    from pgolf.pack.codecs import CodecError, decompress
+    from pgolf.pack.codecs import decompress
 
     n = math.prod(shape) * dt.itemsize
-    try:
-        raw = decompress(blob, "brotli", max_size=n)
-    except CodecError as e:
-        raise EntropyDecodeError(f"brotli payload: {e}") from None
+    raw = decompress(blob, "brotli", max_size=n)  # a CodecError ("brotli stream ...") becomes decode_codes' error
     if len(raw) != n:
         raise EntropyDecodeError(f"brotli payload holds {len(raw)} bytes, the shape {shape} needs {n}")
     flat = np.frombuffer(raw, dtype=dt.newbyteorder("<")).astype(dt)

@@ -121,6 +121,10 @@ def expected_tensors(cfg) -> dict[str, tuple[tuple[int, ...], str]]:
     return {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()}
 
 
+def _stored_shape(qs: QuantizedState, name: str) -> tuple[int, ...]:
+    return tuple((qs.tensors[name].q if name in qs.tensors else qs.passthrough[name]).shape)
+
+
 def check_tensor_table(qs: QuantizedState, cfg) -> None:
     """The artifact's tensors are exactly the model's: same names, shapes and original dtypes; ≤ MAX_MODEL_PARAMS."""
     expected = expected_tensors(cfg)
@@ -128,16 +132,15 @@ def check_tensor_table(qs: QuantizedState, cfg) -> None:
     if n_params > MAX_MODEL_PARAMS:
         raise ArtifactError(f"manifest model describes {n_params:,} parameters ({4 * n_params / 2**30:.1f} GiB in "
                             f"fp32); this pgolf builds at most {MAX_MODEL_PARAMS:,}")
-    stored = {n: tuple(qt.q.shape) for n, qt in qs.tensors.items()}
-    stored.update({n: tuple(t.shape) for n, t in qs.passthrough.items()})
-    missing, extra = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
-    if missing or extra:
+    stored = {*qs.tensors, *qs.passthrough}  # (the checks have no side effects: the script drops them whole)
+    if set(expected) != stored:
+        missing, extra = sorted(set(expected) - stored), sorted(stored - set(expected))
         raise ArtifactError(f"the tensor table does not match the manifest model: missing {short(missing[:3], 150)}"
                             f", unexpected {short(extra[:3], 150)}")
     for name, (shape, dtype) in expected.items():
-        if stored[name] != shape:
-            raise ArtifactError(f"tensor {name!r}: shape {list(stored[name])} but the manifest model implies "
-                                f"{list(shape)}")
+        if _stored_shape(qs, name) != shape:
+            raise ArtifactError(f"tensor {name!r}: shape {list(_stored_shape(qs, name))} but the manifest model "
+                                f"implies {list(shape)}")
         if qs.dtypes[name] != dtype:
             raise ArtifactError(f"tensor {name!r}: original dtype {qs.dtypes[name]} but the model's is {dtype}")
 
