@@ -249,16 +249,8 @@ def fold_constant_parameters(trees: Mapping[str, ast.Module], entries: frozenset
             return folded
 
 
-class _Locals(ast.NodeTransformer):
+class _Locals(_Substitute):
     """Loads of `values`' names in one function scope (nested scopes not entered) → the constants."""
-
-    def __init__(self, values: dict[str, object]):
-        self.values = values
-
-    def visit_Name(self, node):  # noqa: N802
-        if isinstance(node.ctx, ast.Load) and node.id in self.values:
-            return ast.copy_location(ast.Constant(self.values[node.id]), node)
-        return node
 
     def generic_visit(self, node):
         if isinstance(node, _SCOPES):
