@@ -33,7 +33,7 @@ class RunLogger:
         """What long steps take as `progress=` (pgolf.progress): a bar on a terminal, periodic lines otherwise."""
         self._file = open(log_path, "a", encoding="utf-8") if (enabled and log_path) else None
         self._bar = None
-        self.t0 = time.time()
+        self._last_step_line = time.time()
 
     # ---- events
     def line(self, text: str, *, console: bool = True) -> None:
@@ -63,7 +63,7 @@ class RunLogger:
             return False
         from pgolf.progress import _interval
 
-        return time.time() - getattr(self, "_last_step_line", self.t0) >= _interval()
+        return time.time() - self._last_step_line >= _interval()
 
     # ---- progress bar
     def start_bar(self, total: float, desc: str, unit: str = "s") -> None:

@@ -64,21 +64,15 @@ class Progress:
         self.t0 = self._last = time.perf_counter()
         self._every = _interval() if self.mode == "lines" else 0.0
         self._bar = None
-        self._postfix: dict[str, Any] = {}
         if self.mode == "bar":
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, desc=desc, unit=unit, file=self.stream, dynamic_ncols=True,
                              delay=BAR_DELAY_S, leave=True)
 
-    def update(self, n: float = 1, **postfix: Any) -> None:
+    def update(self, n: float = 1) -> None:
         self.n += n
-        if postfix:
-            self._postfix.update(postfix)
         if self._bar is not None:
-            if postfix:
-                self._bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in postfix.items()},
-                                      refresh=False)
             self._bar.update(n)
         elif self.mode == "lines":
             now = time.perf_counter()
@@ -95,8 +89,7 @@ class Progress:
             head = f"{self.desc}: {self.n:,.0f}/{self.total:,.0f} {self.unit} ({pct:.0f} %), {_fmt_s(el)}{eta}"
         else:
             head = f"{self.desc}: {self.n:,.0f} {self.unit}, {_fmt_s(el)}"
-        tail = " ".join(f"{k}:{v:.4g}" if isinstance(v, float) else f"{k}:{v}" for k, v in self._postfix.items())
-        print(head + (f" | {tail}" if tail else "") + (" done" if done else ""), file=self.stream, flush=True)
+        print(head + (" done" if done else ""), file=self.stream, flush=True)
 
     def print_line(self, text: str) -> None:
         """A line that does not break the bar (printed in both modes)."""

@@ -210,8 +210,7 @@ def calibration_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], recip
     from pgolf.quant.calibration import calibration_batches
     from pgolf.quant.hessian import collect_hessians
 
-    q = cfg.quant
-    c = q.calibration(recipe, cfg.train.train_seq_len)
+    c = cfg.quant.calibration(recipe, cfg.train.train_seq_len)
     source, seqs, seq_len, temperature = c.source, c.seqs, c.seq_len, c.temperature
     device = device or torch.device("cpu")
     model = GPT(cfg.model).to(device)

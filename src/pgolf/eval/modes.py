@@ -99,18 +99,19 @@ def _windowed(model: nn.Module, ctx: ModeContext, windows: Tensor) -> None:
     ctx.clock.add("score", time.perf_counter() - t0)
 
 
-def standard_mode(model: nn.Module, ctx: ModeContext) -> str:
-    stride = ctx.cfg.stride  # > seq_len is an error (window_table), as in the records' eval_val_sliding
+def _strided(model: nn.Module, ctx: ModeContext, stride: int) -> str:
     _windowed(model, ctx, window_table(ctx.num_targets, ctx.seq_len, stride))
     if stride:  # the label says which windows were scored
         return f"sliding(seq_len={ctx.seq_len},stride={stride})"
     return f"non-overlapping(seq_len={ctx.seq_len})"
 
 
+def standard_mode(model: nn.Module, ctx: ModeContext) -> str:
+    return _strided(model, ctx, ctx.cfg.stride)  # > seq_len is an error (window_table), as in eval_val_sliding
+
+
 def sliding_mode(model: nn.Module, ctx: ModeContext) -> str:
-    stride = min(ctx.cfg.stride or DEFAULT_STRIDE, ctx.seq_len)
-    _windowed(model, ctx, window_table(ctx.num_targets, ctx.seq_len, stride))
-    return f"sliding(seq_len={ctx.seq_len},stride={stride})"
+    return _strided(model, ctx, min(ctx.cfg.stride or DEFAULT_STRIDE, ctx.seq_len))
 
 
 def doc_mode(model: nn.Module, ctx: ModeContext) -> str:

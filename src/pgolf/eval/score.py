@@ -202,9 +202,7 @@ class Tally:
 
     def __init__(self, target_bytes: Tensor, device: torch.device) -> None:
         self.target_bytes = target_bytes.to(device=device, dtype=torch.int64)
-        self.nll = torch.zeros((), dtype=torch.float64, device=device)
-        self.tokens = torch.zeros((), dtype=torch.float64, device=device)
-        self.bytes = torch.zeros((), dtype=torch.float64, device=device)
+        self.nll, self.tokens, self.bytes = (torch.zeros((), dtype=torch.float64, device=device) for _ in "ntb")
 
     def add(self, logits: Tensor, y: Tensor, mask: Tensor, pos: Tensor) -> Tensor:
         """Score targets y where mask; logits (B, T, V), y/mask/pos (B, T), pos = target index (y = token pos+1).
@@ -222,16 +220,15 @@ class Tally:
         a plain Tally has none."""
 
     def result(self, mode: str, clock: Clock) -> EvalResult:
-        if dist.is_available() and dist.is_initialized():
+        if world()[1] > 1:
             for t in (self.nll, self.tokens, self.bytes):
                 dist.all_reduce(t, op=dist.ReduceOp.SUM)
         n_tok, n_bytes, nll = int(self.tokens.item()), int(self.bytes.item()), float(self.nll.item())
         seconds = time.perf_counter() - clock.t0
         timing = {"seconds_total": seconds, "tokens_per_s": n_tok / max(seconds, 1e-9)}
         timing.update({f"seconds_{k}": v for k, v in clock.phases.items()})
-        return EvalResult(val_loss=nll / max(n_tok, 1),
-                          val_bpb=nll / (math.log(2.0) * n_bytes) if n_bytes else float("nan"),
-                          num_tokens=n_tok, num_bytes=n_bytes, seconds=seconds, mode=mode, timing=timing)
+        return EvalResult(nll / max(n_tok, 1), nll / (math.log(2.0) * n_bytes) if n_bytes else float("nan"), n_tok,
+                          n_bytes, seconds, mode, timing)  # val_loss, val_bpb, num_tokens, num_bytes, ...
 
 
 class RecordingTally(Tally):
@@ -262,7 +259,7 @@ def score_windows(model: nn.Module, tokens: Tensor, windows: Tensor, tally: Tall
         raise ValueError(f"batch_seqs={batch_seqs} must be positive")
     was_training = model.training
     model.eval()
-    n = len(range(0, len(windows), batch_seqs))
+    n = -(-len(windows) // batch_seqs)  # batches
     if clock is not None and clock.max_seconds > 0 and world()[1] > 1:  # equal tick counts on every rank
         t = torch.tensor([n], device=clock.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)

@@ -130,7 +130,7 @@ def train(
     adaptive-σ / mixed-bits recipes, counted in the wallclock, then the flag) once the LR multiplier <
     cfg.qat_threshold. Its state (on, per-tensor σ / bits) is checkpointed, so a resumed run keeps the same grid.
     """
-    rank, world_size = world()
+    rank = world()[0]
     ckpt_path = Path(run_dir) / CHECKPOINT_NAME
     with qat.unhooked(model) if qat is not None else contextlib.nullcontext():
         optimizers = build_optimizers(model, cfg)  # groups parameters by id(module.weight): plain attributes
