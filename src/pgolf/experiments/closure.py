@@ -70,11 +70,12 @@ CUTS: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
 def registry_keeps(cfg: Any) -> tuple[tuple[str, str, frozenset[str]], ...]:
     """Registry tables the script cuts to the configuration's entries: (module, table, kept keys). `RECIPES` keeps
     the configured recipe, the `MethodSpec(...)` registrations its methods (a .toml recipe keeps every entry), the
-    container's and compressors' tables the artifact codec (`pgolf.pack.container.codec_tables`)."""
+    container's and compressors' tables the artifact codec (`pgolf.pack.container.codec_tables`), MODES its mode."""
     from pgolf.pack.container import codec_tables
     from pgolf.quant.recipes import PASSTHROUGH, RECIPES, recipe_for
 
-    codecs = codec_tables(cfg.pack.codec)
+    codecs = codec_tables(cfg.pack.codec) + (  # the eval mode; "standard" scores pre-quant and EMA selection
+        ("pgolf.eval.modes", "MODES", frozenset({cfg.eval.mode, "standard"})),)
     if cfg.quant.recipe not in RECIPES:
         return codecs
     recipe = recipe_for(cfg.quant)
