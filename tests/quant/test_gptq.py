@@ -11,7 +11,8 @@ import torch
 
 from pgolf.quant.clip import sdclip_scale
 from pgolf.quant.gptq_lite import percentile_scales
-from pgolf.quant.gptq import _damp_schedule, gptq_quantize, gptq_with_clip_search, output_error
+from pgolf.quant.gptq import _damp_schedule, gptq_quantize, gptq_with_clip_search
+from pgolf.quant.hessian_math import output_error
 from pgolf.quant.primitives import QuantizedTensor, quantize_rtn
 
 # (bits, SDClip k) pairs of similar entropy (docs/techniques.md#sdclip-entropy): int4 k=3 … int8 k=20.
@@ -274,7 +275,7 @@ def test_r0325_collector_damping_matches_the_record_and_moves_codes():
     import dataclasses
 
     from pgolf.quant.apply import quantize_state_dict
-    from pgolf.quant.gptq import collector_damping
+    from pgolf.quant.hessian_math import collector_damping
     from pgolf.quant.recipes import RECIPES
 
     g = torch.Generator().manual_seed(0)

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from pgolf.quant.clip import sdclip_scale
-from pgolf.quant.gptq import gptq_quantize, output_error
+from pgolf.quant.gptq import gptq_quantize
+from pgolf.quant.hessian_math import output_error
 from pgolf.quant.lqer import (
     ASYM_KEYS, SYM_KEYS, apply_lqer, has_lqer, lqer_factors, pack_lqer_asym, pack_lqer_sym,
     select_lqer_tensors, unpack_lqer,

@@ -1,6 +1,6 @@
 """Every registered recipe quantizes and dequantizes with the optional modules it does not run unimportable
-(`QuantConfig.modules_not_run`: lqer, lqer_storage, cross_tensor, recipe_file, amend, fake_quant), with the same
-codes as a normal run.
+(`QuantConfig.modules_not_run`: lqer, lqer_storage, hessian_math, cross_tensor, recipe_file, amend, fake_quant),
+with the same codes as a normal run.
 
 The single-file script leaves those modules out of a configuration without the step (pgolf.experiments.closure),
 so a module-level import of one of them, or a call on the path of a recipe without the step, would break the
@@ -63,8 +63,8 @@ def _reference(name: str) -> list:
 
 def test_modules_not_run_follow_the_recipe_features():
     assert QuantConfig(recipe="int8-baseline").modules_not_run() == (
-        "pgolf.quant.lqer", "pgolf.quant.lqer_storage", "pgolf.quant.cross_tensor", "pgolf.quant.recipe_file",
-        "pgolf.quant.amend", "pgolf.quant.fake_quant")
+        "pgolf.quant.lqer", "pgolf.quant.lqer_storage", "pgolf.quant.hessian_math", "pgolf.quant.cross_tensor",
+        "pgolf.quant.recipe_file", "pgolf.quant.amend", "pgolf.quant.fake_quant")
     assert QuantConfig(recipe="sota-lqer").modules_not_run(qat=True) == (
         "pgolf.quant.cross_tensor", "pgolf.quant.recipe_file", "pgolf.quant.amend")
     assert "pgolf.quant.cross_tensor" not in QuantConfig(recipe="hessian-mixed-precision").modules_not_run()

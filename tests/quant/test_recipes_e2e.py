@@ -18,7 +18,8 @@ from pgolf.quant.allocate import mean_bits
 from pgolf.quant.apply import dequantize_state, quantize_state_dict
 from pgolf.quant.calibration import calibration_batches
 from pgolf.quant.clip import sdclip_scale
-from pgolf.quant.gptq import gptq_quantize, output_error
+from pgolf.quant.gptq import gptq_quantize
+from pgolf.quant.hessian_math import output_error
 from pgolf.quant.hessian import collect_hessians
 from pgolf.quant.primitives import quantize_rtn
 from pgolf.quant.recipes import RECIPES, get_recipe

@@ -21,7 +21,6 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from pgolf.quant.gptq import collector_damping, output_error
 from pgolf.quant.methods import METHODS, get_method
 from pgolf.quant.plan import TensorPlan, route_tensors
 from pgolf.quant.primitives import QuantizedTensor
@@ -68,7 +67,11 @@ def quantize_state_dict(
     layout decide the real bytes), lqer (rank-r correction applied).
     """
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe.validate()
-    hessians = {n: collector_damping(H, recipe.calib_damp) for n, H in (hessians or {}).items()}
+    hessians = hessians or {}
+    if hessians:
+        from pgolf.quant.hessian_math import collector_damping
+
+        hessians = {n: collector_damping(H, recipe.calib_damp) for n, H in hessians.items()}
     qs = QuantizedState()
     rows: dict[str, dict] = {}
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in state_dict.items()}
@@ -139,6 +142,8 @@ def lqer_step(qts: Mapping[str, QuantizedTensor], weights: Mapping[str, Tensor],
 def _herr(t: Tensor, qt: QuantizedTensor, H: Tensor | None) -> float | None:
     if H is None or t.dim() != 2 or H.shape != (t.shape[1], t.shape[1]):
         return None
+    from pgolf.quant.hessian_math import output_error
+
     return output_error(t.float(), qt.dequantize(), H)
 
 

@@ -54,10 +54,10 @@ class QuantConfig:
         step's module when the recipe lacks the step. Each is imported only inside its step's branch, so the
         single-file script of the configuration leaves them out (pgolf.experiments.closure).
 
-        lqer and lqer_storage (no `lqer_top_k`), cross_tensor (neither `adaptive_clip` nor `mixed_precision`),
-        recipe_file (a registered recipe, not a .toml file), amend (that, and no `--quant.ROLE.KNOB` overrides),
-        fake_quant (no QAT). tests/quant/test_optional_modules.py runs every registered recipe with these modules
-        unimportable.
+        lqer and lqer_storage (no `lqer_top_k`), hessian_math (a data-free recipe), cross_tensor (neither
+        `adaptive_clip` nor `mixed_precision`), recipe_file (a registered recipe, not a .toml file), amend (that,
+        and no `--quant.ROLE.KNOB` overrides), fake_quant (no QAT). tests/quant/test_optional_modules.py runs
+        every registered recipe with these modules unimportable.
         """
         from pgolf.quant.recipes import RECIPES, recipe_for
 
@@ -65,6 +65,8 @@ class QuantConfig:
         out = []
         if not recipe.lqer_top_k:
             out += ["pgolf.quant.lqer", "pgolf.quant.lqer_storage"]
+        if not recipe.needs_hessians:
+            out.append("pgolf.quant.hessian_math")
         if not (recipe.adaptive_clip or recipe.mixed_precision):
             out.append("pgolf.quant.cross_tensor")
         if self.recipe in RECIPES:

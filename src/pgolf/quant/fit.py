@@ -49,7 +49,6 @@ from torch import Tensor
 
 from pgolf.quant.allocate import prune_ones_to_budget
 from pgolf.quant.apply import QuantizedState, lqer_step, quantize_state_dict
-from pgolf.quant.gptq import collector_damping, output_error
 from pgolf.quant.methods import METHODS, get_method
 from pgolf.quant.primitives import QuantizedTensor
 from pgolf.quant.recipes import QuantRecipe, get_recipe
@@ -92,6 +91,8 @@ class FitResult:
 def tensor_error(w: Tensor, w_hat: Tensor, H: Tensor | None) -> float:
     """Hessian-weighted output error when H is given, else the squared weight error (the fit's distortion)."""
     if H is not None:
+        from pgolf.quant.hessian_math import output_error  # (only with Hessians: see hessian_math)
+
         return output_error(w.float(), w_hat.float(), H)
     return float((w.double() - w_hat.double()).pow(2).sum())
 
@@ -211,7 +212,11 @@ def fit_to_budget(state_dict: Mapping[str, Tensor], recipe: QuantRecipe | str, *
     if not sigma_multipliers or min(sigma_multipliers) <= 0:
         raise ValueError(f"sigma_multipliers {tuple(sigma_multipliers)} must be non-empty and positive")
     tol = int(tolerance_bytes if tolerance_bytes is not None else DEFAULT_TOLERANCE * target_model_bytes)
-    hessians = {n: collector_damping(H, recipe.calib_damp) for n, H in (hessians or {}).items()}
+    hessians = hessians or {}
+    if hessians:
+        from pgolf.quant.hessian_math import collector_damping
+
+        hessians = {n: collector_damping(H, recipe.calib_damp) for n, H in hessians.items()}
     weights = {n: t.detach().cpu().contiguous() for n, t in state_dict.items()}
     base_recipe = dataclasses.replace(recipe, lqer_top_k=0, calib_damp=0.0)  # its Hessians are damped above
     qs0, rows0 = quantize_state_dict(weights, base_recipe, hessians=hessians or None)
@@ -309,7 +314,7 @@ def fit_to_budget(state_dict: Mapping[str, Tensor], recipe: QuantRecipe | str, *
             if opt.info.get("damp") is not None:
                 r.update(damp=opt.info.get("damp"), escalations=opt.info.get("escalations"))
         if H is not None and w.dim() == 2 and tuple(H.shape) == (w.shape[1],) * 2:
-            r["hessian_err"] = output_error(w.float(), qt.dequantize(), H)
+            r["hessian_err"] = tensor_error(w, qt.dequantize(), H)
     bits_hist: dict[int, int] = {}
     for n, i in pick.items():
         bits_hist[fronts[n][i].bits] = bits_hist.get(fronts[n][i].bits, 0) + fronts[n][i].qt.q.numel()

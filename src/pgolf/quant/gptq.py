@@ -52,26 +52,11 @@ _DAMP_FLOOR = 1e-3  # first escalation step when damp=0
 _FP16_MIN_SUBNORMAL = 2.0 ** -24  # primitives.quantize_rtn floors the stored scale here; GPTQ must use the same grid
 
 
-def output_error(W: Tensor, W_hat: Tensor, H: Tensor) -> float:
-    """Hessian-weighted (output-space) error trace((W − Ŵ) H (W − Ŵ)ᵀ) = ‖X(W − Ŵ)ᵀ‖²/n for H = XᵀX/n."""
-    D = (W.detach().float() - W_hat.detach().float())  # (rows, cols)
-    return float(((D @ H.detach().float()) * D).sum())
-
-
 def damping_mean(H: Tensor) -> Tensor:
     """mean(diag H) exactly as the records take it, `H.diag().mean()` (fp32, 0-d). `torch.diagonal(H).mean()`
     reduces a strided view in another order and differs in the last bit for about half of all Hessians, which
     flips GPTQ codes (issue 13)."""
     return H.diag().mean()
-
-
-def collector_damping(H: Tensor, rel: float) -> Tensor:
-    """R0325's Hessian collector step, `H += rel·max(H.diag().mean(), 1e-6)·I` (fp32), applied before the quantizer's
-    own damping (which then adds its 1 % again, as R0325/R0331 do). rel = 0 returns H unchanged."""
-    if not rel:
-        return H
-    H = H.detach().float()
-    return H + (rel * H.diag().mean().clamp_min(1e-6)) * torch.eye(H.shape[0], device=H.device)
 
 
 def _damp_schedule(damp: float, max_damp: float) -> Iterator[float]:
