@@ -122,3 +122,13 @@ def test_a_local_bound_once_to_a_constant_folds_where_it_is_read():
     ns: dict = {}
     exec(compile(out, "<folded>", "exec"), ns)
     assert ns["f"](5) == (None, 4, False)
+
+
+def test_string_literal_field_annotations_become_str_in_the_script():
+    from pgolf.experiments.bundle import _literal_fields_as_str
+
+    tree = ast.parse("from typing import Literal\nclass C:\n    codec: Literal['zlib', 'rans'] = 'rans'\n"
+                     "    n: Literal[1, 2] = 1\n    one: Literal['x'] = 'x'\n")
+    _literal_fields_as_str(tree.body)
+    out = ast.unparse(tree)
+    assert "codec: str = 'rans'" in out and "one: str = 'x'" in out and "n: Literal[1, 2]" in out

@@ -196,7 +196,21 @@ def flat_tree(files: Mapping[str, str], cfg: Any = None) -> Any:
     flat = flatten(shaken)
     for stmts in flat.parts.values():  # an import of a module left out became `raise ImportError`: what follows goes
         drop_unreachable(ast.Module(body=stmts, type_ignores=[]))
+        _literal_fields_as_str(stmts)
     return shake_flat(flat)
+
+
+def _literal_fields_as_str(stmts: list[ast.stmt]) -> None:
+    """A class field annotated `Literal["a", "b", ...]` (only strings) is annotated `str` in the script: the
+    choices are the package's validation (the script has none), and every reader of the annotation (the baked
+    override parser, `pgolf.fields.parse_value` of a manifest) treats both as a str."""
+    for c in (n for s in stmts for n in ast.walk(s) if isinstance(n, ast.ClassDef)):
+        for st in c.body:
+            a = st.annotation if isinstance(st, ast.AnnAssign) else None
+            if (isinstance(a, ast.Subscript) and getattr(a.value, "id", getattr(a.value, "attr", None)) == "Literal"
+                    and all(isinstance(e, ast.Constant) and isinstance(e.value, str)
+                            for e in (a.slice.elts if isinstance(a.slice, ast.Tuple) else [a.slice]))):
+                st.annotation = ast.Name("str", ast.Load())
 
 
 BLOCK_INSTALLED = "__import__('sys').modules['pgolf'] = None"
