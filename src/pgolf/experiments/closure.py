@@ -63,19 +63,19 @@ CUTS: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("pgolf.data.corpus", "prepare_corpus", lambda c: True),
     ("pgolf.data.corpus", "bbc_documents", lambda c: True),
     ("pgolf.data.tokenizer", "train_tokenizer", lambda c: True),
+    ("pgolf.run", "calibration_stage", lambda c: not _recipe(c).needs_hessians),  # Hessian recipes call it
 )
 """(module, module-level function, condition on the RunConfig under which the script replaces its body by a raise)."""
 
 
 def registry_keeps(cfg: Any) -> tuple[tuple[str, str, frozenset[str]], ...]:
     """Registry tables the script cuts to the configuration's entries: (module, table, kept keys). `RECIPES` keeps
-    the configured recipe, the `MethodSpec(...)` registrations its methods (a .toml recipe keeps every entry), the
-    container's and compressors' tables the artifact codec (`pgolf.pack.container.codec_tables`), MODES its mode."""
+    the recipe, the `MethodSpec(...)` registrations its methods (a .toml recipe keeps every entry), the codec tables
+    the artifact codec (`pgolf.pack.container.codec_tables`), MODES its eval mode and "standard" (pre-quant)."""
     from pgolf.pack.container import codec_tables
     from pgolf.quant.recipes import PASSTHROUGH, RECIPES, recipe_for
 
-    codecs = codec_tables(cfg.pack.codec) + (  # the eval mode; "standard" scores pre-quant and EMA selection
-        ("pgolf.eval.modes", "MODES", frozenset({cfg.eval.mode, "standard"})),)
+    codecs = codec_tables(cfg.pack.codec) + (("pgolf.eval.modes", "MODES", frozenset({cfg.eval.mode, "standard"})),)
     if cfg.quant.recipe not in RECIPES:
         return codecs
     recipe = recipe_for(cfg.quant)

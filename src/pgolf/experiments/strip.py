@@ -33,8 +33,8 @@ _PURE_CALLS = frozenset({
 
 _PURE_NODES = (ast.Name, ast.Constant, ast.Attribute, ast.Compare, ast.BoolOp, ast.UnaryOp, ast.BinOp,
                ast.Subscript, ast.Slice, ast.Tuple, ast.List, ast.Set, ast.Dict, ast.JoinedStr, ast.FormattedValue,
-               ast.GeneratorExp, ast.ListComp, ast.SetComp, ast.comprehension, ast.IfExp, ast.Starred, ast.keyword,
-               ast.expr_context, ast.boolop, ast.cmpop, ast.unaryop, ast.operator)
+               ast.GeneratorExp, ast.ListComp, ast.SetComp, ast.DictComp, ast.comprehension, ast.IfExp, ast.Starred,
+               ast.keyword, ast.expr_context, ast.boolop, ast.cmpop, ast.unaryop, ast.operator)
 
 
 def _pure(expr: ast.expr, pure: frozenset[str] = frozenset()) -> bool:
