@@ -5,21 +5,23 @@ let its command line change is a constant, so the branches it decides go.
     n = fold_config_fields(trees, cfg, live=LIVE_FIELDS)         # {"pgolf/x.py": ast.Module} → folded in place
 
 The script's override parser (`pgolf.config.baked_config`) refuses a changed value of a field outside `LIVE_FIELDS`
-(NotImplementedError naming the field), so in every run of the script a folded field has its baked value. A read `<config>.<field>` becomes the value where all of these hold:
+(NotImplementedError naming the field), so in every run of the script a folded field has its baked value. A read
+`<config>.<field>` becomes the value where all of these hold:
 
 - `<config>` is a configuration by its spelling: a name `cfg`/`config`/`*_cfg`, an attribute `.cfg`, or a section
   attribute (`cfg.train`, `self.cfg.model`...): the names the library gives its configuration objects;
 - the field name belongs to one section only, and no other class of the script defines it (a dataclass field, a
   method, a class attribute), and nothing in the script assigns an attribute of that name, names it in a
-  `setattr`/`getattr`/`replace` keyword, or is a module-level def of that name;
-- no object of the libraries the script uses has an attribute of that name (`_EXTERNAL`: a tensor, module,
+  `setattr`/`getattr`-family string or as a keyword of `replace(...)` or a section's constructor, or is a
+  module-level def of that name;
+- no object of the libraries the script uses has an attribute of that name (`_external_attributes`: a tensor, module,
   optimizer, path, SentencePiece processor, ...), and the value is a plain literal (bool, int, float, str, None, or
   a tuple of them).
 
 A configuration object other than the baked one (`dataclasses.replace(cfg.eval, mode=...)`) only changes the fields
 its call names, which are therefore never folded. The model configuration an artifact's manifest carries is the
 baked one (the script decodes only the artifact it wrote). Then `if`s and conditional expressions whose test is a
-constant fold (`fold.fold_constant_branches`).
+constant fold (`fold.fold_constant_branches`), and so do locals bound once to a constant (`fold.fold_constant_locals`).
 """
 
 from __future__ import annotations
