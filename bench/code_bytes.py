@@ -6,8 +6,8 @@
 Each row is `pgolf.experiments.bundle.measure_code_bytes(cfg)`: the script `pgolf bundle` / `pgolf submit` write for
 that configuration (entry pgolf.submission; cut points and tree shaking of pgolf.experiments.closure; its
 configuration baked in, its checks stripped, constant parameters folded; flattened into one module namespace
-(pgolf.experiments.flatten); minified with ast and python-minifier, module-level names renamed too; raw LZMA2,
-carried as a latin-1 str literal), with the modules it carries and the minified size before compression. The reference is the records' counted code: 31,999 bytes for R0427 (the SOTA), 15,516–27,610 for the others. Targets: ≤ 31,999 for sota-sp8192 +
+(pgolf.experiments.flatten); minified with ast and python-minifier, module-level names renamed too; the shorter of
+raw LZMA2 and brotli-11, carried as a latin-1 str literal; --breakdown's shares are under raw LZMA2), with the modules it carries and the minified size before compression. The reference is the records' counted code: 31,999 bytes for R0427 (the SOTA), 15,516–27,610 for the others. Targets: ≤ 31,999 for sota-sp8192 +
 sota-lqer + rans-ctx + ttt-phased, ≤ 20,000 for the cpu-demo default. The full package (every module reachable
 from pgolf.cli, the previous rule) is printed for comparison. Deterministic for a given source tree and Python.
 """
