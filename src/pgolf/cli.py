@@ -80,7 +80,8 @@ def _drop_new_empty_run_dirs(out: Path, before: set[Path]) -> None:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from pgolf.log import RunLogger
-    from pgolf.run import load_run_or_checkpoint, quantize_stage, sha256_file, write_json_atomic
+    from pgolf.io import atomic_write_json
+    from pgolf.run import load_run_or_checkpoint, quantize_stage, sha256_file
     from pgolf.data.dataset import resolve_dataset
 
     cfg, weights, run_dir, looping_active = load_run_or_checkpoint(Path(args.source), args.weights)
@@ -115,7 +116,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     report = {"recipe": cfg.quant.recipe, "codec": cfg.pack.codec, "bytes": packed.bytes_report.to_dict(),
               "seconds": packed.quantize_seconds, "calibration": packed.calibration, "fit": packed.fit,
               "tensors": packed.tensor_report}
-    write_json_atomic(report_path, report)
+    atomic_write_json(report_path, report)
     _print_tensor_table(packed.tensor_report)
     if packed.fit:
         f = packed.fit
@@ -138,7 +139,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             report["eval"].append({"data_dir": dcfg.data.data_dir, "mode": res.mode, "val_loss": res.val_loss,
                                    "val_bpb": res.val_bpb, "tokens": res.num_tokens, "bytes": res.num_bytes,
                                    "byte_accounting": acc})
-        write_json_atomic(report_path, report)
+        atomic_write_json(report_path, report)
     elif args.data_dir:
         raise UsageError("--data-dir selects the datasets `quantize --eval` scores; add --eval")
     return 0

@@ -70,8 +70,6 @@ def environment_info() -> dict[str, Any]:
             "git": _git_sha()}
 
 
-write_json_atomic = atomic_write_json  # the one atomic write is pgolf.io's; this name for older callers
-
 
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -25,7 +25,8 @@ def run_configured(cfg, preset: str, *, resume: bool = False, train_only: bool =
     """data → train → quantize → pack → round-trip score into run.out_dir/run.name (train_only: data →
     train)."""
     from pgolf.log import RunLogger
-    from pgolf.run import RUN_RECORD, data_stage, environment_info, run_pipeline, train_stage, write_json_atomic
+    from pgolf.io import atomic_write_json
+    from pgolf.run import RUN_RECORD, data_stage, environment_info, run_pipeline, train_stage
     from pgolf.train.distributed import broadcast_object, init_distributed, shutdown_distributed
 
     dist_info = init_distributed(cfg.train.device)
@@ -44,7 +45,7 @@ def run_configured(cfg, preset: str, *, resume: bool = False, train_only: bool =
             data = data_stage(cfg, dist_info, logger)
             model, result = train_stage(cfg, data, run_dir, dist_info, logger, resume=resume)
             if dist_info.is_main:
-                write_json_atomic(run_dir / RUN_RECORD, {
+                atomic_write_json(run_dir / RUN_RECORD, {
                     "format": "pgolf-run-v1", "preset": preset, "config": cfg.to_dict(),
                     "env": environment_info(), "params": model.parameter_counts(), "train": result.to_dict(),
                 })

@@ -120,7 +120,8 @@ def cmd_seeds(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from pgolf.experiments.report import load_runs, seeds_table
     from pgolf.overrides import resolve_config
     from pgolf.submission import run_configured
-    from pgolf.run import RUN_RECORD, write_json_atomic
+    from pgolf.io import atomic_write_json
+    from pgolf.run import RUN_RECORD
 
     seeds = parse_seeds(args.seeds)
     cfg, _ = resolve_config(args.preset, extra, config_file=args.config, from_env=args.from_env)  # validated up front
@@ -160,6 +161,6 @@ def cmd_seeds(args: argparse.Namespace, extra: Sequence[str]) -> int:
               "config_flags": config_flags(args), "overrides": list(extra),
               "nproc_per_node": nproc, **summarize_runs(runs)}
     path = out_dir / f"{base}{SEEDS_SUFFIX}"
-    write_json_atomic(path, record)
+    atomic_write_json(path, record)
     print(f"seeds.json: {path}  (next: pgolf submit {path} --name NAME)")
     return 0

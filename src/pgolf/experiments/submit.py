@@ -333,7 +333,7 @@ def write_submission(runs: Sequence[dict], out: Path, *, name: str, author: str 
     """Write the records folder; → the submission.json dict."""
     from pgolf.experiments.bundle import bundle_sizes, counted_codec, counted_source, package_files, write_bundle, \
         write_text_atomic
-    from pgolf.run import write_json_atomic
+    from pgolf.io import atomic_write_json
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
@@ -365,7 +365,7 @@ def write_submission(runs: Sequence[dict], out: Path, *, name: str, author: str 
             shutil.copyfile(log, out / f"train_seed{seed}.log")
         shutil.copyfile(r["_path"], out / f"run_seed{seed}.json")
     write_text_atomic(out / "requirements.txt", requirements_text())
-    write_json_atomic(out / "submission.json", sub)
+    atomic_write_json(out / "submission.json", sub)
     write_text_atomic(out / "README.md", readme_text(runs, sub, sizes, commands))
     return sub
 
