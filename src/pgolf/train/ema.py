@@ -44,6 +44,7 @@ class EMA:
             for name, t in model.state_dict().items()
         }
         self._float_names = [n for n, t in self.shadow.items() if t.is_floating_point()]
+        self._other_names = [n for n, t in self.shadow.items() if not t.is_floating_point()]
         self._float_shadow = [self.shadow[n] for n in self._float_names]
 
     def current_decay(self) -> float:
@@ -58,9 +59,8 @@ class EMA:
         src = [state[n].detach().float() for n in self._float_names]  # .float() of an fp32 tensor is itself
         torch._foreach_mul_(self._float_shadow, d)
         torch._foreach_add_(self._float_shadow, src, alpha=1.0 - d)
-        for n, t in self.shadow.items():
-            if not t.is_floating_point():
-                t.copy_(state[n])
+        for n in self._other_names:  # every step: the split is made once, in __init__
+            self.shadow[n].copy_(state[n])
         self.num_updates += 1
 
     def state_dict(self) -> dict[str, Tensor]:
