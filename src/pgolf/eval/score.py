@@ -202,7 +202,7 @@ class Tally:
 
     def __init__(self, target_bytes: Tensor, device: torch.device) -> None:
         self.target_bytes = target_bytes.to(device=device, dtype=torch.int64)
-        self.nll, self.tokens, self.bytes = (torch.zeros((), dtype=torch.float64, device=device) for _ in "ntb")
+        self.nll, self.tokens, self.bytes = (torch.zeros((), dtype=torch.float64, device=device) for _ in range(3))
 
     def add(self, logits: Tensor, y: Tensor, mask: Tensor, pos: Tensor) -> Tensor:
         """Score targets y where mask; logits (B, T, V), y/mask/pos (B, T), pos = target index (y = token pos+1).
@@ -213,7 +213,12 @@ class Tally:
         self.nll += nll.detach().double().sum()  # where, not [mask]: no host sync per batch
         self.tokens += mask.sum()
         self.bytes += torch.where(mask, self.target_bytes[pos + 1], 0).sum()
+        self._scored(pos, mask, logp)
         return nll
+
+    def _scored(self, pos: Tensor, mask: Tensor, logp: Tensor) -> None:
+        """What `add` scored: the (B, T, V) distributions at target indices pos where mask (a plain Tally keeps
+        nothing)."""
 
     def record_update(self, positions: Tensor) -> None:
         """Tell the recorder (`RecordingTally`) that a parameter update reads the tokens of these target positions;
@@ -227,8 +232,9 @@ class Tally:
         seconds = time.perf_counter() - clock.t0
         timing = {"seconds_total": seconds, "tokens_per_s": n_tok / max(seconds, 1e-9)}
         timing.update({f"seconds_{k}": v for k, v in clock.phases.items()})
-        return EvalResult(nll / max(n_tok, 1), nll / (math.log(2.0) * n_bytes) if n_bytes else float("nan"), n_tok,
-                          n_bytes, seconds, mode, timing)  # val_loss, val_bpb, num_tokens, num_bytes, ...
+        return EvalResult(val_loss=nll / max(n_tok, 1),
+                          val_bpb=nll / (math.log(2.0) * n_bytes) if n_bytes else float("nan"),
+                          num_tokens=n_tok, num_bytes=n_bytes, seconds=seconds, mode=mode, timing=timing)
 
 
 class RecordingTally(Tally):
@@ -239,11 +245,8 @@ class RecordingTally(Tally):
         super().__init__(target_bytes, device)
         self.recorder = recorder
 
-    def add(self, logits: Tensor, y: Tensor, mask: Tensor, pos: Tensor) -> Tensor:
-        nll = super().add(logits, y, mask, pos)
-        logp = F.log_softmax(logits.float(), dim=-1)  # the distribution Tally.add scored (same op, same values)
+    def _scored(self, pos: Tensor, mask: Tensor, logp: Tensor) -> None:
         self.recorder.record_scores(pos[mask].detach().cpu(), logp[mask].detach().cpu())
-        return nll
 
     def record_update(self, positions: Tensor) -> None:
         self.recorder.record_update(positions)
