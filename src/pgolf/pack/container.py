@@ -67,7 +67,12 @@ CODEC_IDS: dict[str, int] = {
 """Codec → id (ids 1-4: version-1 artifacts; the others version 2)."""
 ENTROPY_CODECS: dict[str, str] = {"rans": "order0", "rans-ctx": "best"}
 """Codecs that entropy-code each q row alone, and the pgolf.pack.entropy.encode_codes model each uses."""
-CODEC_VERSION = {name: (1 if cid <= 4 else 2) for name, cid in CODEC_IDS.items()}
+def codec_version(cid: int) -> int:
+    """The format version an artifact of codec id `cid` carries: 1 for the plain codecs (ids 1-4), else 2."""
+    return 1 if cid <= 4 else 2
+
+
+CODEC_VERSION = {name: codec_version(cid) for name, cid in CODEC_IDS.items()}
 EXTERNAL_CODECS: dict[str, int] = {"lrzip-groups": 18}
 """Version-2 codecs that need an external binary, kept out of CODEC_IDS (which every test and bench loops over):
 lrzip-groups = R0427's per-group lrzip (pgolf.pack.lrzip_artifact; `lrzip` on PATH)."""
@@ -147,8 +152,7 @@ def _table(qs: QuantizedState, manifest: dict) -> tuple[dict, list[dict], list[b
 
 
 def _prefix(codec: str) -> bytes:
-    cid = CODEC_IDS[codec]
-    return MAGIC + bytes([1 if cid <= 4 else 2, cid])
+    return MAGIC + bytes([codec_version(CODEC_IDS[codec]), CODEC_IDS[codec]])
 
 
 def _encode_plain(qs: QuantizedState, manifest: dict, codec: str, progress: object) -> bytes:
@@ -172,8 +176,8 @@ def _encode_rans(qs: QuantizedState, manifest: dict, codec: str, progress: objec
                for qt in track(list(qs.tensors.values()), f"encode {codec}", enabled=progress, unit="tensor")]
     header["layout"] = codec
     header["code_streams"] = [len(s) for s in streams]
-    rest = _shuffle(b"".join(chunks[nq:]), rows[nq:])  # RANS_INNER is brotli+shuffle
-    inner = compress(pack_body(header, rest), "brotli")
+    rest = _shuffle(b"".join(chunks[nq:]), rows[nq:])  # RANS_INNER is a "+shuffle" codec
+    inner = compress(pack_body(header, rest), RANS_INNER.split("+")[0])
     return _prefix(codec) + bytes([CODEC_IDS[RANS_INNER]]) + struct.pack("<I", len(inner)) + inner + b"".join(streams)
 
 
@@ -208,7 +212,7 @@ def artifact_codec(data: bytes) -> str:
                             f"{', '.join(map(str, READABLE_VERSIONS))} ({FORMAT_ID} headers)")
     for name, cid in [*CODEC_IDS.items(), *EXTERNAL_CODECS.items()]:
         if cid == codec_id:
-            if version != (1 if cid <= 4 else 2):
+            if version != codec_version(cid):
                 raise ArtifactError(f"codec {name} is not valid in a version-{version} artifact")
             return name
     raise ArtifactError(f"unknown codec id {codec_id} in artifact; known: "
