@@ -5,7 +5,7 @@ precision, PR #1962 ablation) chosen from each tensor's Hessian sensitivity (pur
     overrides = cross_tensor_overrides(state_dict, plan, recipe, hessians)  # name → {"clip_sigma": σ, "bits": b}
 
 Only recipes with `adaptive_clip` or `mixed_precision` reach this module (quant/apply.py, quant/qat.py), so the
-single-file script of any other recipe leaves it out (`recipes.modules_not_run`), and with it the allocation of
+single-file script of any other recipe leaves it out (`QuantConfig.modules_not_run`), and with it the allocation of
 quant/allocate.py and the σ search of quant/clip.py. docs/techniques.md#adaptive-sigma and #mixed-precision.
 """
 

@@ -24,8 +24,6 @@ _QUANTILE_MAX_NUMEL = 1 << 24  # torch.quantile refuses larger inputs; rows are 
 _FP16_MIN_SUBNORMAL = 2.0 ** -24  # smallest positive fp16: a scale below it would round to 0
 
 
-
-
 @dataclass(frozen=True, eq=False)
 class QuantizedTensor:
     """Integer codes plus the scale that maps them back to weights: `W ≈ q · scale` (per row or per tensor)."""
