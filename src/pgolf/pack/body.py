@@ -198,8 +198,8 @@ def assemble(header: dict, payload: memoryview) -> QuantizedState:
     # previous, already checked one ends; the checks have no side effects, so the single-file script drops them)
     for k, checked in enumerate(rows):
         check_row(k, checked, rows[k - 1]["offset"] + rows[k - 1]["nbytes"] if k else 0, len(payload))
-    if (rows[-1]["offset"] + rows[-1]["nbytes"] if rows else 0) != len(payload):
-        end = rows[-1]["offset"] + rows[-1]["nbytes"] if rows else 0
+    end = rows[-1]["offset"] + rows[-1]["nbytes"] if rows else 0
+    if end != len(payload):
         raise ArtifactError(f"{len(payload) - end:,} payload bytes are not described by any tensor row")
     codes: dict[str, tuple[dict, Tensor]] = {}
     scales: dict[str, Tensor] = {}
