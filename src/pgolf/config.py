@@ -234,7 +234,7 @@ def baked_config(baked: Mapping[str, Mapping[str, Any]], args: Sequence[str],
         typed = _typed(tp if isinstance(tp, str) else getattr(tp, "__name__", str(tp)), value)
         if live is not None and (section, name) not in live and typed != d[section].get(
                 name, getattr(SECTIONS[section](), name)):
-            raise NotImplementedError(f"--{key} {value}: this script has {section}.{name} baked in (its code is "
-                                      f"folded for that value); rebuild it with `pgolf bundle ... --{key} {value}`")
+            raise NotImplementedError(f"--{key} {value}: this script has {section}.{name} baked in (its code may "
+                                      f"be folded for that value); rebuild it with `pgolf bundle ... --{key} {value}`")
         d[section][name] = typed
     return RunConfig(**{s: SECTIONS[s](**v) for s, v in d.items()})
