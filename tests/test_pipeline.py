@@ -115,3 +115,14 @@ def test_check_legal_verb(smoke_run, capsys):
     assert main(["check-legal", "--artifact", str(smoke_run / "model.pgolf"), "--mode", "ttt-sgd",
                  "--tokens", "192", "--seq-len", "32"]) == 0
     assert "ttt-sgd     PASS" in capsys.readouterr().out
+
+
+def test_run_record_git_info_works_wherever_the_code_sits(monkeypatch, tmp_path):
+    # the single-file script is `pgolf.__file__` itself: at /train_gpt.py or /workspace/train_gpt.py there is no
+    # third parent folder to run git in (that raised IndexError and killed the run before training)
+    import pgolf
+    from pgolf.run import _git_sha
+
+    for where in ("/train_gpt.py", str(tmp_path / "train_gpt.py")):
+        monkeypatch.setattr(pgolf, "__file__", where)
+        assert _git_sha() == {"sha": None, "dirty": None}  # neither is in a git checkout

@@ -50,9 +50,11 @@ RUN_RECORD = "run.json"
 # ------------------------------------------------------------------------------------------------ run record
 
 def _git_sha() -> dict[str, Any]:
-    """{"sha", "dirty"} of the checkout pgolf runs from (None, None outside a git checkout)."""
+    """{"sha", "dirty"} of the checkout pgolf runs from (None, None outside a git checkout). git looks upwards from
+    the package's folder (the single-file script's folder, where `pgolf.__file__` is the script: a fixed number of
+    parents would not exist for a script at /x/train_gpt.py)."""
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(Path(pgolf.__file__).resolve().parents[2]), *args],
+        return subprocess.run(["git", "-C", str(Path(pgolf.__file__).resolve().parent), *args],
                               capture_output=True, text=True, timeout=5).stdout.strip()
 
     try:
