@@ -169,7 +169,7 @@ def test_dead_code_after_stripping_goes_with_the_calls_of_emptied_validators():
 
     files = {
         "pgolf/__init__.py": "",
-        "pgolf/submission.py": "from pgolf.lib import run\n\ndef main():\n    return run(3)\n",
+        "pgolf/submission.py": "from pgolf.lib import run\n\ndef main(argv):\n    return run(len(argv))\n",
         "pgolf/lib.py": "RANGES = {'n': (0, 9)}\n\ndef check(n):\n    lo, hi = RANGES['n']\n    for x in (n,):\n"
                         "        if not lo <= x <= hi:\n            raise ValueError(f'{x} out of range')\n\n"
                         "def run(n):\n    from pgolf.helpers import unused\n    check(n)\n    log = []\n"
@@ -216,6 +216,27 @@ def test_constant_parameters_fold_only_in_a_closed_world():
     exec(compile(out, "<folded>", "exec"), ns)
     assert ns["top"](3) == 12 and ns["ALIAS"](0, True) == 1 and ns["both"]() == 1 and ns["main"](["a"]) == 1
     assert fold_constant_parameters(trees, frozenset({"main"})) == 0 and ast.unparse(trees["m.py"]) == out
+
+
+def test_a_parameter_every_call_passes_the_same_constant_folds_even_without_a_default():
+    from pgolf.experiments.fold import fold_constant_parameters
+
+    src = ("def enc(data, codec, level=3):\n    if codec == 'brotli':\n        return ('b', data, level)\n"
+           "    return ('z', data, level)\n\n"
+           "def a(x):\n    return enc(x, 'brotli') + enc(x, codec='brotli', level=3)\n\n"
+           "def mixed(flag):\n    return 1 if flag else 0\n\n"
+           "def b():\n    return mixed(1) + mixed(True)\n\n"
+           "def var(n):\n    return n + 1\n\n"
+           "def c(k):\n    return var(2) + var(k)\n")
+    trees = {"m.py": ast.parse(src)}
+    # enc's codec ('brotli' at both calls) and level (3 given, 3 by default); mixed gets 1 and True (two types),
+    # var a constant and a name: neither folds
+    assert fold_constant_parameters(trees) == 2
+    out = ast.unparse(trees["m.py"])
+    assert "codec ==" not in out and "('b', data, 3)" in out and "1 if flag" in out and "n + 1" in out
+    ns: dict = {}
+    exec(compile(out, "<folded>", "exec"), ns)
+    assert ns["a"](7) == ("b", 7, 3, "b", 7, 3) and ns["b"]() == 2 and ns["c"](5) == 9
 
 
 def test_a_local_of_the_same_name_does_not_block_folding_but_an_imported_call_counts():

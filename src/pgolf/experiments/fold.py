@@ -1,5 +1,5 @@
-"""Closed-world constant parameters for the single-file script: a parameter every direct call leaves at its
-constant default becomes that constant, and the branches it decides are folded (`fold_constant_parameters`).
+"""Closed-world constant parameters for the single-file script: a parameter every direct call gives the same
+constant (passed or left at its default) becomes that constant, and the branches it decides are folded (`fold_constant_parameters`).
 
     folded = fold_constant_parameters(trees, entries=frozenset({"main"}))
 """
@@ -159,10 +159,10 @@ def _shadowed_names(tree: ast.Module) -> set[int]:
 def fold_constant_parameters(trees: Mapping[str, ast.Module], entries: frozenset[str] = frozenset()) -> int:
     """Closed-world constant propagation of parameters (in place; → the number of parameters folded): a module-level,
     undecorated function whose name is only ever called directly (never an attribute, an alias, a value or a string)
-    and never with *args/**kwargs, and a parameter with a constant default that every call leaves out or passes as
-    that same constant, and the body never rebinds: the parameter's uses become the constant and the `if`s and
+    and never with *args/**kwargs, and a parameter that every call gives the same constant (passed, or left at a
+    constant default), and the body never rebinds: the parameter's uses become the constant and the `if`s and
     conditional expressions they decide are folded (e.g. `resume`, `train_only`: the script's entry never passes
-    them). `entries`: functions called from outside the sources (the script's `main`), never folded. Iterated: a
+    them; a codec name every call passes once the configuration is folded). `entries`: functions called from outside the sources (the script's `main`), never folded. Iterated: a
     folded body may make its own calls' arguments constant."""
     folded = 0
     while True:
@@ -217,29 +217,29 @@ def fold_constant_parameters(trees: Mapping[str, ast.Module], entries: frozenset
                     continue
                 a = fn.args
                 positional = [*a.posonlyargs, *a.args]
-                params = [(p, d, i) for i, (p, d) in enumerate(zip(positional[len(positional) - len(a.defaults):],
-                                                                     a.defaults), len(positional) - len(a.defaults))]
-                params += [(p, d, None) for p, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None]
+                defaults = [None] * (len(positional) - len(a.defaults)) + list(a.defaults)
+                params = [(p, d, i) for i, (p, d) in enumerate(zip(positional, defaults))]
+                params += [(p, d, None) for p, d in zip(a.kwonlyargs, a.kw_defaults)]
                 stored = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
                 stored |= {x for n in ast.walk(fn) if isinstance(n, (ast.Global, ast.Nonlocal)) for x in n.names}
                 own = {id(x) for x in (*positional, *a.kwonlyargs, a.vararg, a.kwarg) if x is not None}
                 stored |= {n.arg for n in ast.walk(fn) if isinstance(n, ast.arg) and id(n) not in own}  # shadowed
                 values: dict[str, object] = {}
                 for p, d, i in params:
-                    if not isinstance(d, ast.Constant) or p.arg in stored:
+                    if p.arg in stored or not sites:
                         continue
-                    ok = True
+                    seen = set()  # (type, value) of what each call gives the parameter
                     for c in sites:
                         given = [k.value for k in c.keywords if k.arg == p.arg]
                         if i is not None and i < len(c.args):
                             given.append(c.args[i])
-                        if any(not (isinstance(g, ast.Constant) and type(g.value) is type(d.value)
-                                    and g.value == d.value) for g in given):
-                            ok = False
-                            break
-                    if ok and any(isinstance(n, ast.Name) and n.id == p.arg and isinstance(n.ctx, ast.Load)
-                                  for n in ast.walk(fn)):
-                        values[p.arg] = d.value
+                        for g in given or ([d] if d is not None else [ast.Name("?", ast.Load())]):
+                            known, v = _const(g)
+                            seen.add((type(v), v) if known and isinstance(v, _FOLDABLE) else None)
+                    if len(seen) == 1 and None not in seen and any(
+                            isinstance(n, ast.Name) and n.id == p.arg and isinstance(n.ctx, ast.Load)
+                            for n in ast.walk(fn)):
+                        values[p.arg] = next(iter(seen))[1]
                 if values:
                     sub = _Substitute(values)
                     fn.body = sub._fold(fn.body) or [ast.Pass()]
@@ -247,6 +247,10 @@ def fold_constant_parameters(trees: Mapping[str, ast.Module], entries: frozenset
                     changed = True
         if not changed:
             return folded
+
+
+_FOLDABLE = (str, int, float, bool, type(None), tuple)
+"""Values a folded parameter may take: immutable constants (a tuple of them from `_const`)."""
 
 
 class _Locals(_Substitute):
