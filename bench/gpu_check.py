@@ -158,7 +158,7 @@ def train_check(preset: str, cfg, device, run_dir: Path, warmup: int) -> tuple[d
     from pgolf.log import RunLogger
     from pgolf.model.gpt import GPT
     from pgolf.train.loop import train
-    from pgolf.train.parallel_muon import use_parallel_muon
+    from pgolf.train.distributed import world
 
     torch.manual_seed(cfg.train.seed)
     model = GPT(cfg.model).to(device)
@@ -177,7 +177,8 @@ def train_check(preset: str, cfg, device, run_dir: Path, warmup: int) -> tuple[d
     row = {"preset": preset, "params": sum(p.numel() for p in model.parameters()),
            "batch_tokens": cfg.train.train_batch_tokens, "seq_len": cfg.train.train_seq_len,
            "rows": cfg.train.train_batch_tokens // cfg.train.train_seq_len, "compiled": cfg.train.compile,
-           "muon": "parallel (banked)" if use_parallel_muon(cfg.train.muon_impl) else "Muon", "steps": result.steps,
+           "muon": "parallel (banked)" if cfg.train.muon_impl == "parallel" or (  # build_optimizers' rule
+               cfg.train.muon_impl == "auto" and world()[1] > 1) else "Muon", "steps": result.steps,
            "timed_steps": len(timed), "ms_per_step": round(1000 * med, 2),
            "ms_per_step_max": round(1000 * max(timed), 2), "tokens_per_s": round(cfg.train.train_batch_tokens / med),
            "first_step_s": round(steps_s[0], 2), "compile_s": round(max(0.0, steps_s[0] - med), 2),

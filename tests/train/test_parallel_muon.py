@@ -17,7 +17,8 @@ import torch.multiprocessing as mp
 from pgolf.train import parallel_muon as pmod
 from pgolf.train.distributed import average_gradients
 from pgolf.train.muon import Muon
-from pgolf.train.parallel_muon import ParallelMuon, clip_gradients, communication_bytes, reduce_gradients
+from pgolf.train.optim import clip_gradients, reduce_gradients
+from pgolf.train.parallel_muon import ParallelMuon, communication_bytes
 
 # same-shape groups of 3, 2, 1, 5 (5 pads to 6 / 8 rows at 2 / 4 ranks) and a 3-D parameter
 SHAPES = [(16, 32)] * 3 + [(48, 16)] * 2 + [(24, 24)] + [(32, 8)] * 5 + [(2, 8, 12)]
@@ -260,4 +261,61 @@ def test_train_config_selects_the_implementation():
              for impl in ("auto", "round_robin", "parallel")}
     assert kinds == {"auto": Muon, "round_robin": Muon, "parallel": ParallelMuon}  # auto: parallel only if world > 1
     with pytest.raises(ValueError, match="train.muon_impl='ddp'"):
-        pmod.use_parallel_muon("ddp")
+        TrainConfig(muon_impl="ddp")
+
+
+# One fresh interpreter per configuration: the module TrainConfig.modules_not_run names is blocked in sys.modules
+# (`import m` raises ImportError), as the single-file script of that configuration leaves it out.
+_BLOCKED_CHILD = r"""
+import json, sys
+impl, blocked = sys.argv[1], json.loads(sys.argv[2])
+sys.modules.update({m: None for m in blocked})
+import torch
+from pgolf.train.config import TrainConfig
+from pgolf.train.optim import build_optimizers, clip_gradients, reduce_gradients, step_order
+
+class Two(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.c = torch.nn.Parameter(torch.randn(8, 4)), torch.nn.Parameter(torch.randn(8, 4))
+        self.b = torch.nn.Parameter(torch.randn(4))
+
+    def optimizer_groups(self):
+        return {"matrix": [self.a, self.c], "embed": [], "head": [], "scalar": [self.b]}
+
+model = Two()
+opts = build_optimizers(model, TrainConfig(muon_impl=impl, muon_ns_dtype="fp32"))
+params = list(model.parameters())
+for step in range(3):
+    loss = ((model.a @ model.b).square().sum() + (model.c @ model.b).sin().sum())
+    loss.backward()
+    reduce_gradients(params, opts)
+    clip_gradients(params, opts, 0.5)
+    for o in step_order(opts):
+        o.step()
+        o.zero_grad(set_to_none=True)
+print(json.dumps([type(opts[0]).__name__, [p.detach().double().sum().item() for p in params]]))
+"""
+
+
+def test_training_runs_with_the_muon_module_it_does_not_run_unimportable():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pgolf.train.config import TrainConfig
+
+    root = Path(__file__).resolve().parents[2]
+    runs = {}
+    for impl in ("auto", "round_robin", "parallel"):
+        blocked = list(TrainConfig(muon_impl=impl).modules_not_run())
+        assert blocked == (["pgolf.train.parallel_muon"] if impl == "round_robin" else ["pgolf.train.round_robin"])
+        p = subprocess.run([sys.executable, "-c", _BLOCKED_CHILD, impl, json.dumps(blocked)], cwd=root,
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        runs[impl] = json.loads(p.stdout.strip().splitlines()[-1])
+    assert [runs[i][0] for i in runs] == ["Muon", "Muon", "ParallelMuon"]  # a world of one: auto is Muon
+    assert runs["auto"][1] == runs["round_robin"][1]  # the same optimizer, bit for bit
+    assert runs["parallel"][1] == pytest.approx(runs["auto"][1], rel=1e-5)  # batched NS: float rounding

@@ -98,10 +98,9 @@ def excluded_modules(cfg: Any) -> tuple[str, ...]:
     if not qat:
         out.append("pgolf.quant.qat")
     out += cfg.quant.modules_not_run(qat)  # the recipe's optional steps it lacks (LQER, cross-tensor σ, amends)
-    if not (recipe.needs_hessians or qat):
-        out += ["pgolf.quant.calibration", "pgolf.quant.hessian"]
-    if not (recipe.needs_hessians or qat):
-        out.append("pgolf.model.generate")  # selfgen calibration (quant/calibration.py imports it)
+    out += cfg.train.modules_not_run()  # the Muon distribution it never builds
+    if not (recipe.needs_hessians or qat):  # and selfgen calibration's pgolf.model.generate
+        out += ["pgolf.quant.calibration", "pgolf.quant.hessian", "pgolf.model.generate"]
     codec = cfg.pack.codec
     if codec not in ("rans", "rans-ctx"):  # the script decodes only the artifact it wrote, in the configured codec
         out += ["pgolf.pack.entropy", "pgolf.pack.entropy_modes", "pgolf.pack.adaptive", "pgolf.pack.rans_core",

@@ -91,6 +91,15 @@ class TrainConfig:
     checkpoint_every: int = 0
     """Steps between atomic checkpoints (0 = only at the end of training)."""
 
+    def modules_not_run(self) -> tuple[str, ...]:
+        """The train/ modules a run of this config never imports, so its single-file script leaves them out
+        (pgolf.experiments.closure): Parallel Muon unless `muon_impl` may choose it, the baseline's round robin
+        unless `muon_impl` is "round_robin" ("auto" is Parallel Muon in a world of more than one).
+        tests/train/test_parallel_muon.py trains with each left out unimportable."""
+        if self.muon_impl == "round_robin":
+            return ("pgolf.train.parallel_muon",)
+        return ("pgolf.train.round_robin",)
+
     def __post_init__(self) -> None:
         from pgolf.train.muon import check_coeff_steps  # lazy: keeps this module torch-free at import
 
@@ -108,6 +117,8 @@ class TrainConfig:
             raise ValueError(f"train.ema_decay={self.ema_decay} must be in [0, 1)")
         if self.autocast not in ("auto", "bf16", "off"):
             raise ValueError(f"train.autocast={self.autocast!r}: expected 'auto', 'bf16' or 'off'")
+        if self.muon_impl not in ("auto", "round_robin", "parallel"):
+            raise ValueError(f"train.muon_impl={self.muon_impl!r}: expected 'auto', 'round_robin' or 'parallel'")
         if self.ema_select not in ("best", "ema"):
             raise ValueError(f"train.ema_select={self.ema_select!r}: expected 'best' or 'ema'")
         if self.calib_reserve_seconds < 0 or (

@@ -27,8 +27,9 @@ from pgolf.train.distributed import world
 from pgolf.train.ema import EMA
 from pgolf.train.malloc import retain_freed_memory
 from pgolf.train.muon import cpu_has_native_bf16
-from pgolf.train.optim import apply_lr_multiplier, build_optimizers, set_muon_momentum
-from pgolf.train.parallel_muon import clip_gradients, reduce_gradients, step_order
+from pgolf.train.optim import (
+    apply_lr_multiplier, build_optimizers, clip_gradients, reduce_gradients, set_muon_momentum, step_order,
+)
 from pgolf.train.schedule import lr_multiplier, muon_momentum_at, training_progress
 
 

@@ -8,9 +8,9 @@ Per parameter and step (BASE `Muon.step`, R0405+ additions marked):
     p  *= 1 − lr·wd                           decoupled weight decay (R0322+)
     p  -= lr · max(1, rows/cols)^½ · u
 
-Under torch.distributed (world > 1) the Newton–Schulz work is shared as in the baseline: rank r orthogonalises the
-parameters with index i % world == r, writes them into one flat buffer and a single all_reduce(SUM) hands every rank
-every update. Gradients must already be averaged across ranks (train/distributed.py does it), so momentum buffers are
+Under torch.distributed (world > 1) the Newton–Schulz work is shared as in the baseline (train/round_robin.py): rank
+r orthogonalises the parameters with index i % world == r, writes them into one flat buffer and a single
+all_reduce(SUM) hands every rank every update. Gradients must already be averaged across ranks (train/distributed.py does it), so momentum buffers are
 identical everywhere; every rank keeps all of them, which makes rank 0's state_dict a complete checkpoint.
 
 Run the tests: `pytest tests/train/test_muon.py -q`.
@@ -163,12 +163,14 @@ class Muon(torch.optim.Optimizer):
             if not params:
                 continue
             directions = {i: self._direction(p, group) for i, p in enumerate(params) if p.grad is not None}
-            if distributed:
-                updates = self._shared_updates(params, directions, group, rank, world)
+            orthogonalise = lambda u: zeropower_via_newtonschulz(  # noqa: E731
+                u, group["backend_steps"], group["coeffs"], newton_schulz_dtype(group.get("ns_dtype"), u.device))
+            if distributed:  # the baseline's round robin (train.muon_impl="round_robin"; "auto" there is Parallel Muon)
+                from pgolf.train.round_robin import shared_updates
+
+                updates = shared_updates(params, directions, orthogonalise, rank, world)
             else:
-                updates = {i: zeropower_via_newtonschulz(u, group["backend_steps"], group["coeffs"],
-                                                         newton_schulz_dtype(group.get("ns_dtype"), u.device))
-                           for i, u in directions.items()}
+                updates = {i: orthogonalise(u) for i, u in directions.items()}
             lr, wd = group["lr"], group["weight_decay"]
             for i, u in updates.items():
                 p = params[i]
@@ -177,26 +179,3 @@ class Muon(torch.optim.Optimizer):
                     p.mul_(1.0 - lr * wd)
                 p.add_(u.to(p.dtype), alpha=-lr * scale)
         return loss
-
-    @staticmethod
-    def _shared_updates(params: list[Tensor], directions: dict[int, Tensor], group: dict,
-                        rank: int, world: int) -> dict[int, Tensor]:
-        """Round-robin NS: rank r orthogonalises params i % world == r; one all_reduce(SUM) shares the results.
-
-        The flat buffer is bf16 on CUDA (what NS produces there; halves the traffic, as the baseline) and fp32 on CPU
-        (gloo), so the shared updates are bit-identical to the ones a single process computes.
-        """
-        device = params[0].device
-        flat = torch.zeros(sum(p.numel() for p in params), device=device,
-                           dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
-        offsets, off = [], 0
-        for p in params:
-            offsets.append(off)
-            off += p.numel()
-        for i, u in directions.items():
-            if i % world == rank:
-                x = zeropower_via_newtonschulz(u, group["backend_steps"], group["coeffs"],
-                                               newton_schulz_dtype(group.get("ns_dtype"), u.device))
-                flat[offsets[i]:offsets[i] + x.numel()] = x.reshape(-1)
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        return {i: flat[offsets[i]:offsets[i] + params[i].numel()].view_as(params[i]) for i in directions}

@@ -15,12 +15,14 @@ Run the tests: `pytest tests/train/test_optim.py -q`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from pgolf.train.config import TrainConfig
+from pgolf.train.distributed import average_gradients, world
 from pgolf.train.muon import Muon
-from pgolf.train.parallel_muon import ParallelMuon, use_parallel_muon
 
 GROUP_KEYS = ("matrix", "embed", "head", "scalar")
 
@@ -49,7 +51,11 @@ def build_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Opt
 
     optimizers: list[torch.optim.Optimizer] = []
     if groups.get("matrix"):
-        muon_cls = ParallelMuon if use_parallel_muon(cfg.muon_impl) else Muon
+        muon_cls = Muon  # a world of one, or train.muon_impl="round_robin" (train/round_robin.py)
+        if cfg.muon_impl == "parallel" or (cfg.muon_impl == "auto" and world()[1] > 1):  # PR #399, R0323+
+            from pgolf.train.parallel_muon import ParallelMuon
+
+            muon_cls = ParallelMuon
         optimizers.append(muon_cls(groups["matrix"], lr=cfg.matrix_lr, momentum=cfg.muon_momentum,
                                    nesterov=cfg.muon_nesterov, backend_steps=cfg.muon_backend_steps,
                                    coeffs=cfg.muon_coeffs, row_normalize=cfg.muon_row_normalize,
@@ -84,3 +90,38 @@ def set_muon_momentum(optimizers: list[torch.optim.Optimizer], momentum: float) 
         if isinstance(opt, Muon):
             for group in opt.param_groups:
                 group["momentum"] = momentum
+
+
+# ---- the training loop's gradient phase ------------------------------------------------------------------------------
+
+
+def _sharded(optimizers: Sequence[torch.optim.Optimizer]) -> list[torch.optim.Optimizer]:
+    """The optimizers that hold their parameters' gradients as per-rank shards (Parallel Muon's marker)."""
+    return [opt for opt in optimizers if getattr(opt, "shards_gradients", False)]
+
+
+def reduce_gradients(params: Sequence[nn.Parameter], optimizers: Sequence[torch.optim.Optimizer]) -> None:
+    """Start the Parallel Muon reduce-scatters and average every other gradient (one flat all-reduce)."""
+    banked: set[int] = set()
+    for opt in _sharded(optimizers):
+        opt.launch_reduce_scatters()
+        banked |= opt.param_ids()
+    average_gradients([p for p in params if id(p) not in banked])
+
+
+@torch.no_grad()
+def clip_gradients(params: Sequence[nn.Parameter], optimizers: Sequence[torch.optim.Optimizer],
+                   max_norm: float) -> torch.Tensor:
+    """Global-norm clip of the averaged gradients, as `torch.nn.utils.clip_grad_norm_` in one process (Parallel
+    Muon's shards: `parallel_muon.clip_sharded`). Returns the total norm (before clipping)."""
+    sharded = _sharded(optimizers)
+    if not sharded:
+        return torch.nn.utils.clip_grad_norm_(list(params), max_norm)
+    from pgolf.train.parallel_muon import clip_sharded
+
+    return clip_sharded(params, sharded, max_norm)
+
+
+def step_order(optimizers: Sequence[torch.optim.Optimizer]) -> list[torch.optim.Optimizer]:
+    """Optimizers in stepping order: Parallel Muon last, so its reduce-scatters overlap the other steps (R0323)."""
+    return sorted(optimizers, key=lambda o: getattr(o, "shards_gradients", False))

@@ -52,7 +52,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from pgolf.train.distributed import average_gradients, world
+from pgolf.train.distributed import world
 from pgolf.train.muon import Muon, newton_schulz_dtype, zeropower_via_newtonschulz
 
 
@@ -111,7 +111,12 @@ class ParallelMuon(Muon):
 
     Call order per step: backward → `launch_reduce_scatters()` (optional; `step` launches them if not) →
     [`grad_sq_norm` / `scale_grads` for clipping] → `step()`. Matrix gradients must NOT be all-reduced beforehand
-    (it would be correct, only wasted traffic): `reduce_gradients` below averages everything else."""
+    (it would be correct, only wasted traffic): `pgolf.train.optim.reduce_gradients` averages everything else."""
+
+    shards_gradients = True
+    """The training loop's gradient phase (pgolf.train.optim) asks for this marker, not for the class: a
+    configuration that never builds a ParallelMuon (train.muon_impl="round_robin") leaves this module out of its
+    single-file script."""
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict], lr: float, momentum: float = 0.95,
                  nesterov: bool = True, backend_steps: int = 5, coeffs: str = "classic",
@@ -312,53 +317,26 @@ class ParallelMuon(Muon):
         self.state.clear()
 
 
-def use_parallel_muon(impl: str) -> bool:
-    """train.muon_impl → whether build_optimizers makes a ParallelMuon ('auto': only when world size > 1)."""
-    if impl not in ("auto", "round_robin", "parallel"):
-        raise ValueError(f"train.muon_impl={impl!r}; expected 'auto', 'round_robin' or 'parallel'")
-    return impl == "parallel" or (impl == "auto" and world()[1] > 1)
-
-
-# ---- the training loop's gradient phase ------------------------------------------------------------------------------
-
-
-def reduce_gradients(params: Sequence[Tensor], optimizers: Sequence[torch.optim.Optimizer]) -> None:
-    """Start the Parallel Muon reduce-scatters and average every other gradient (one flat all-reduce)."""
-    banked: set[int] = set()
-    for opt in optimizers:
-        if isinstance(opt, ParallelMuon):
-            opt.launch_reduce_scatters()
-            banked |= opt.param_ids()
-    average_gradients([p for p in params if id(p) not in banked])
-
-
 @torch.no_grad()
-def clip_gradients(params: Sequence[Tensor], optimizers: Sequence[torch.optim.Optimizer], max_norm: float) -> Tensor:
-    """Global-norm clip of the averaged gradients, as `torch.nn.utils.clip_grad_norm_` in one process: Parallel
-    Muon's shards contribute Σ‖g‖² summed over ranks. Returns the total norm (before clipping)."""
-    pms = [opt for opt in optimizers if isinstance(opt, ParallelMuon)]
-    if not pms:
-        return torch.nn.utils.clip_grad_norm_(list(params), max_norm)
-    banked = set().union(*(opt.param_ids() for opt in pms))
+def clip_sharded(params: Sequence[Tensor], sharded: Sequence[ParallelMuon], max_norm: float) -> Tensor:
+    """Global-norm clip of the averaged gradients when Parallel Muon holds its matrices' gradients as shards
+    (`pgolf.train.optim.clip_gradients`): the shards contribute Σ‖g‖² summed over ranks, as
+    `torch.nn.utils.clip_grad_norm_` in one process would see. Returns the total norm (before clipping)."""
+    banked = set().union(*(opt.param_ids() for opt in sharded))
     others = [p.grad for p in params if id(p) not in banked and p.grad is not None]
-    sharded = sum((opt.grad_sq_norm() for opt in pms), torch.zeros(()))
-    device = others[0].device if others else pms[0].banks()[0].grads.device
-    sharded = sharded.to(device)
+    sq = sum((opt.grad_sq_norm() for opt in sharded), torch.zeros(()))
+    device = others[0].device if others else sharded[0].banks()[0].grads.device
+    sq = sq.to(device)
     if world()[1] > 1:
-        dist.all_reduce(sharded, op=dist.ReduceOp.SUM)
+        dist.all_reduce(sq, op=dist.ReduceOp.SUM)
     replicated = sum((g.float().square().sum() for g in others), torch.zeros((), device=device))
-    total = (replicated + sharded).sqrt()
+    total = (replicated + sq).sqrt()
     coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
     if others:
         torch._foreach_mul_(others, coef)
-    for opt in pms:
+    for opt in sharded:
         opt.scale_grads(coef)
     return total
-
-
-def step_order(optimizers: Sequence[torch.optim.Optimizer]) -> list[torch.optim.Optimizer]:
-    """Optimizers in stepping order: Parallel Muon last, so its reduce-scatters overlap the other steps (R0323)."""
-    return sorted(optimizers, key=lambda o: isinstance(o, ParallelMuon))
 
 
 # ---- communication volume --------------------------------------------------------------------------------------------
