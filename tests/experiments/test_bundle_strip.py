@@ -283,3 +283,25 @@ def test_a_call_through_another_package_protects_no_pgolf_function_of_that_name(
     assert not {"load", "norm"} & protected_functions({"m.py": tree})
     via_object = ast.parse(src.replace("torch.load(p)", "obj.load(p)"))
     assert "load" in protected_functions({"m.py": via_object})  # obj may be a pgolf object: protected
+
+
+def test_a_list_only_collected_for_a_stripped_message_goes_and_one_that_is_read_stays():
+    from pgolf.experiments.strip import strip_checks, strip_messages
+
+    src = ("def find(paths):\n    looked = []\n    for p in paths:\n        if p.endswith('.model'):\n"
+           "            return p\n        looked.append(f'{p}: not a model')\n"
+           "    raise FileNotFoundError(f'none of {looked}')\n\n"
+           "def kept(paths, out):\n    seen = []\n    alias = out\n    for p in paths:\n        seen.append(p)\n"
+           "        alias.append(p)\n    return len(seen)\n")
+    tree = ast.parse(src)
+    strip_messages(tree)
+    out = ast.unparse(strip_checks(tree))
+    assert "looked" not in out  # bound to a fresh list, only appended to once the message is gone
+    assert "seen.append(p)" in out and "alias.append(p)" in out  # read by the return / another object's list
+    ns: dict = {}
+    exec(compile(out, "<stripped>", "exec"), ns)
+    assert ns["find"](["a", "b.model"]) == "b.model"
+    with pytest.raises(FileNotFoundError):
+        ns["find"](["a"])
+    target: list = []
+    assert ns["kept"](["x", "y"], target) == 2 and target == ["x", "y"]

@@ -136,6 +136,38 @@ _PLAIN_DUNDERS = frozenset({"__init__", "__post_init__", "__call__"})
 protocol and keep their raises."""
 
 
+_ADDERS = frozenset({"append", "extend", "add", "update"})
+_FRESH = (ast.List, ast.Set, ast.Dict, ast.ListComp, ast.SetComp, ast.DictComp)
+
+
+def _adds_to(s: ast.stmt, names: set[str], pure: frozenset[str]) -> bool:
+    """`s` is `name.append(<pure>)` (or extend/add/update) for one of `names`."""
+    c = s.value if isinstance(s, ast.Expr) else None
+    return (isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and isinstance(c.func.value, ast.Name)
+            and c.func.value.id in names and c.func.attr in _ADDERS and not c.keywords
+            and all(_pure(a, pure) for a in c.args))
+
+
+def _collected_only(fn: ast.AST, pure: frozenset[str]) -> set[str]:
+    """Locals of `fn` that are only bound to a fresh container (`x = []`, pure contents) and only added to
+    (`x.append(<pure>)` statements), nowhere else read, deleted or declared (any nested scope included): what is
+    collected for an error message the stripping removed (`looked.append(f"...")`). Nothing observes them."""
+    adds = {id(s.value.func.value) for s in ast.walk(fn) if isinstance(s, ast.Expr)
+            and _adds_to(s, {getattr(getattr(getattr(s.value, "func", None), "value", None), "id", "")}, pure)}
+    fresh = {id(t) for s in ast.walk(fn) if isinstance(s, ast.Assign) and len(s.targets) == 1
+             and isinstance(s.value, _FRESH) and _pure(s.value, pure) for t in s.targets if isinstance(t, ast.Name)}
+    ok: dict[str, bool] = {}
+    for n in ast.walk(fn):
+        if isinstance(n, ast.Name):
+            ok[n.id] = ok.get(n.id, True) and (id(n) in fresh or id(n) in adds)
+        elif isinstance(n, (ast.Global, ast.Nonlocal)):
+            ok.update(dict.fromkeys(n.names, False))
+        elif isinstance(n, ast.arg):
+            ok[n.arg] = False
+    added = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and id(n) in adds}
+    return {x for x, good in ok.items() if good and x in added}
+
+
 class _StripChecks(ast.NodeTransformer):
     """See `strip_checks`."""
 
@@ -152,7 +184,8 @@ class _StripChecks(ast.NodeTransformer):
     def _dce(self, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         """Dead code the stripping leaves, to a fixpoint: an assignment of a pure value to local names nothing
         reads, a `for` over a pure iterable with an empty body, an `if` with a pure test and empty branches, a
-        statement that calls an `empty` function with pure arguments."""
+        statement that calls an `empty` function with pure arguments, a local container only ever added to
+        (`_collected_only`: the lines of a stripped message)."""
         if any(isinstance(n, ast.Call) and getattr(n.func, "id", None) in ("locals", "vars", "exec", "eval")
                for n in ast.walk(fn)):
             return
@@ -162,6 +195,8 @@ class _StripChecks(ast.NodeTransformer):
             local = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
             local |= {a.arg for n in ast.walk(fn) if isinstance(n, ast.arguments)
                       for a in (*n.posonlyargs, *n.args, *n.kwonlyargs, n.vararg, n.kwarg) if a is not None}
+            self.collected = _collected_only(fn, self.pure)
+            loaded -= self.collected
             changed: list[bool] = []
             fn.body = self._dead(fn.body, loaded, local, changed) or [ast.Pass()]
             if not changed:
@@ -194,7 +229,7 @@ class _StripChecks(ast.NodeTransformer):
                     s.names = kept
             if isinstance(s, ast.Expr):
                 v = s.value
-                if isinstance(v, ast.Constant) or (
+                if _adds_to(s, self.collected, self.pure) or isinstance(v, ast.Constant) or (
                         isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id in self.empty
                         and v.func.id not in local and all(_pure(a, self.pure) for a in v.args)
                         and all(_pure(k.value, self.pure) for k in v.keywords)):
