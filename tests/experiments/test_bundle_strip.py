@@ -305,3 +305,18 @@ def test_a_list_only_collected_for_a_stripped_message_goes_and_one_that_is_read_
         ns["find"](["a"])
     target: list = []
     assert ns["kept"](["x", "y"], target) == 2 and target == ["x", "y"]
+
+
+def test_an_emptied_post_init_goes_only_from_a_class_without_bases():
+    from pgolf.experiments.strip import drop_empty_hooks
+
+    src = ("from dataclasses import dataclass\n\n@dataclass\nclass A:\n    x: int = 1\n\n    def __post_init__(self):\n"
+           "        pass\n\n@dataclass\nclass B(A):\n    def __post_init__(self):\n        pass\n\n"
+           "@dataclass\nclass C:\n    y: int = 2\n\n    def __post_init__(self):\n        self.y += 1\n")
+    tree = ast.parse(src)
+    assert drop_empty_hooks(tree.body) == 1
+    out = ast.unparse(tree)
+    assert out.count("__post_init__") == 2  # B's empty override (it hides A's) and C's real one stay
+    ns: dict = {}
+    exec(compile(out, "<hooks>", "exec"), ns)
+    assert ns["A"]().x == 1 and ns["C"]().y == 3

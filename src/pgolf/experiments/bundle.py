@@ -184,7 +184,7 @@ script's import hook for the size; the flat script is `__file__` itself."""
 def flat_tree(files: Mapping[str, str], cfg: Any = None) -> Any:
     """The counted script of `cfg` as one module (`pgolf.experiments.flatten.Flat`), before python-minifier."""
     from pgolf.experiments.flatten import flatten, shake_flat
-    from pgolf.experiments.strip import drop_unreachable
+    from pgolf.experiments.strip import drop_empty_hooks, drop_unreachable
 
     shaken = shaken_files(files, cfg, minify=True)
     for (rel, name), src in FLAT_REPLACEMENTS.items():
@@ -196,6 +196,7 @@ def flat_tree(files: Mapping[str, str], cfg: Any = None) -> Any:
     flat = flatten(shaken)
     for stmts in flat.parts.values():  # an import of a module left out became `raise ImportError`: what follows goes
         drop_unreachable(ast.Module(body=stmts, type_ignores=[]))
+        drop_empty_hooks(stmts)
         _literal_fields_as_str(stmts)
     return shake_flat(flat)
 

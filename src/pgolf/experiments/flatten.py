@@ -59,7 +59,7 @@ class Flat:
     names: dict[tuple, str]  # identity → its name in the one namespace
 
     def module(self) -> ast.Module:
-        body = self.head + [s for r in self.order for s in self.parts[r]] + self.tail
+        body = self.head + [s for r in self.order for s in self.parts[r] if not isinstance(s, ast.Pass)] + self.tail
         return ast.fix_missing_locations(ast.Module(body=body, type_ignores=[]))
 
 

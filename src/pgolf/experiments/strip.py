@@ -326,6 +326,18 @@ def drop_unreachable(tree: ast.AST) -> int:
     return dropped
 
 
+def drop_empty_hooks(stmts: list[ast.stmt]) -> int:
+    """In one module's statements (in place): `def __post_init__(self): pass` of a class without bases goes (the
+    dataclass then calls nothing, as before: the stripped validator did nothing). Returns how many went."""
+    n = 0
+    for c in (x for s in stmts for x in ast.walk(s) if isinstance(x, ast.ClassDef) and not x.bases):
+        keep = [b for b in c.body if not (isinstance(b, ast.FunctionDef) and b.name == "__post_init__"
+                                          and not b.decorator_list and all(isinstance(x, ast.Pass) for x in b.body))]
+        n += len(c.body) - len(keep)
+        c.body = keep or [ast.Pass()]
+    return n
+
+
 def empty_functions(trees: Mapping[str, ast.Module]) -> frozenset[str]:
     """Names of the module-level functions whose body is `pass` (every definition of the name, undecorated): a
     statement calling one with pure arguments does nothing."""
