@@ -34,19 +34,25 @@ def ensure_default_dataset(cache_dir: str | os.PathLike | None = None, vocab_siz
     name = f"bbc-news-sp{vocab_size}" + ("" if val_fraction == DEFAULT_VAL_FRACTION else f"-val{val_fraction:g}")
     out_dir = cache_dir / name
     if not (out_dir / "manifest.json").is_file():  # the manifest exists only in a finished (renamed) dataset
-        try:
-            from pgolf.progress import task
-
-            with task(f"dataset: preparing {name} in {out_dir} (once: tokenizer training + encoding)",
-                      enabled=progress):
-                prepare_corpus(bbc_documents(), out_dir, vocab_size=vocab_size, val_fraction=val_fraction, name=name)
-        except OSError:  # incl. FileExistsError
-            if not (out_dir / "manifest.json").is_file():  # else: another process finished it first
-                raise
+        prepare_default_dataset(out_dir, name, vocab_size, val_fraction, progress)
     info = DatasetInfo.load(out_dir)
     if info.vocab_size != vocab_size:
         raise ValueError(f"{out_dir}: cached dataset has vocab {info.vocab_size}, expected {vocab_size}; delete it")
     return info
+
+
+def prepare_default_dataset(out_dir: Path, name: str, vocab_size: int, val_fraction: float,
+                            progress: object = False) -> None:
+    """Tokenizer training and encoding of the embedded corpus into out_dir (`ensure_default_dataset`'s first call).
+    The single-file script reads prepared data only: there this says how to prepare it."""
+    try:
+        from pgolf.progress import task
+
+        with task(f"dataset: preparing {name} in {out_dir} (once: tokenizer training + encoding)", enabled=progress):
+            prepare_corpus(bbc_documents(), out_dir, vocab_size=vocab_size, val_fraction=val_fraction, name=name)
+    except OSError:  # incl. FileExistsError
+        if not (out_dir / "manifest.json").is_file():  # else: another process finished it first
+            raise
 
 
 # ------------------------------------------------------------------------------------------------ resolve

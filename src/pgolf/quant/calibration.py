@@ -24,7 +24,6 @@ import torch
 from torch import Tensor, nn
 
 from pgolf.data.loader import DistributedTokenLoader
-from pgolf.model.generate import generate
 
 SOURCES = ("train", "val", "selfgen", "random")
 
@@ -85,6 +84,8 @@ def calibration_batches(
         cfg_vocab = model.cfg.vocab_size
         if cfg_vocab != vocab_size:
             raise ValueError(f"vocab_size={vocab_size} but the model's vocab_size is {cfg_vocab}")
+        from pgolf.model.generate import generate  # here: a script without selfgen calibration leaves it out
+
         device = next(model.parameters()).device
         tokens = generate(model, num_seqs, seq_len, temperature=temperature, batch_size=batch_size, seed=seed,
                           device=device)
