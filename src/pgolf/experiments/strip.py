@@ -28,6 +28,7 @@ _PURE_CALLS = frozenset({
     "is_contiguous", "element_size", "nelement", "stride", "fields", "is_available", "is_initialized",
     "get_world_size", "get_rank", "log2", "prod", "ceil", "floor", "sqrt", "format", "join", "index",
     "asdict", "get_args", "get_origin",
+    "expected_tensors",  # pgolf.pack.validate: a meta-device GPT build (no memory, no RNG draw) for the checks
 })
 """Callee names (functions or methods) whose calls in a check's condition have no side effect."""
 
