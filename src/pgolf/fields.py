@@ -36,7 +36,7 @@ def parse_value(tp: Any, raw: Any, key: str) -> Any:
     """Convert `raw` to type `tp`: a `Text` is parsed; anything else must already have the type (strict, so a TOML
     `true` is not 1.0 and `5` is not "5"). Errors name the key, the value and the expected type."""
     if not isinstance(raw, Text):
-        return _typed_value(tp, raw, key)
+        return json_value(tp, raw, key)
     origin = typing.get_origin(tp)
     if origin is Literal:
         choices = typing.get_args(tp)
@@ -88,7 +88,9 @@ def parse_value(tp: Any, raw: Any, key: str) -> Any:
     raise TypeError(f"{key}: unsupported field type {tp!r}")
 
 
-def _typed_value(tp: Any, raw: Any, key: str) -> Any:
+def json_value(tp: Any, raw: Any, key: str) -> Any:
+    """A value read from JSON or TOML (never `Text`) checked strictly against `tp`: a list for a tuple, an int is a
+    float, nothing else converts (the artifact validator reads a manifest's model config with it)."""
     origin = typing.get_origin(tp)
     if origin is Literal:
         choices = typing.get_args(tp)
@@ -98,10 +100,10 @@ def _typed_value(tp: Any, raw: Any, key: str) -> Any:
     if origin is tuple:
         if not isinstance(raw, (list, tuple)):
             raise ValueError(f"{key}={raw!r} is {json_kind(raw)}, expected a list")
-        return tuple(_typed_value(typing.get_args(tp)[0], item, key) for item in raw)
+        return tuple(json_value(typing.get_args(tp)[0], item, key) for item in raw)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return None if raw is None and len(args) < len(typing.get_args(tp)) else _typed_value(args[0], raw, key)
+        return None if raw is None and len(args) < len(typing.get_args(tp)) else json_value(args[0], raw, key)
     ok = {bool: isinstance(raw, bool), str: isinstance(raw, str),
           int: isinstance(raw, int) and not isinstance(raw, bool),
           float: isinstance(raw, (int, float)) and not isinstance(raw, bool)}.get(tp)

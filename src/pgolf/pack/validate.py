@@ -72,7 +72,7 @@ def check_state(qs: QuantizedState) -> None:
 
 def model_config(manifest: dict[str, Any]):
     """manifest["model"] → GPTConfig: strictly typed fields, the config's ranges, MODEL_CAPS, divisibility."""
-    from pgolf.fields import check_ranges, parse_value
+    from pgolf.fields import check_ranges, json_value
     from pgolf.model.config import GPTConfig
 
     raw = manifest.get("model")
@@ -85,7 +85,7 @@ def model_config(manifest: dict[str, Any]):
     kwargs: dict[str, Any] = {}
     try:
         for key, value in raw.items():
-            kwargs[key] = parse_value(hints[key], value, f"manifest model.{key}")
+            kwargs[key] = json_value(hints[key], value, f"manifest model.{key}")
         check_ranges("model", kwargs)
     except ValueError as e:
         raise ArtifactError(str(e)) from None
