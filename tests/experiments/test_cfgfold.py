@@ -116,12 +116,31 @@ def test_a_local_bound_once_to_a_constant_folds_where_it_is_read():
            "        if parallel and lanes is None:\n            lanes = v\n    k = 3\n    k += 1\n"
            "    def g():\n        return parallel\n    return lanes, k, g()\n")
     tree = ast.parse(src)
-    assert fold_constant_locals(tree) == 1  # parallel; lanes and k are bound twice
+    # parallel's load in the `if`; then lanes (its other binding went with that branch) in the return; k is bound
+    # twice, unguarded; g's `parallel` is another scope's
+    assert fold_constant_locals(tree) == 2
     out = ast.unparse(tree)
-    assert "if parallel" not in out and "k += 1" in out and "lanes = None" in out
+    assert "if parallel" not in out and "k += 1" in out and "return (None, k, g())" in out
     ns: dict = {}
     exec(compile(out, "<folded>", "exec"), ns)
     assert ns["f"](5) == (None, 4, False)
+
+
+def test_a_local_whose_other_bindings_its_constant_never_reaches_folds():
+    from pgolf.experiments.fold import fold_constant_locals
+
+    src = ("def h(xs):\n    lanes = None\n    for x in xs:\n        if lanes is not None:\n"
+           "            lanes = lanes + x\n        elif x < 0:\n            pass\n    return lanes\n\n"
+           "def open_(xs):\n    last = None\n    for x in xs:\n        if x:\n            last = x\n    return last\n\n"
+           "def other(xs):\n    n = 0\n    for x in xs:\n        if n is None:\n            n = 1\n        else:\n"
+           "            n = n + x\n    return n\n")
+    tree = ast.parse(src)
+    assert fold_constant_locals(tree) == 3  # h: the test, the sum, the return; `last` and `n`: a binding it reaches
+    out = ast.unparse(tree)
+    assert "lanes + x" not in out and "return None" in out and "last = x" in out and "n = n + x" in out
+    ns: dict = {}
+    exec(compile(out, "<folded>", "exec"), ns)
+    assert ns["h"]([1, -2]) is None and ns["open_"]([0, 3, 0]) == 3 and ns["other"]([1, 2]) == 3
 
 
 def test_string_literal_field_annotations_become_str_in_the_script():

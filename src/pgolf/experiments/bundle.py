@@ -256,7 +256,7 @@ def strip_script_checks(shaken: Mapping[str, str], plan: Any, cfg: Any = None) -
     """`strip_checks` on every shaken module (the protected functions computed over all of them), then shaken again:
     what only a check used (a message helper, a validator's imports) leaves the script."""
     from pgolf.experiments.closure import shake
-    from pgolf.experiments.fold import fold_constant_parameters
+    from pgolf.experiments.fold import fold_constant_locals, fold_constant_parameters
     from pgolf.experiments.strip import (
         drop_unreachable, empty_functions, protected_functions, pure_functions, strip_checks, strip_messages,
     )
@@ -268,6 +268,7 @@ def strip_script_checks(shaken: Mapping[str, str], plan: Any, cfg: Any = None) -
         fold_config_fields(trees, cfg, LIVE_FIELDS)
     fold_constant_parameters(trees, ENTRY_FUNCTIONS)
     for t in trees.values():
+        fold_constant_locals(t)  # what the folded parameters made constant
         drop_unreachable(t)
     protected, empty = protected_functions(trees, ERROR_REPORTERS), frozenset()
     for _ in range(4):  # until no function becomes empty (a validator's callers may empty in turn)

@@ -7,6 +7,7 @@ constant (passed or left at its default) becomes that constant, and the branches
 from __future__ import annotations
 
 import ast
+import copy
 import re
 from typing import Mapping
 
@@ -81,10 +82,11 @@ def _test(expr: ast.expr) -> ast.expr:
 
 class _Substitute(ast.NodeTransformer):
     def __init__(self, values: dict[str, object]):
-        self.values = values
+        self.values, self.count = values, 0
 
     def visit_Name(self, node):  # noqa: N802
         if isinstance(node.ctx, ast.Load) and node.id in self.values:
+            self.count += 1
             return ast.copy_location(ast.Constant(self.values[node.id]), node)
         return node
 
@@ -262,12 +264,52 @@ class _Locals(_Substitute):
         return super().generic_visit(node)
 
 
+def _guarded_constants(fn: ast.FunctionDef | ast.AsyncFunctionDef, nodes: list[ast.AST],
+                       blocked: set[str]) -> dict[str, object]:
+    """Locals bound to a constant by a statement of the function's own body (not in a branch or loop) whose every
+    other binding sits in a branch that their constant closes (`lanes = None` … `if lanes is not None: lanes = …`):
+    by induction the name never changes, so it is that constant."""
+    parent = {id(c): n for n in nodes for c in ast.iter_child_nodes(n)}
+    parent.update({id(s): fn for s in fn.body})
+    out: dict[str, object] = {}
+    for st in fn.body:
+        if not (isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)):
+            continue
+        name = st.targets[0].id
+        known, v = _const(st.value)
+        if not known or name in blocked or name in out:
+            continue
+        others = [x for x in nodes if isinstance(x, ast.Name) and x.id == name and not isinstance(x.ctx, ast.Load)
+                  and x is not st.targets[0]]
+        if others and all(_closed(x, fn, parent, name, v) for x in others):
+            out[name] = v
+    return out
+
+
+def _closed(node: ast.AST, fn: ast.AST, parent: dict[int, ast.AST], name: str, value: object) -> bool:
+    """`node` sits in an `if` branch that `name == value` never takes."""
+    child = node
+    while child is not fn:
+        up = parent.get(id(child))
+        if up is None:
+            return False
+        if isinstance(up, ast.If) and child is not up.test:
+            test = _Substitute({name: value}).visit(copy.deepcopy(up.test))
+            known, v = _const(_test(test))
+            if known and bool(v) == (child in up.orelse):  # body under a false test, orelse under a true one
+                return True
+        child = up
+    return False
+
+
 def fold_constant_locals(tree: ast.Module) -> int:
     """A function's local bound once, by `name = <constant expression>` (`_const`, e.g. `0 <= -1 <= i` after
     configuration folding), and nowhere else (no other assignment, loop target, `del`, import, def, handler name,
     global/nonlocal, parameter, and no nested scope declaring it nonlocal): its loads in that scope become the constant
-    (a load before the assignment raised UnboundLocalError); then the branches they decide fold. In place; → how
-    many names."""
+    (a load before the assignment raised UnboundLocalError); so does one bound to a constant in the function's own
+    body whose other bindings all sit in branches that constant closes (`_guarded_constants`: `lanes = None` …
+    `if lanes is not None: lanes = …`). Then the branches they decide fold, and again while that frees more (a
+    folded branch may have held a local's other binding). In place; → how many loads."""
     n = 0
     for fn in [f for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]:
         a = fn.args
@@ -293,9 +335,12 @@ def fold_constant_locals(tree: ast.Module) -> int:
                 known, v = _const(x.value)
                 if known:
                     values[x.targets[0].id] = v
+        values.update(_guarded_constants(fn, nodes, blocked | set(values)))
         if values:
-            fn.body = [_Locals(values).visit(s) for s in fn.body]
-            n += len(values)
+            sub = _Locals(values)
+            fn.body = [sub.visit(s) for s in fn.body]
+            n += sub.count
     if n:
         fold_constant_branches(tree)
+        n += fold_constant_locals(tree)  # a folded branch may have held a local's other binding
     return n
