@@ -1,4 +1,4 @@
-"""Attention kernels on one shape: the document-isolated (and plain causal) paths of model/attention.py, timed.
+"""Attention kernels on one shape: the document-isolated (model/documents.py) and plain causal paths, timed.
 
     python bench/attention.py                                   # CPU: SDPA + mask vs flex attention, forward only
     python bench/attention.py --device cuda --backward          # CUDA: + torch varlen_attn, forward + backward
@@ -20,7 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pgolf.model.attention import (VARLEN_BUCKET, document_causal_mask, document_cu_seqlens, document_starts,
+from pgolf.model.documents import (VARLEN_BUCKET, document_causal_mask, document_cu_seqlens, document_starts,
                                    varlen_available)
 
 

@@ -8,7 +8,8 @@ slice, quantize + pack + round trip. One JSON, one table, exit status 1 if any s
 
 Stages, each timed and isolated (a failure is recorded with its traceback and the next stage still runs):
 1. env: torch / CUDA / device, bf16 support, torch.compile backend (inductor, triton version), the attention kernels
-   `model.attention_backend=auto` picks (model/attention.py `chosen_kernels`), flash-attn and varlen availability.
+   `model.attention_backend=auto` picks (model/attention.py `chosen_kernels`), flash-attn (model/flash.py) and
+   varlen (model/documents.py) availability.
 2. train, per preset (record-11l, sota-sp8192): the real loop (train/loop.py: Muon + AdamW + EMA + clipping,
    compiled on CUDA) for warm-up + timed steps on synthetic tokens at the records' batch shape scaled to one GPU:
    786,432 tokens / 8 GPUs = 98,304 tokens per step (48 × 2048), i.e. the per-GPU work of an 8×H100 record step, so
@@ -71,7 +72,9 @@ def _sync(device) -> None:
 def check_env(device) -> dict[str, Any]:
     import torch
 
-    from pgolf.model.attention import chosen_kernels, flash_available, varlen_available
+    from pgolf.model.attention import chosen_kernels
+    from pgolf.model.documents import varlen_available
+    from pgolf.model.flash import flash_available
 
     env: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
                            "device": str(device), "cuda_available": torch.cuda.is_available(),

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pgolf.model.attention import (AttentionContext, attend, build_attention_context, document_causal_mask,
-                                   document_cu_seqlens, document_starts)
+from pgolf.model.attention import AttentionContext, attend, build_attention_context
+from pgolf.model.documents import document_causal_mask, document_cu_seqlens, document_starts
 
 BOS = 1
 
@@ -74,8 +74,9 @@ def test_flash_backend_refuses_cpu():
 
 # ---- the torch-native varlen path --------------------------------------------------------------------------------
 
-from pgolf.model import attention as attn_mod  # noqa: E402
-from pgolf.model.attention import VARLEN_BUCKET, chosen_kernels  # noqa: E402
+from pgolf.model import documents as docs_mod  # noqa: E402
+from pgolf.model.attention import chosen_kernels  # noqa: E402
+from pgolf.model.documents import VARLEN_BUCKET  # noqa: E402
 
 
 def _reference_varlen(calls):
@@ -104,8 +105,8 @@ def _reference_varlen(calls):
 def fake_varlen(monkeypatch):
     """Route backend 'auto' through the varlen branch on CPU, with the reference kernel above."""
     calls: list[dict] = []
-    monkeypatch.setattr(attn_mod, "_want_varlen", lambda backend, device: backend in ("auto", "torch"))
-    monkeypatch.setitem(attn_mod._FLASH, "varlen", _reference_varlen(calls))
+    monkeypatch.setattr(docs_mod, "want_varlen", lambda backend, device: backend in ("auto", "torch"))
+    monkeypatch.setitem(docs_mod._VARLEN, "varlen", _reference_varlen(calls))
     return calls
 
 
@@ -187,3 +188,83 @@ def test_masked_sdpa_equals_flex_attention_document_mask():
     ref = flex.flex_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), block_mask=bm,
                               enable_gqa=True).transpose(1, 2)
     torch.testing.assert_close(attend(q, k, v, _ctx(idx, doc_isolation=True)), ref, rtol=1e-5, atol=1e-5)
+
+
+
+# ---- the optional modules: documents.py and flash.py stay out of a run that does not take their branches ----------
+
+TRAIN_STEP = r'''
+def train_step(doc_isolation):
+    """Loss and gradient sum of one forward+backward of a tiny GPT (backend 'auto', CPU, fp32)."""
+    import torch
+    from pgolf.model.gpt import GPT
+    from tests.model.conftest import randomize, tiny_config
+
+    torch.manual_seed(0)
+    model = randomize(GPT(tiny_config(doc_isolation=doc_isolation, attention_backend="auto")))
+    idx = torch.tensor([[1, 5, 6, 1, 7, 8, 9, 10, 1, 11, 12, 13], [4, 4, 1, 5, 5, 5, 1, 2, 3, 1, 9, 9]])
+    loss = model(idx, torch.roll(idx, -1, dims=1))
+    loss.backward()
+    return [loss.item(), sum(float(p.grad.double().sum()) for p in model.parameters() if p.grad is not None)]
+'''
+
+# One fresh interpreter: per case, pgolf.model is imported anew with that case's modules blocked (`import m` raises).
+OPTIONAL_CHILD = TRAIN_STEP + r'''
+import json, sys
+import torch
+torch.set_num_threads(1)
+out = []
+for doc_isolation, mods in json.loads(sys.argv[1]):
+    for m in [m for m in sys.modules if m.startswith(("pgolf.model", "tests.model"))]:
+        del sys.modules[m]
+    sys.modules.update({m: None for m in mods})
+    out.append(train_step(doc_isolation))
+    for m in mods:
+        del sys.modules[m]
+print(json.dumps(out))
+'''
+
+
+def _run_child(code: str, *args: str):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_gpt_trains_without_the_attention_modules_it_does_not_run():
+    """`GPTConfig.modules_not_run`: without document isolation neither documents.py nor flash.py is imported, with
+    it only flash.py is not (backend 'auto'); the same loss and gradients as a normal run, in a fresh interpreter."""
+    import json
+
+    from pgolf.model.config import GPTConfig
+
+    assert GPTConfig().modules_not_run() == ("pgolf.model.flash", "pgolf.model.documents")
+    assert GPTConfig(doc_isolation=True).modules_not_run() == ("pgolf.model.flash",)
+    assert GPTConfig().modules_not_run(documents=True) == ("pgolf.model.flash",)
+    assert GPTConfig(attention_backend="flash").modules_not_run() == ("pgolf.model.documents",)
+    cases = [(doc, list(GPTConfig(doc_isolation=doc).modules_not_run())) for doc in (False, True)]
+    proc = _run_child(OPTIONAL_CHILD, json.dumps(cases))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    scope: dict = {}
+    exec(TRAIN_STEP, scope)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the child
+    try:
+        assert got == [scope["train_step"](False), scope["train_step"](True)]
+    finally:
+        torch.set_num_threads(threads)
+    assert got[0][0] != got[1][0]  # document isolation changed the loss: its branch really ran
+
+
+def test_a_blocked_documents_module_fails_loudly():
+    """The blocking is real: a document-isolated model fails to import the blocked documents.py."""
+    proc = _run_child(TRAIN_STEP + "import sys\nsys.modules['pgolf.model.documents'] = None\ntrain_step(True)\n")
+    assert proc.returncode != 0 and "pgolf.model.documents" in proc.stderr

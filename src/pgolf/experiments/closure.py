@@ -110,9 +110,9 @@ def excluded_modules(cfg: Any) -> tuple[str, ...]:
     mode = cfg.eval.mode
     if not mode.startswith("ttt"):
         out.append("pgolf.eval.ttt")
-    if mode not in ("ttt-lora", "ttt-phased"):
+    if not (lora := mode in ("ttt-lora", "ttt-phased")):
         out.append("pgolf.eval.lora")
-    return tuple(out)
+    return tuple(out) + cfg.model.modules_not_run(lora or "pgolf.model.generate" not in out)  # flash, documents
 
 
 EXCLUDED_PREFIXES = ("pgolf.experiments", "pgolf.cli", "pgolf.data.cli", "pgolf.data.fineweb")

@@ -70,7 +70,8 @@ class GPTConfig:
     bos_id: int = 1
     attention_backend: Literal["auto", "torch", "sdpa", "flash"] = "auto"
     """auto = torch: torch-native kernels (CUDA: varlen_attn for doc_isolation, SDPA flash for causal; CPU: SDPA);
-    sdpa = SDPA with a dense document mask; flash = the flash-attn package (CUDA, optional). model/attention.py."""
+    sdpa = SDPA with a dense document mask; flash = the flash-attn package (CUDA, optional, model/flash.py).
+    model/attention.py."""
 
     def __post_init__(self) -> None:
         if self.model_dim % self.num_heads:
@@ -94,6 +95,15 @@ class GPTConfig:
                 raise ValueError(f"model.ve_layers contains {layer}; expected layers in [0, {self.num_layers})")
         if self.vocab_size > 65536:
             raise ValueError(f"model.vocab_size={self.vocab_size}: shards store uint16 tokens (≤ 65,536)")
+
+    def modules_not_run(self, documents: bool = False) -> tuple[str, ...]:
+        """The model/ modules a run of this config never imports, so its single-file script leaves them out
+        (pgolf.experiments.closure): model/flash.py unless `attention_backend` is "flash", model/documents.py
+        unless `doc_isolation` or `documents` (the run isolates documents or decodes all the same: TTT-LoRA's eval
+        sets doc_isolation on the model, model/generate.py's incremental decoding masks through it).
+        tests/model/test_attention.py trains with each left out unimportable."""
+        out = () if self.attention_backend == "flash" else ("pgolf.model.flash",)
+        return out if self.doc_isolation or documents else out + ("pgolf.model.documents",)
 
     @property
     def head_dim(self) -> int:
