@@ -109,8 +109,10 @@ def test_script_closure_follows_the_configuration_and_leaves_tooling_out():
                         assert node.module in names, f"{rel}: {node.module}"
     assert "pgolf/eval/lora.py" in sota and "pgolf/eval/lora.py" not in demo  # the eval mode's module only
     assert "pgolf/quant/hessian.py" in sota and "pgolf/quant/hessian.py" not in demo  # sota-lqer needs Hessians
-    assert "def prepare_corpus" in demo["pgolf/data/corpus.py"] and "not in this single-file script" in \
-        demo["pgolf/data/corpus.py"]  # data preparation is cut: the script reads a prepared dataset
+    # data preparation is cut (the script reads a prepared dataset, and says how to make one), and what only it
+    # called leaves
+    assert "def prepare_default_dataset" in demo["pgolf/data/dataset.py"] and "pgolf data prepare --out DIR" in \
+        demo["pgolf/data/dataset.py"] and "def prepare_corpus" not in demo["pgolf/data/corpus.py"]
     assert "def cmd_run" not in "".join(demo.values())
     # registry tables keep the configured recipe and its methods only
     assert "'int8-baseline': QuantRecipe" in demo["pgolf/quant/recipes.py"] and "'sota-lqer'" not in \

@@ -81,3 +81,32 @@ def test_unknown_source_and_missing_arguments_are_clear_errors():
             calibration_batches(source, **SIZES)
     with pytest.raises(ValueError, match="must all be positive"):
         calibration_batches("random", **{**SIZES, "num_seqs": 0})
+
+
+def test_only_selfgen_calibration_needs_model_generate(tmp_path):
+    # the single-file script of a configuration without selfgen calibration leaves model/generate.py out
+    # (pgolf.experiments.closure.excluded_modules); train/val/random calibration must run with it unimportable
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pgolf.config import RunConfig
+    from pgolf.experiments.closure import excluded_modules
+    from pgolf.quant.config import QuantConfig
+
+    assert "pgolf.model.generate" in excluded_modules(RunConfig(quant=QuantConfig(recipe="sota-lqer")))
+    assert "pgolf.model.generate" not in excluded_modules(RunConfig(quant=QuantConfig(recipe="ar-calib-gptq")))
+    assert "pgolf.model.generate" not in excluded_modules(  # a selfgen override of a train-calibrated recipe
+        RunConfig(quant=QuantConfig(recipe="sota-lqer", calib_source="selfgen")))
+    child = ("import sys, torch\nsys.modules['pgolf.model.generate'] = None\n"
+             "from pgolf.quant.calibration import calibration_batches\n"
+             "c = calibration_batches('random', vocab_size=64, num_seqs=3, seq_len=8, batch_size=2, seed=1)\n"
+             "print(sum(int(b.sum()) for b in c.batches))\n"
+             "m = torch.nn.Linear(1, 1)\nm.cfg = type('C', (), {'vocab_size': 64})()\n"
+             "try:\n    calibration_batches('selfgen', model=m, vocab_size=64, num_seqs=1, seq_len=2, batch_size=1)\n"
+             "except ImportError:\n    print('selfgen needs generate')\n")
+    root = Path(__file__).resolve().parents[2]
+    p = subprocess.run([sys.executable, "-c", child], cwd=root, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    ref = calibration_batches("random", vocab_size=64, num_seqs=3, seq_len=8, batch_size=2, seed=1)
+    assert p.stdout.split() == [str(sum(int(b.sum()) for b in ref.batches)), "selfgen", "needs", "generate"]

@@ -7,11 +7,9 @@ The counted code of a submission is what its configured run executes (issue 14: 
 chosen recipe's quantizers, the codec's encoder and decoder, the chosen eval mode); reports, statistics, submission
 tooling, data preparation and the CLI verbs stay out. Two rules pick it:
 
-- **Cut points** (`CUTS`): functions whose body the script replaces by a `raise` because the configured run never
-  takes them, each with the condition on the config under which it is cut, e.g. the default corpus preparation
-  (the script expects the dataset to exist: `pgolf run` or `pgolf data prepare` makes it), the budget fit when
-  `pack.budget` is 0, late QAT when `train.qat_threshold` is 0, every eval mode but the configured one. A cut
-  function's imports are gone with its body, so the modules only it imported leave the script.
+- **Cut points** (`CUTS`): functions whose body the script replaces by a `raise` (saying `CUT_MESSAGES`) because the
+  configured run never takes them, each with its condition on the config, e.g. the default corpus preparation (the
+  script reads a prepared dataset). A cut function's imports go with its body, and so do the modules only it imports.
 - **Registry tables** (`registry_keeps`): the configured recipe, its methods' `MethodSpec(...)` registrations and
   the artifact codec's coder and compressors stay, so the other quantizers' and codecs' code is shaken out.
 - **Tree shaking** (`shake`): from the entry, a fixpoint over names. A module is in when a kept statement imports
@@ -58,14 +56,15 @@ from pgolf.experiments.modnames import module_name
 ENTRY = "pgolf.submission"
 
 CUTS: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
-    # data preparation: the script reads a prepared dataset (the records' train_gpt.py reads downloaded shards;
-    # `pgolf run` or `pgolf data prepare` prepares it)
-    ("pgolf.data.corpus", "prepare_corpus", lambda c: True),
-    ("pgolf.data.corpus", "bbc_documents", lambda c: True),
+    # data preparation: the script reads a prepared dataset (the records' train_gpt.py reads downloaded shards)
+    ("pgolf.data.dataset", "prepare_default_dataset", lambda c: True),
     ("pgolf.data.tokenizer", "train_tokenizer", lambda c: True),
     ("pgolf.run", "calibration_stage", lambda c: not _recipe(c).needs_hessians),  # Hessian recipes call it
 )
 """(module, module-level function, condition on the RunConfig under which the script replaces its body by a raise)."""
+CUT_MESSAGES = {"pgolf.data.dataset.prepare_default_dataset": (  # what a cut's raise says where a user may reach it
+    "the default BBC News dataset is not prepared, and this single-file script only reads prepared data: make it "
+    "once with `pgolf run` (it lands in $PGOLF_CACHE) or `pgolf data prepare --out DIR` and --data.data_dir DIR")}
 
 
 def registry_keeps(cfg: Any) -> tuple[tuple[str, str, frozenset[str]], ...]:
@@ -99,8 +98,10 @@ def excluded_modules(cfg: Any) -> tuple[str, ...]:
         out.append("pgolf.quant.qat")
     out += cfg.quant.modules_not_run(qat)  # the recipe's optional steps it lacks (LQER, cross-tensor σ, amends)
     out += cfg.train.modules_not_run()  # the Muon distribution it never builds
-    if not (recipe.needs_hessians or qat):  # and selfgen calibration's pgolf.model.generate
-        out += ["pgolf.quant.calibration", "pgolf.quant.hessian", "pgolf.model.generate"]
+    if not (recipe.needs_hessians or qat):
+        out += ["pgolf.quant.calibration", "pgolf.quant.hessian"]
+    if not (recipe.needs_hessians and cfg.quant.calibration(recipe, cfg.train.train_seq_len).source == "selfgen"):
+        out.append("pgolf.model.generate")  # selfgen calibration's sampler (QAT's batches are training data)
     codec = cfg.pack.codec
     if codec not in ("rans", "rans-ctx"):  # the script decodes only the artifact it wrote, in the configured codec
         out += ["pgolf.pack.entropy", "pgolf.pack.entropy_modes", "pgolf.pack.adaptive", "pgolf.pack.rans_core",
@@ -281,7 +282,7 @@ def _prune_registries(mod: str, tree: ast.Module, keep: tuple[tuple[str, str, fr
 
 
 def _cut_body(fn: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str) -> None:
-    msg = f"{qualname} is not in this single-file script (built for another configuration)"
+    msg = CUT_MESSAGES.get(qualname, f"{qualname} is not in this single-file script (built for another configuration)")
     fn.body = [ast.Raise(exc=ast.Call(func=ast.Name("NotImplementedError", ast.Load()), args=[ast.Constant(msg)],
                                       keywords=[]), cause=None)]
 
