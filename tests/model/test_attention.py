@@ -194,14 +194,14 @@ def test_masked_sdpa_equals_flex_attention_document_mask():
 # ---- the optional modules: documents.py and flash.py stay out of a run that does not take their branches ----------
 
 TRAIN_STEP = r'''
-def train_step(doc_isolation):
+def train_step(doc_isolation, cpu_kernels="fused"):
     """Loss and gradient sum of one forward+backward of a tiny GPT (backend 'auto', CPU, fp32)."""
     import torch
     from pgolf.model.gpt import GPT
     from tests.model.conftest import randomize, tiny_config
 
     torch.manual_seed(0)
-    model = randomize(GPT(tiny_config(doc_isolation=doc_isolation, attention_backend="auto")))
+    model = randomize(GPT(tiny_config(doc_isolation=doc_isolation, attention_backend="auto", cpu_kernels=cpu_kernels)))
     idx = torch.tensor([[1, 5, 6, 1, 7, 8, 9, 10, 1, 11, 12, 13], [4, 4, 1, 5, 5, 5, 1, 2, 3, 1, 9, 9]])
     loss = model(idx, torch.roll(idx, -1, dims=1))
     loss.backward()
@@ -214,11 +214,11 @@ import json, sys
 import torch
 torch.set_num_threads(1)
 out = []
-for doc_isolation, mods in json.loads(sys.argv[1]):
+for doc_isolation, kernels, mods in json.loads(sys.argv[1]):
     for m in [m for m in sys.modules if m.startswith(("pgolf.model", "tests.model"))]:
         del sys.modules[m]
     sys.modules.update({m: None for m in mods})
-    out.append(train_step(doc_isolation))
+    out.append(train_step(doc_isolation, kernels))
     for m in mods:
         del sys.modules[m]
 print(json.dumps(out))
@@ -240,7 +240,8 @@ def _run_child(code: str, *args: str):
 
 def test_gpt_trains_without_the_attention_modules_it_does_not_run():
     """`GPTConfig.modules_not_run`: without document isolation neither documents.py nor flash.py is imported, with
-    it only flash.py is not (backend 'auto'); the same loss and gradients as a normal run, in a fresh interpreter."""
+    it only flash.py is not (backend 'auto'), with the reference CPU ops not fused.py either; the same loss and
+    gradients as a normal run, in a fresh interpreter."""
     import json
 
     from pgolf.model.config import GPTConfig
@@ -249,7 +250,10 @@ def test_gpt_trains_without_the_attention_modules_it_does_not_run():
     assert GPTConfig(doc_isolation=True).modules_not_run() == ("pgolf.model.flash",)
     assert GPTConfig().modules_not_run(documents=True) == ("pgolf.model.flash",)
     assert GPTConfig(attention_backend="flash").modules_not_run() == ("pgolf.model.documents",)
-    cases = [(doc, list(GPTConfig(doc_isolation=doc).modules_not_run())) for doc in (False, True)]
+    assert GPTConfig(cpu_kernels="torch").modules_not_run() == ("pgolf.model.flash", "pgolf.model.fused",
+                                                                 "pgolf.model.documents")
+    runs = ((False, "fused"), (True, "fused"), (False, "torch"))
+    cases = [(doc, k, list(GPTConfig(doc_isolation=doc, cpu_kernels=k).modules_not_run())) for doc, k in runs]
     proc = _run_child(OPTIONAL_CHILD, json.dumps(cases))
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -258,7 +262,7 @@ def test_gpt_trains_without_the_attention_modules_it_does_not_run():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the child
     try:
-        assert got == [scope["train_step"](False), scope["train_step"](True)]
+        assert got == [scope["train_step"](*r) for r in runs]
     finally:
         torch.set_num_threads(threads)
     assert got[0][0] != got[1][0]  # document isolation changed the loss: its branch really ran

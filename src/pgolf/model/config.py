@@ -72,6 +72,10 @@ class GPTConfig:
     """auto = torch: torch-native kernels (CUDA: varlen_attn for doc_isolation, SDPA flash for causal; CPU: SDPA);
     sdpa = SDPA with a dense document mask; flash = the flash-attn package (CUDA, optional, model/flash.py).
     model/attention.py."""
+    cpu_kernels: Literal["fused", "torch"] = "fused"
+    """Training on CPU: fused = model/fused.py's autograd kernels (softcapped head + CE, LeakyReLU², RMSNorm, RoPE:
+    the same values, cheaper backward; BENCHMARKS.md), torch = the reference ops. No effect on CUDA; the GPU presets
+    say torch, so their single-file scripts leave model/fused.py out (`GPT.fused_cpu_kernels` switches at run time)."""
 
     def __post_init__(self) -> None:
         if self.model_dim % self.num_heads:
@@ -98,11 +102,13 @@ class GPTConfig:
 
     def modules_not_run(self, documents: bool = False) -> tuple[str, ...]:
         """The model/ modules a run of this config never imports, so its single-file script leaves them out
-        (pgolf.experiments.closure): model/flash.py unless `attention_backend` is "flash", model/documents.py
+        (pgolf.experiments.closure): model/flash.py unless `attention_backend` is "flash", model/fused.py when
+        `cpu_kernels` is "torch", model/documents.py
         unless `doc_isolation` or `documents` (the run isolates documents or decodes all the same: TTT-LoRA's eval
         sets doc_isolation on the model, model/generate.py's incremental decoding masks through it).
         tests/model/test_attention.py trains with each left out unimportable."""
         out = () if self.attention_backend == "flash" else ("pgolf.model.flash",)
+        out += ("pgolf.model.fused",) if self.cpu_kernels == "torch" else ()
         return out if self.doc_isolation or documents else out + ("pgolf.model.documents",)
 
     @property

@@ -29,7 +29,6 @@ from torch import Tensor, nn
 from pgolf.model.attention import build_attention_context
 from pgolf.model.config import GPTConfig
 from pgolf.model.extras import BigramHash, SmearGate, ValueEmbedding
-from pgolf.model.fused import linear_softcap_cross_entropy
 from pgolf.model.layers import Block, CastedLinear, Rotary, rms_norm
 
 if TYPE_CHECKING:
@@ -84,7 +83,7 @@ class GPT(nn.Module):
         if self.lm_head is not None:
             self.lm_head._zero_init = True  # baseline: untied head starts at zero
         self.looping_active = False
-        self._fused = True
+        self.fused_cpu_kernels = cfg.cpu_kernels == "fused"
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -227,6 +226,8 @@ class GPT(nn.Module):
             amp = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
             if amp is None:
                 w = w.to(h.dtype)
+            from pgolf.model.fused import linear_softcap_cross_entropy  # where used: GPTConfig.cpu_kernels
+
             return linear_softcap_cross_entropy(h.reshape(-1, h.size(-1)), w, targets, self.cfg.logit_softcap,
                                                 dtype=amp)  # under CPU autocast: bf16 matmuls, fp32 softmax
         logits = self.logits(idx)

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.model.attention import AttentionContext, attend
-from pgolf.model.fused import leaky_relu_square, linear_leaky_relu_square, rms_norm_scaled, rotary
 
 if TYPE_CHECKING:
     from pgolf.model.config import GPTConfig
@@ -33,6 +32,8 @@ def rms_norm(x: Tensor, fused: bool = False, scale: float = 1.0, out_dtype: torc
     fused=True: on CPU with autograd recording, model/fused.py's norm (same values, one node, a cheaper backward),
     its output in `out_dtype` when given."""
     if fused and x.device.type == "cpu" and x.requires_grad and torch.is_grad_enabled():
+        from pgolf.model.fused import rms_norm_scaled  # the kernels are imported where used: see GPTConfig.cpu_kernels
+
         return rms_norm_scaled(x, scale, out_dtype)
     n = F.rms_norm(x, (x.size(-1),))
     return n * scale if scale != 1.0 else n  # ×1.0 is the identity: skip the pass
@@ -158,6 +159,8 @@ class CausalSelfAttention(nn.Module):
         v = v.reshape(B, T, self.num_kv_heads, self.head_dim)  # (B, T, Hkv, D)
         q, k = rms_norm(q, self.fused), rms_norm(k, self.fused)
         if self.fused and q.device.type == "cpu" and torch.is_grad_enabled():
+            from pgolf.model.fused import rotary
+
             q, k = rotary(q, ctx.cos, ctx.sin), rotary(k, ctx.cos, ctx.sin)  # same values (model/fused.py)
         else:
             q, k = apply_rotary(q, ctx.cos, ctx.sin), apply_rotary(k, ctx.cos, ctx.sin)
@@ -187,6 +190,8 @@ class MLP(nn.Module):
         slope = 0.5 if self.act == "leaky_relu2" else 0.0
         if (self.fused and self.training and x.device.type == "cpu" and torch.is_grad_enabled()
                 and not (self.fc._forward_hooks or self.fc._forward_pre_hooks)):
+            from pgolf.model.fused import linear_leaky_relu_square
+
             amp = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
             fc = self.fc
             w = fc.weight if fc.weight_fn is None else fc.weight_fn(fc.weight)
@@ -194,6 +199,8 @@ class MLP(nn.Module):
             return self.proj(h, out_scale=out_scale)
         h = self.fc(x)  # (B, T, hidden)
         if h.device.type == "cpu" and self.fused:  # same values, one-tensor backward (model/fused.py)
+            from pgolf.model.fused import leaky_relu_square
+
             return self.proj(leaky_relu_square(h, slope), out_scale=out_scale)
         h = F.leaky_relu(h, negative_slope=slope) if slope else torch.relu(h)
         return self.proj(h.square(), out_scale=out_scale)  # (B, T, C)
