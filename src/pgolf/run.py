@@ -150,7 +150,7 @@ def train_stage(cfg: RunConfig, data: DataBundle, run_dir: Path, dist_info: Dist
         recipe = recipe_for(cfg.quant)
         # Adaptive-σ / mixed-bits recipes: Hessians at QAT switch-on from the same training tokens the exporter's
         # "train" calibration reads (a fresh rank-0 loader, so every rank sees the same batches).
-        calib = cfg.quant.calibration(recipe, cfg.train.train_seq_len, seqs=cfg.train.qat_calib_seqs)
+        calib = cfg.quant.calibration_for(recipe, cfg.train.train_seq_len, seqs=cfg.train.qat_calib_seqs)
         seqs, seq_len = calib.seqs, calib.seq_len
 
         def qat_batches() -> list[torch.Tensor]:
@@ -210,7 +210,7 @@ def calibration_stage(cfg: RunConfig, state_dict: dict[str, torch.Tensor], recip
     from pgolf.quant.calibration import calibration_batches
     from pgolf.quant.hessian import collect_hessians
 
-    c = cfg.quant.calibration(recipe, cfg.train.train_seq_len)
+    c = cfg.quant.calibration_for(recipe, cfg.train.train_seq_len)
     source, seqs, seq_len, temperature = c.source, c.seqs, c.seq_len, c.temperature
     device = device or torch.device("cpu")
     model = GPT(cfg.model).to(device)

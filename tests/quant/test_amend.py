@@ -105,9 +105,9 @@ def test_one_calibration_default_for_every_recipe():
 
 def test_calibration_is_resolved_in_one_place():
     q = _cfg("--quant.calib_seqs", "8").quant
-    c = q.calibration(get_recipe("ar-calib-gptq"), train_seq_len=128)
+    c = q.calibration_for(get_recipe("ar-calib-gptq"), train_seq_len=128)
     assert (c.source, c.seqs, c.seq_len, c.temperature, c.batch_size) == ("selfgen", 8, 2048, 0.8, 8)
-    c = _cfg().quant.calibration(get_recipe("sota-lqer"), train_seq_len=128, seqs=4)
+    c = _cfg().quant.calibration_for(get_recipe("sota-lqer"), train_seq_len=128, seqs=4)
     assert (c.source, c.seqs, c.seq_len, c.batch_size) == ("train", 4, 128, 4)
 
 

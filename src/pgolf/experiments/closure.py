@@ -100,7 +100,7 @@ def excluded_modules(cfg: Any) -> tuple[str, ...]:
     out += cfg.train.modules_not_run()  # the Muon distribution it never builds
     if not (recipe.needs_hessians or qat):
         out += ["pgolf.quant.calibration", "pgolf.quant.hessian"]
-    if not (recipe.needs_hessians and cfg.quant.calibration(recipe, cfg.train.train_seq_len).source == "selfgen"):
+    if not (recipe.needs_hessians and cfg.quant.calibration_for(recipe, cfg.train.train_seq_len).source == "selfgen"):
         out.append("pgolf.model.generate")  # selfgen calibration's sampler (QAT's batches are training data)
     codec = cfg.pack.codec
     if codec not in ("rans", "rans-ctx"):  # the script decodes only the artifact it wrote, in the configured codec

@@ -40,7 +40,7 @@ class QuantConfig:
     attn.clip_sigma=13". Set on the command line as `--quant.mlp.bits 5 --quant.attn.clip_sigma 13`; KNOB is bits,
     method, or a parameter of the rule's method (clip_sigma, percentile, hessian_lambda, damp, …)."""
 
-    def calibration(self, recipe: Any, train_seq_len: int, *, seqs: int = 0) -> Calibration:
+    def calibration_for(self, recipe: Any, train_seq_len: int, *, seqs: int = 0) -> Calibration:
         """This config's calibration for `recipe`: each quant.calib_* that is set wins over the recipe's value;
         `seqs` (e.g. train.qat_calib_seqs) wins over both; seq_len falls back to the run's train_seq_len."""
         n = seqs or self.calib_seqs or recipe.calib_seqs
