@@ -151,3 +151,26 @@ def test_string_literal_field_annotations_become_str_in_the_script():
     _literal_fields_as_str(tree.body)
     out = ast.unparse(tree)
     assert "codec: str = 'rans'" in out and "one: str = 'x'" in out and "n: Literal[1, 2]" in out
+
+
+def test_the_configured_recipes_fields_fold_where_a_recipe_is_read():
+    from pgolf.config import RunConfig
+    from pgolf.experiments.cfgfold import fold_config_fields, foldable_recipe_fields
+    from pgolf.quant.config import QuantConfig
+
+    src = ("def q(recipe, other):\n    if recipe.lqer_top_k:\n        return 'lqer'\n"
+           "    return (recipe.needs_hessians, other.lqer_top_k, recipe.name)\n")
+    cfg = RunConfig(quant=QuantConfig(recipe="int8-baseline"))
+    trees = {"m.py": ast.parse(src)}
+    fields = ["recipe", "name"]  # configuration field names (run.name): never folded as a recipe's
+    values = foldable_recipe_fields(trees, cfg, fields)
+    assert values["lqer_top_k"] == 0 and values["needs_hessians"] is False and "name" not in values
+    fold_config_fields(trees, cfg, ())
+    out = ast.unparse(trees["m.py"])
+    assert "'lqer'" not in out and "return (False, other.lqer_top_k, recipe.name)" in out
+    # another recipe built from it (`replace(..., lqer_top_k=0)`) keeps that field live; a recipe with rule overrides
+    # or from a file is not the table's one
+    replaced = {"m.py": ast.parse(src + "\ndef fit(recipe):\n    return replace(recipe, lqer_top_k=0)\n")}
+    assert "lqer_top_k" not in foldable_recipe_fields(replaced, cfg, fields)
+    amended = RunConfig(quant=QuantConfig(recipe="int8-baseline", rule_overrides="mlp.bits=6"))
+    assert foldable_recipe_fields(trees, amended, fields) == {}

@@ -20,7 +20,9 @@ The script's override parser (`pgolf.config.baked_config`) refuses a changed val
 
 A configuration object other than the baked one (`dataclasses.replace(cfg.eval, mode=...)`) only changes the fields
 its call names, which are therefore never folded. The model configuration an artifact's manifest carries is the
-baked one (the script decodes only the artifact it wrote). Then `if`s and conditional expressions whose test is a
+baked one (the script decodes only the artifact it wrote). The configured quantization recipe is a constant too
+(`foldable_recipe_fields`): where the script's recipe table holds it alone, a read `recipe.<field>` (the library's
+name for its QuantRecipe objects) of a field no `replace(...)` changes becomes its value. Then `if`s and conditional expressions whose test is a
 constant fold (`fold.fold_constant_branches`), and so do locals bound once to a constant (`fold.fold_constant_locals`).
 """
 
@@ -118,21 +120,16 @@ def _literal(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
 
 
-def foldable_fields(trees: Mapping[str, ast.Module], cfg: Any, live: Iterable[tuple[str, str]]) -> dict[str, Any]:
-    """{field name: baked value} of the fields `fold_config_fields` may replace (see the module docstring)."""
-    from pgolf.config import SECTIONS
-
-    live = set(live)
-    owners: dict[str, list[tuple[str, Any]]] = {}
-    for section in SECTIONS:
-        obj = getattr(cfg, section)
-        for f in dataclasses.fields(obj):
-            owners.setdefault(f.name, []).append((section, getattr(obj, f.name)))
-    section_classes = {c.__name__ for c in SECTIONS.values()} | {"RunConfig"}
-    blocked: set[str] = set(SECTIONS) | _external_attributes()
+def _blocked_names(trees: Mapping[str, ast.Module], owner_classes: set[str],
+                   constructors: frozenset[str] = frozenset()) -> set[str]:
+    """Attribute names a read may not be folded for: a class other than `owner_classes` defines them, the script
+    assigns them, a `replace(...)` or a call of `constructors` names them as keywords (an object other than the baked
+    one), a getattr-family string names them, a module-level def has the name, or a library object has such an
+    attribute."""
+    blocked: set[str] = set(_external_attributes())
     for tree in trees.values():
         for node in ast.walk(tree):
-            if isinstance(node, ast.ClassDef) and node.name not in section_classes:
+            if isinstance(node, ast.ClassDef) and node.name not in owner_classes:
                 for st in node.body:
                     if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                         blocked.add(st.name)
@@ -146,17 +143,53 @@ def foldable_fields(trees: Mapping[str, ast.Module], cfg: Any, live: Iterable[tu
                 blocked.add(node.attr)
             elif isinstance(node, ast.Call):
                 fn = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
-                if fn == "replace" or fn in section_classes:  # a configuration other than the baked one
+                if fn == "replace" or fn in constructors:  # an object other than the baked one
                     blocked |= {k.arg for k in node.keywords if k.arg}
                 if fn in ("setattr", "getattr", "__setattr__", "hasattr", "delattr") and len(node.args) > 1 and \
                         isinstance(node.args[1], ast.Constant):
                     blocked.add(str(node.args[1].value))
+    return blocked
+
+
+def foldable_fields(trees: Mapping[str, ast.Module], cfg: Any, live: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """{field name: baked value} of the fields `fold_config_fields` may replace (see the module docstring)."""
+    from pgolf.config import SECTIONS
+
+    live = set(live)
+    owners: dict[str, list[tuple[str, Any]]] = {}
+    for section in SECTIONS:
+        obj = getattr(cfg, section)
+        for f in dataclasses.fields(obj):
+            owners.setdefault(f.name, []).append((section, getattr(obj, f.name)))
+    classes = {c.__name__ for c in SECTIONS.values()} | {"RunConfig"}
+    blocked = set(SECTIONS) | _blocked_names(trees, classes, frozenset(classes))
     out = {}
     for name, held in owners.items():
         if len(held) != 1 or name in blocked or (held[0][0], name) in live or not _literal(held[0][1]):
             continue
         out[name] = held[0][1]
     return out
+
+
+RECIPE_PROPERTIES = ("needs_hessians",)
+"""QuantRecipe properties folded with its fields (computed from them)."""
+
+
+def foldable_recipe_fields(trees: Mapping[str, ast.Module], cfg: Any, config_fields: Iterable[str]) -> dict[str, Any]:
+    """{field name: value} of the configured recipe's fields (and `RECIPE_PROPERTIES`) that a read `recipe.<field>`
+    may be replaced by: the script's recipe table holds that recipe alone (a registered one, no rule overrides: no
+    other QuantRecipe is ever built), and the name is neither blocked (`_blocked_names`; the table's own
+    `QuantRecipe(...)` entry aside) nor a configuration field."""
+    from pgolf.quant.recipes import RECIPES, recipe_for
+    from pgolf.quant.recipe_types import QuantRecipe
+
+    if cfg.quant.recipe not in RECIPES or cfg.quant.rule_overrides:
+        return {}
+    recipe = recipe_for(cfg.quant)
+    values = {f.name: getattr(recipe, f.name) for f in dataclasses.fields(recipe)}
+    values |= {p: getattr(recipe, p) for p in RECIPE_PROPERTIES}
+    blocked = _blocked_names(trees, {QuantRecipe.__name__}) | set(config_fields)  # the table's entry is the one
+    return {k: v for k, v in values.items() if k not in blocked and _literal(v)}
 
 
 def _is_config(node: ast.expr) -> bool:
@@ -170,12 +203,12 @@ def _is_config(node: ast.expr) -> bool:
 
 
 class _Fold(ast.NodeTransformer):
-    def __init__(self, values: Mapping[str, Any]):
-        self.values, self.count = values, 0
+    def __init__(self, values: Mapping[str, Any], owner: Any = None):
+        self.values, self.count, self.owner = values, 0, owner or _is_config
 
     def visit_Attribute(self, node):  # noqa: N802
         self.generic_visit(node)
-        if isinstance(node.ctx, ast.Load) and node.attr in self.values and _is_config(node.value):
+        if isinstance(node.ctx, ast.Load) and node.attr in self.values and self.owner(node.value):
             self.count += 1
             return ast.copy_location(ast.Constant(self.values[node.attr]), node)
         return node
@@ -187,13 +220,20 @@ def fold_config_fields(trees: Mapping[str, ast.Module], cfg: Any, live: Iterable
     from pgolf.experiments.fold import fold_constant_branches, fold_constant_locals
 
     values = foldable_fields(trees, cfg, live)
+    recipe = foldable_recipe_fields(trees, cfg, (f.name for s in cfg.to_dict() for f in
+                                                 dataclasses.fields(getattr(cfg, s))))
     n = 0
     for tree in trees.values():
-        f = _Fold(values)
+        f, r = _Fold(values), _Fold(recipe, _is_recipe)
         f.visit(tree)
-        n += f.count
-        if f.count:
+        r.visit(tree)
+        n += f.count + r.count
+        if f.count + r.count:
             fold_constant_branches(tree)
             fold_constant_locals(tree)
     return n
+
+
+def _is_recipe(node: ast.expr) -> bool:
+    return isinstance(node, ast.Name) and node.id == "recipe"  # the library's name for its QuantRecipe objects
 
