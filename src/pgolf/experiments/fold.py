@@ -158,6 +158,48 @@ def _shadowed_names(tree: ast.Module) -> set[int]:
     return out
 
 
+def _tree_uses(tree: ast.Module) -> tuple[dict[str, list[ast.AST]], dict[str, list[ast.Call]], set[str], bool]:
+    """One module's part of `fold_constant_parameters`' closed world: its module-level bindings by def/class (not
+    methods), its direct calls by callee name, the names it uses otherwise than as a direct call's callee, and
+    whether it looks names up at run time (globals/eval/exec)."""
+    defs: dict[str, list[ast.AST]] = {}
+    methods = {id(m) for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for m in c.body}
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and id(n) not in methods:
+            defs.setdefault(n.name, []).append(n)
+    calls: dict[str, list[ast.Call]] = {}
+    other: set[str] = set()
+    funcs = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
+    fields = {id(st.target) for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for st in c.body
+              if isinstance(st, ast.AnnAssign)}  # a dataclass field binds a class attribute, not the name
+    by_name = {id(x) for n in ast.walk(tree) if isinstance(n, ast.Call)
+               and getattr(n.func, "id", None) in ("getattr", "hasattr", "setattr", "delattr") for x in n.args[1:2]}
+    dynamic = any(isinstance(n, ast.Call) and getattr(n.func, "id", None) in ("globals", "eval", "exec")
+                  for n in ast.walk(tree))
+    modules = {(x.asname or x.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+               for x in n.names}  # names bound to modules: `m.f` may be a module-level function
+    shadowed = _shadowed_names(tree)
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name):
+            if id(n.func) not in shadowed:
+                calls.setdefault(n.func.id, []).append(n)
+        elif isinstance(n, ast.Name) and id(n) not in funcs and id(n) not in fields and id(n) not in shadowed:
+            other.add(n.id)
+        elif isinstance(n, ast.Attribute):
+            root = n
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if not isinstance(root, ast.Name) or root.id in modules:
+                other.add(n.attr)
+        elif isinstance(n, ast.alias) and n.asname:
+            other.add(n.name)
+        elif isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs and (
+                re.fullmatch(r"[\w.]+:\w+", n.value) or id(n) in by_name):  # "pkg.mod:name", getattr
+            other.update(re.findall(r"\w+", n.value))
+    return defs, calls, other, dynamic
+
+
 def fold_constant_parameters(trees: Mapping[str, ast.Module], entries: frozenset[str] = frozenset()) -> int:
     """Closed-world constant propagation of parameters (in place; → the number of parameters folded): a module-level,
     undecorated function whose name is only ever called directly (never an attribute, an alias, a value or a string)
@@ -167,48 +209,24 @@ def fold_constant_parameters(trees: Mapping[str, ast.Module], entries: frozenset
     them; a codec name every call passes once the configuration is folded). `entries`: functions called from outside the sources (the script's `main`), never folded. Iterated: a
     folded body may make its own calls' arguments constant."""
     folded = 0
+    info: dict[str, tuple] = {}  # per tree: (defs, calls, other, dynamic); recomputed for the trees a round changed
     while True:
-        defs: dict[str, list[ast.FunctionDef]] = {}  # every binding of a name by def/class but methods
-        for tree in trees.values():
-            methods = {id(m) for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for m in c.body}
-            for n in ast.walk(tree):
-                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and id(n) not in methods:
-                    defs.setdefault(n.name, []).append(n)
+        for key, tree in trees.items():
+            if key not in info:
+                info[key] = _tree_uses(tree)
+        if any(i[3] for i in info.values()):
+            return folded  # names looked up at run time (globals/eval/exec): fold nothing
+        defs: dict[str, list[ast.AST]] = {}
         calls: dict[str, list[ast.Call]] = {}
-        other: set[str] = set()  # names used otherwise than as a direct call's callee
-        for tree in trees.values():
-            funcs = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
-            docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
-            fields = {id(st.target) for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for st in c.body
-                      if isinstance(st, ast.AnnAssign)}  # a dataclass field binds a class attribute, not the name
-            by_name = {id(x) for n in ast.walk(tree) if isinstance(n, ast.Call)
-                       and getattr(n.func, "id", None) in ("getattr", "hasattr", "setattr", "delattr")
-                       for x in n.args[1:2]}
-            if any(isinstance(n, ast.Call) and getattr(n.func, "id", None) in ("globals", "eval", "exec")
-                   for n in ast.walk(tree)):
-                return folded  # names looked up at run time: fold nothing
-            modules = {(x.asname or x.name).split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
-                       for x in n.names}  # names bound to modules: `m.f` may be a module-level function
-            shadowed = _shadowed_names(tree)
-            for n in ast.walk(tree):
-                if isinstance(n, ast.Call) and isinstance(n.func, ast.Name):
-                    if id(n.func) not in shadowed:
-                        calls.setdefault(n.func.id, []).append(n)
-                elif isinstance(n, ast.Name) and id(n) not in funcs and id(n) not in fields and id(n) not in shadowed:
-                    other.add(n.id)
-                elif isinstance(n, ast.Attribute):
-                    root = n
-                    while isinstance(root, ast.Attribute):
-                        root = root.value
-                    if not isinstance(root, ast.Name) or root.id in modules:
-                        other.add(n.attr)
-                elif isinstance(n, ast.alias) and n.asname:
-                    other.add(n.name)
-                elif isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs and (
-                        re.fullmatch(r"[\w.]+:\w+", n.value) or id(n) in by_name):  # "pkg.mod:name", getattr
-                    other.update(re.findall(r"\w+", n.value))
+        other: set[str] = set()
+        for d, c, o, _ in info.values():
+            for k, v in d.items():
+                defs.setdefault(k, []).extend(v)
+            for k, v in c.items():
+                calls.setdefault(k, []).extend(v)
+            other |= o
         changed = False
-        for tree in trees.values():
+        for key, tree in trees.items():
             for fn in tree.body:
                 if not (isinstance(fn, ast.FunctionDef) and not fn.decorator_list and len(defs[fn.name]) == 1
                         and fn.name not in other and fn.name not in entries):
@@ -247,6 +265,7 @@ def fold_constant_parameters(trees: Mapping[str, ast.Module], entries: frozenset
                     fn.body = sub._fold(fn.body) or [ast.Pass()]
                     folded += len(values)
                     changed = True
+                    info.pop(key, None)
         if not changed:
             return folded
 
