@@ -10,8 +10,9 @@ Per parameter and step (BASE `Muon.step`, R0405+ additions marked):
 
 Under torch.distributed (world > 1) the Newton–Schulz work is shared as in the baseline (train/round_robin.py): rank
 r orthogonalises the parameters with index i % world == r, writes them into one flat buffer and a single
-all_reduce(SUM) hands every rank every update. Gradients must already be averaged across ranks (train/distributed.py does it), so momentum buffers are
-identical everywhere; every rank keeps all of them, which makes rank 0's state_dict a complete checkpoint.
+all_reduce(SUM) hands every rank every update. Gradients must already be averaged across ranks (train/distributed.py
+does it), so momentum buffers are identical everywhere; every rank keeps all of them, which makes rank 0's
+state_dict a complete checkpoint.
 
 Run the tests: `pytest tests/train/test_muon.py -q`.
 """
