@@ -7,7 +7,6 @@ constant (passed or left at its default) becomes that constant, and the branches
 from __future__ import annotations
 
 import ast
-import copy
 import re
 from typing import Mapping
 
@@ -313,7 +312,8 @@ def _closed(node: ast.AST, fn: ast.AST, parent: dict[int, ast.AST], name: str, v
         if up is None:
             return False
         if isinstance(up, ast.If) and child is not up.test:
-            test = _Substitute({name: value}).visit(copy.deepcopy(up.test))
+            fresh = ast.parse(ast.unparse(up.test), mode="eval").body  # a copy (a deepcopy follows what passes
+            test = _Substitute({name: value}).visit(fresh)                # attached to the nodes: whole modules)
             known, v = _const(_test(test))
             if known and bool(v) == (child in up.orelse):  # body under a false test, orelse under a true one
                 return True
