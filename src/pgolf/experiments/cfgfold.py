@@ -220,8 +220,9 @@ def fold_config_fields(trees: Mapping[str, ast.Module], cfg: Any, live: Iterable
     from pgolf.experiments.fold import fold_constant_branches, fold_constant_locals
 
     values = foldable_fields(trees, cfg, live)
-    recipe = foldable_recipe_fields(trees, cfg, (f.name for s in cfg.to_dict() for f in
-                                                 dataclasses.fields(getattr(cfg, s))))
+    from pgolf.config import SECTIONS
+
+    recipe = foldable_recipe_fields(trees, cfg, (f.name for c in SECTIONS.values() for f in dataclasses.fields(c)))
     n = 0
     for tree in trees.values():
         f, r = _Fold(values), _Fold(recipe, _is_recipe)

@@ -312,8 +312,8 @@ def _closed(node: ast.AST, fn: ast.AST, parent: dict[int, ast.AST], name: str, v
         if up is None:
             return False
         if isinstance(up, ast.If) and child is not up.test:
-            fresh = ast.parse(ast.unparse(up.test), mode="eval").body  # a copy (a deepcopy follows what passes
-            test = _Substitute({name: value}).visit(fresh)                # attached to the nodes: whole modules)
+            # a fresh copy to substitute into: a deepcopy would follow what earlier passes attach to the nodes
+            test = _Substitute({name: value}).visit(ast.parse(ast.unparse(up.test), mode="eval").body)
             known, v = _const(_test(test))
             if known and bool(v) == (child in up.orelse):  # body under a false test, orelse under a true one
                 return True

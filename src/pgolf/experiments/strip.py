@@ -141,11 +141,11 @@ _ADDERS = frozenset({"append", "extend", "add", "update"})
 _FRESH = (ast.List, ast.Set, ast.Dict, ast.ListComp, ast.SetComp, ast.DictComp)
 
 
-def _adds_to(s: ast.stmt, names: set[str], pure: frozenset[str]) -> bool:
-    """`s` is `name.append(<pure>)` (or extend/add/update) for one of `names`."""
+def _adds_to(s: ast.stmt, names: set[str] | None, pure: frozenset[str]) -> bool:
+    """`s` is `name.append(<pure>)` (or extend/add/update) for one of `names` (None: any name)."""
     c = s.value if isinstance(s, ast.Expr) else None
     return (isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and isinstance(c.func.value, ast.Name)
-            and c.func.value.id in names and c.func.attr in _ADDERS and not c.keywords
+            and (names is None or c.func.value.id in names) and c.func.attr in _ADDERS and not c.keywords
             and all(_pure(a, pure) for a in c.args))
 
 
@@ -153,8 +153,7 @@ def _collected_only(fn: ast.AST, pure: frozenset[str]) -> set[str]:
     """Locals of `fn` that are only bound to a fresh container (`x = []`, pure contents) and only added to
     (`x.append(<pure>)` statements), nowhere else read, deleted or declared (any nested scope included): what is
     collected for an error message the stripping removed (`looked.append(f"...")`). Nothing observes them."""
-    adds = {id(s.value.func.value) for s in ast.walk(fn) if isinstance(s, ast.Expr)
-            and _adds_to(s, {getattr(getattr(getattr(s.value, "func", None), "value", None), "id", "")}, pure)}
+    adds = {id(s.value.func.value) for s in ast.walk(fn) if isinstance(s, ast.Expr) and _adds_to(s, None, pure)}
     fresh = {id(t) for s in ast.walk(fn) if isinstance(s, ast.Assign) and len(s.targets) == 1
              and isinstance(s.value, _FRESH) and _pure(s.value, pure) for t in s.targets if isinstance(t, ast.Name)}
     ok: dict[str, bool] = {}

@@ -103,9 +103,9 @@ class GPTConfig:
     def modules_not_run(self, documents: bool = False) -> tuple[str, ...]:
         """The model/ modules a run of this config never imports, so its single-file script leaves them out
         (pgolf.experiments.closure): model/flash.py unless `attention_backend` is "flash", model/fused.py when
-        `cpu_kernels` is "torch", model/documents.py
-        unless `doc_isolation` or `documents` (the run isolates documents or decodes all the same: TTT-LoRA's eval
-        sets doc_isolation on the model, model/generate.py's incremental decoding masks through it).
+        `cpu_kernels` is "torch", model/documents.py unless `doc_isolation` or `documents` (the run isolates
+        documents or decodes all the same: TTT-LoRA's eval sets doc_isolation on the model, model/generate.py's
+        incremental decoding masks through it).
         tests/model/test_attention.py trains with each left out unimportable."""
         out = () if self.attention_backend == "flash" else ("pgolf.model.flash",)
         out += ("pgolf.model.fused",) if self.cpu_kernels == "torch" else ()
