@@ -189,3 +189,25 @@ def test_records_rule_keeps_the_ema_and_still_scores_both(tiny_dataset, tmp_path
     w = record["weights"]
     assert w["chosen"] == "ema" and w["warmup"] is True
     assert record["prequant"]["val_bpb"] == w["ema"]["val_bpb"] and w["raw"]["val_bpb"] > 0
+
+
+_MALLOC_BLOCKED = ("import sys; sys.modules['pgolf.train.malloc'] = None; from pgolf.cli import main; "
+                   "sys.exit(main(sys.argv[1:]))")
+
+
+def test_training_with_cpu_malloc_off_never_imports_malloc_and_gives_the_same_weights(tiny_dataset, tmp_path):
+    from pgolf.train.config import TrainConfig
+
+    assert "pgolf.train.malloc" in TrainConfig(cpu_malloc=False).modules_not_run()
+    assert "pgolf.train.malloc" not in TrainConfig().modules_not_run()
+    common = STEP_BASED + ["--train.iterations", "4"]
+    on = _pgolf("train", *smoke_args(tiny_dataset.data_dir, tmp_path, "on", *common))
+    assert on.returncode == 0, on.stderr
+    blocked = _pgolf("train", *smoke_args(tiny_dataset.data_dir, tmp_path, "on-blocked", *common),
+                     launcher=[sys.executable, "-c", _MALLOC_BLOCKED])
+    assert blocked.returncode != 0 and "pgolf.train.malloc" in blocked.stderr  # the block holds: on imports it
+    off = _pgolf("train", *smoke_args(tiny_dataset.data_dir, tmp_path, "off", *common, "--train.cpu_malloc", "false"),
+                 launcher=[sys.executable, "-c", _MALLOC_BLOCKED])
+    assert off.returncode == 0, off.stderr
+    a, b = _weights(tmp_path / "on"), _weights(tmp_path / "off")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # a process setting, not numerics

@@ -25,7 +25,6 @@ from pgolf.train.checkpoint import CHECKPOINT_NAME, check_resumable, load_checkp
 from pgolf.train.config import TrainConfig
 from pgolf.train.distributed import world
 from pgolf.train.ema import EMA
-from pgolf.train.malloc import retain_freed_memory
 from pgolf.train.muon import cpu_has_native_bf16
 from pgolf.train.optim import (
     apply_lr_multiplier, build_optimizers, clip_gradients, reduce_gradients, set_muon_momentum, step_order,
@@ -191,9 +190,11 @@ def train(
 
     amp = autocast_dtype(cfg.autocast, device)
     logger.event("precision", autocast="bf16" if amp is not None else "fp32", rule=cfg.autocast)
-    if device.type == "cpu" and world()[1] == 1:
+    if cfg.cpu_malloc and device.type == "cpu" and world()[1] == 1:
         # glibc: the step's freed activations are reused, not re-faulted (train/malloc.py). Single-process only: a
         # 2-process gloo run once aborted at interpreter exit with it in force (not reproduced; kept out until known)
+        from pgolf.train.malloc import retain_freed_memory  # lazy: a script with cpu_malloc off leaves it out
+
         retain_freed_memory()
     forward = torch.compile(model) if cfg.compile else model
     budget = cfg.max_wallclock_seconds - cfg.calib_reserve_seconds if cfg.max_wallclock_seconds else 0.0
