@@ -98,7 +98,7 @@ class TrainConfig:
         """The train/ modules a run of this config never imports, so its single-file script leaves them out
         (pgolf.experiments.closure): Parallel Muon unless `muon_impl` may choose it, the baseline's round robin
         unless `muon_impl` is "round_robin" ("auto" is Parallel Muon in a world of more than one), the CPU malloc
-        tuning when `cpu_malloc` is off. tests/train/test_parallel_muon.py and test_malloc.py train with each left
+        tuning when `cpu_malloc` is off. tests/train/test_parallel_muon.py and test_loop.py train with each left
         out unimportable."""
         malloc = () if self.cpu_malloc else ("pgolf.train.malloc",)
         if self.muon_impl == "round_robin":
