@@ -100,10 +100,8 @@ class TrainConfig:
         unless `muon_impl` is "round_robin" ("auto" is Parallel Muon in a world of more than one), the CPU malloc
         tuning when `cpu_malloc` is off. tests/train/test_parallel_muon.py and test_loop.py train with each left
         out unimportable."""
-        malloc = () if self.cpu_malloc else ("pgolf.train.malloc",)
-        if self.muon_impl == "round_robin":
-            return ("pgolf.train.parallel_muon", *malloc)
-        return ("pgolf.train.round_robin", *malloc)
+        muon = "pgolf.train.parallel_muon" if self.muon_impl == "round_robin" else "pgolf.train.round_robin"
+        return (muon,) + (() if self.cpu_malloc else ("pgolf.train.malloc",))
 
     def __post_init__(self) -> None:
         from pgolf.train.muon import check_coeff_steps  # lazy: keeps this module torch-free at import
